@@ -1,0 +1,45 @@
+"""The one entry point: ``mig-exporter serve | diagnose | remediate | fleet``.
+
+Each subcommand lives beside the code it drives and registers itself here through
+``register(subparsers)``, which adds its parser and sets ``run`` to a function taking the parsed
+arguments and returning the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mig_exporter import __version__
+from mig_exporter.diagnose import command as diagnose_command
+from mig_exporter.errors import InputError
+from mig_exporter.exporter import command as serve_command
+from mig_exporter.remediate import command as remediate_command
+from mig_exporter.sim import command as fleet_command
+
+EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mig-exporter",
+        description="Prometheus exporter, diagnosis and MIG remediation for NVIDIA GPUs.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (serve_command, diagnose_command, remediate_command, fleet_command):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except InputError as error:
+        print(f"mig-exporter {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return status

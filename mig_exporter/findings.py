@@ -1,0 +1,83 @@
+"""Findings: what is wrong in a Snapshot, as pure functions.
+
+The exporter turns them into series, ``diagnose`` into a report and advice, and the alert rules
+re-derive the same conditions from the series. Keeping the decisions here, with no I/O, is what
+lets all three agree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from enum import Enum
+
+from mig_exporter.model import Gpu, Snapshot
+
+
+class Severity(str, Enum):
+    """Same words as the alert rules' ``severity`` label."""
+
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+SEVERITY_ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+class Kind(str, Enum):
+    UNPARTITIONED_SHARING = "unpartitioned_sharing"
+    SPANNING_PROCESS = "spanning_process"
+    GPU_LOST = "gpu_lost"
+    MIG_PENDING = "mig_pending"
+    MIG_WITHOUT_INSTANCES = "mig_without_instances"
+    PERSISTENCE_OFF = "persistence_off"
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: Kind
+    severity: Severity
+    gpu_indices: tuple[int, ...]  # the physical GPUs concerned
+    pids: tuple[int, ...] = ()  # the processes concerned
+
+
+def process_gpus(snapshot: Snapshot) -> dict[int, tuple[int, ...]]:
+    """pid → the physical GPU indices it holds memory on (sorted). Several MIG instances of one
+    GPU count as one GPU: spanning is about physical GPUs."""
+    gpus_by_pid: dict[int, set[int]] = defaultdict(set)
+    for process in snapshot.processes:
+        gpus_by_pid[process.pid].add(process.gpu_index)
+    return {pid: tuple(sorted(gpus)) for pid, gpus in sorted(gpus_by_pid.items())}
+
+
+def spanning_processes(snapshot: Snapshot) -> dict[int, tuple[int, ...]]:
+    """Processes holding memory on more than one physical GPU (the incident: PIDs on all four)."""
+    return {pid: gpus for pid, gpus in process_gpus(snapshot).items() if len(gpus) > 1}
+
+
+def is_unpartitioned_sharing(gpu: Gpu) -> bool:
+    """MIG is off and two or more distinct processes hold memory on the GPU: no isolation of SMs,
+    memory bandwidth or faults between them."""
+    return not gpu.lost and not gpu.mig_enabled and len(gpu.pids) >= 2
+
+
+def find(snapshot: Snapshot) -> tuple[Finding, ...]:
+    """Every finding, most severe first, then by GPU."""
+    found: list[Finding] = []
+    for gpu in snapshot.gpus:
+        if gpu.lost:
+            found.append(Finding(Kind.GPU_LOST, Severity.CRITICAL, (gpu.index,)))
+            continue
+        if is_unpartitioned_sharing(gpu):
+            found.append(Finding(Kind.UNPARTITIONED_SHARING, Severity.CRITICAL, (gpu.index,),
+                                 tuple(sorted(gpu.pids))))
+        if gpu.mig_pending_change:
+            found.append(Finding(Kind.MIG_PENDING, Severity.WARNING, (gpu.index,)))
+        if gpu.mig_enabled and not gpu.gpu_instances:
+            found.append(Finding(Kind.MIG_WITHOUT_INSTANCES, Severity.WARNING, (gpu.index,)))
+        if gpu.mig_enabled and gpu.persistence_mode is False:
+            found.append(Finding(Kind.PERSISTENCE_OFF, Severity.INFO, (gpu.index,)))
+    for pid, gpus in spanning_processes(snapshot).items():
+        found.append(Finding(Kind.SPANNING_PROCESS, Severity.WARNING, gpus, (pid,)))
+    return tuple(sorted(found, key=lambda f: (SEVERITY_ORDER[f.severity], f.gpu_indices, f.kind.value)))

@@ -1,0 +1,150 @@
+"""The Snapshot: one immutable reading of NVML that every feature consumes.
+
+The reader (``mig_exporter.nvml.read``) is the only producer. The exporter, ``diagnose`` and
+``remediate`` only consume Snapshots, so each of them can be tested with a Snapshot built by hand
+and none of them can touch the hardware by accident. A value NVML did not give (not supported,
+an error, a lost GPU) is ``None``: absent, never a made-up zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A compute process holding memory on one physical GPU, or on one MIG instance of it.
+
+    The same pid appears once per device it holds memory on; a pid present under several
+    physical GPUs is a process spanning GPUs.
+    """
+
+    pid: int
+    name: str | None
+    gpu_index: int
+    gpu_uuid: str
+    used_memory_bytes: int | None
+    # None when MIG is off (NVML reports 0xFFFFFFFF there).
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuInstance:
+    """A MIG GPU instance: a slice of memory and SMs, with a fixed placement on the GPU."""
+
+    gpu_index: int
+    gpu_instance_id: int
+    profile_id: int  # the driver's profile ID (``nvidia-smi mig -lgip`` ID column)
+    profile: str  # the driver's name, e.g. "3g.40gb"
+    placement_start: int
+    placement_size: int
+    compute_instance_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    """A MIG device as CUDA sees it: one compute instance inside one GPU instance.
+
+    This is what ``nvidia-smi -L`` lists as ``MIG 3g.40gb Device 0`` and what a workload gets
+    through ``CUDA_VISIBLE_DEVICES=MIG-…``.
+    """
+
+    gpu_index: int
+    gpu_uuid: str
+    mig_index: int  # index of the MIG device handle under its parent
+    mig_uuid: str
+    gpu_instance_id: int
+    compute_instance_id: int
+    profile: str  # "3g.40gb", or "1c.3g.40gb" for a compute instance smaller than its GPU instance
+    memory_total_bytes: int | None = None
+    memory_used_bytes: int | None = None
+    multiprocessors: int | None = None
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One physical GPU as NVML reports it, with its MIG instances and processes."""
+
+    index: int
+    uuid: str
+    name: str | None = None
+    lost: bool = False  # NVML answered GPU_IS_LOST: the rest of the values are absent
+    pci_bus_id: str | None = None
+    pci_device_id: int | None = None  # e.g. 0x20B2 for A100-SXM4-80GB
+    serial: str | None = None
+    memory_total_bytes: int | None = None
+    memory_used_bytes: int | None = None
+    memory_reserved_bytes: int | None = None
+    persistence_mode: bool | None = None
+    mig_mode_current: bool | None = None  # None: MIG not supported on this GPU
+    mig_mode_pending: bool | None = None
+    utilization_gpu_ratio: float | None = None
+    utilization_memory_ratio: float | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    clock_sm_hz: float | None = None
+    clock_memory_hz: float | None = None
+    ecc_errors_corrected_total: int | None = None
+    ecc_errors_uncorrected_total: int | None = None
+    gpu_instances: tuple[GpuInstance, ...] = ()
+    mig_instances: tuple[MigInstance, ...] = ()
+    processes: tuple[GpuProcess, ...] = ()
+
+    @property
+    def mig_supported(self) -> bool:
+        return self.mig_mode_current is not None
+
+    @property
+    def mig_enabled(self) -> bool:
+        return bool(self.mig_mode_current)
+
+    @property
+    def mig_pending_change(self) -> bool:
+        """True when a MIG mode change waits for a reset or reboot."""
+        return (
+            self.mig_mode_current is not None
+            and self.mig_mode_pending is not None
+            and self.mig_mode_current != self.mig_mode_pending
+        )
+
+    @property
+    def pids(self) -> frozenset[int]:
+        return frozenset(p.pid for p in self.processes)
+
+
+@dataclass(frozen=True)
+class CollectionError:
+    """One NVML call that failed during a collection; the rest of the Snapshot is still valid."""
+
+    call: str  # the pynvml function, e.g. "nvmlDeviceGetPowerUsage"
+    error: str  # NVML's error string, e.g. "Not Supported"
+    gpu_index: int | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one collection read. ``nvml_up`` is False when NVML itself could not be reached."""
+
+    taken_at: float  # unix time at the end of the collection
+    nvml_up: bool
+    duration_seconds: float = 0.0
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None  # "12.9"
+    nvml_version: str | None = None
+    gpus: tuple[Gpu, ...] = ()
+    errors: tuple[CollectionError, ...] = field(default=())
+    nvml_calls: int = 0  # NVML calls made by this collection (for the benchmark and a metric)
+
+    def gpu(self, index: int) -> Gpu:
+        for gpu in self.gpus:
+            if gpu.index == index:
+                return gpu
+        raise KeyError(f"no GPU with index {index}")
+
+    @property
+    def processes(self) -> tuple[GpuProcess, ...]:
+        return tuple(p for g in self.gpus for p in g.processes)
