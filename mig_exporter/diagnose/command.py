@@ -1,16 +1,102 @@
-"""The ``diagnose``subcommand (being built)."""
+"""``mig-exporter diagnose``: read NVML once, attribute the processes, print the report.
+
+The side effects of diagnose live here (NVML, /proc, stdout); everything it decides is in
+``report``, ``explain`` and ``mig_exporter.advice``. Exit status per DESIGN.md: 0 healthy,
+1 problems found, 2 error (``InputError``, printed on one line by ``cli.main``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+from collections.abc import Mapping
+from typing import TextIO
+
+from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
+from mig_exporter.diagnose.render_json import render_json
+from mig_exporter.diagnose.render_text import render_text
+from mig_exporter.diagnose.report import build_report
+from mig_exporter.errors import InputError
+from mig_exporter.hostinfo import Attribution, attribute_host_process, attribute_simulated_process
+from mig_exporter.model import Snapshot
+from mig_exporter.nvml.read import read_snapshot
+from mig_exporter.nvml.session import NvmlSession
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%?\s*$")
+MAX_HEADROOM_PERCENT = 400  # beyond this the advice would be for some other workload
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("diagnose", help="(being built)")
+    parser = subparsers.add_parser(
+        "diagnose",
+        help="explain what is wrong with the GPUs, who runs on them and the MIG layout that fixes it",
+        description="Read the GPUs once and report: per GPU its MIG mode, persistence, memory, "
+                    "instances and processes; the findings, most severe first, with what to run "
+                    "next; who each process is; and the smallest MIG layout that gives each "
+                    "workload its own instance. Exit status: 0 healthy, 1 problems found, 2 error.",
+    )
+    parser.add_argument("--fleet", metavar="FLEET",
+                        help="diagnose a simulated fleet (a fleet file or a built-in fleet name, see "
+                             "'mig-exporter fleet list') instead of this host's GPUs")
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="text for a terminal (default), json for scripts (docs/diagnose.schema.json)")
+    parser.add_argument("--headroom", metavar="PERCENT", default=f"{DEFAULT_HEADROOM_RATIO * 100:g}%",
+                        help="memory added to each workload's current use when sizing its MIG instance "
+                             "(default: %(default)s: a reading is one moment, and an instance cannot "
+                             "borrow memory from its neighbour when the workload peaks)")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="colour the text report: auto (default) on a terminal unless NO_COLOR is set")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("mig-exporter diagnose: not built yet", file=sys.stderr)
-    return 2
+    headroom_ratio = parse_headroom(args.headroom)
+    with NvmlSession(args.fleet) as session:
+        snapshot = read_snapshot(session)
+        if not snapshot.nvml_up:
+            raise InputError(f"NVML stopped answering while the GPUs were read ({_last_error(snapshot)})")
+        if session.simulator is not None:
+            simulator = session.simulator
+            attributions = {pid: attribute_simulated_process(pid, simulator.attribution(pid))
+                            for pid in _pids(snapshot)}
+        else:
+            attributions = _host_attributions(snapshot)
+    report = build_report(snapshot, attributions, headroom_ratio, args.fleet)
+    if args.format == "json":
+        sys.stdout.write(render_json(report))
+    else:
+        sys.stdout.write(render_text(report, color=use_color(args.color, sys.stdout, os.environ)))
+    return report.exit_status
+
+
+def parse_headroom(text: str) -> float:
+    """``20%`` or ``20`` → 0.2. A ratio like ``0.2`` would read as 0.2 %, so percent is the only unit."""
+    match = _PERCENT.match(text)
+    if match is None or float(match.group(1)) > MAX_HEADROOM_PERCENT:
+        raise InputError(f"--headroom {text!r}: expected a percentage from 0% to {MAX_HEADROOM_PERCENT}%, "
+                         f"e.g. 20%")
+    return float(match.group(1)) / 100
+
+
+def use_color(choice: str, stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """``--color`` wins; ``auto`` colours a terminal unless NO_COLOR is set and not empty (no-color.org)."""
+    if choice != "auto":
+        return choice == "always"
+    return stream.isatty() and not environ.get("NO_COLOR")
+
+
+def _pids(snapshot: Snapshot) -> list[int]:
+    return sorted({p.pid for p in snapshot.processes})
+
+
+def _host_attributions(snapshot: Snapshot) -> dict[int, Attribution]:
+    return {pid: attribute_host_process(pid, not_started_after=snapshot.taken_at) for pid in _pids(snapshot)}
+
+
+def _last_error(snapshot: Snapshot) -> str:
+    if not snapshot.errors:
+        return "no error was recorded"
+    error = snapshot.errors[-1]
+    return f"{error.call}: {error.error}"

@@ -1,16 +1,110 @@
-"""The ``serve``subcommand (being built)."""
+"""``mig-exporter serve``: the Prometheus exporter, with node_exporter's flag names.
+
+Every flag value is checked before NVML is opened, and every failure to start (a bad flag, no
+driver, a busy port, a bad web config) is one line and exit status 2. SIGTERM and SIGINT stop the
+scheduler and the server and shut NVML down, then exit 0.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+import signal
+import threading
+from types import FrameType
+
+from mig_exporter.errors import InputError
+from mig_exporter.exporter.collector import DEFAULT_MAX_PROCESS_SERIES
+from mig_exporter.exporter.flags import (
+    parse_count,
+    parse_duration,
+    parse_listen_address,
+    parse_telemetry_path,
+)
+from mig_exporter.exporter.logs import FORMATS, LEVELS, configure_logging
+from mig_exporter.exporter.service import DEFAULT_MAX_REQUESTS, Exporter, ServeConfig
+from mig_exporter.exporter.webconfig import load_web_config
+from mig_exporter.nvml.session import NvmlSession
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN_ADDRESS = ":9458"  # not taken by dcgm-exporter (9400), 9445 or nvidia_gpu_exporter (9835)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("serve", help="(being built)")
+    parser = subparsers.add_parser(
+        "serve", help="serve Prometheus metrics of the GPUs, MIG instances and processes",
+        description="Serve Prometheus metrics read from NVML in the background; /metrics never calls NVML.",
+    )
+    parser.add_argument("--fleet", metavar="F", help="simulate NVML over a fleet file or a built-in fleet "
+                                                     "(see `mig-exporter fleet list`)")
+    parser.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN_ADDRESS,
+                        metavar="ADDR", help=f"host:port or :port (default {DEFAULT_LISTEN_ADDRESS})")
+    parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
+                        help="path of the metrics (default /metrics)")
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                        help="exporter-toolkit web config: tls_server_config, basic_auth_users")
+    parser.add_argument("--web.max-requests", dest="max_requests", default=str(DEFAULT_MAX_REQUESTS),
+                        metavar="N", help=f"concurrent requests served; more get 503; 0 for no limit "
+                                          f"(default {DEFAULT_MAX_REQUESTS})")
+    parser.add_argument("--collect.interval", dest="interval", default="5s", metavar="DURATION",
+                        help="time between NVML collections, e.g. 500ms, 5s, 1m (default 5s)")
+    parser.add_argument("--collect.timeout", dest="timeout", default="10s", metavar="DURATION",
+                        help="a collection taking longer is abandoned and the last one served (default 10s)")
+    parser.add_argument("--collect.max-process-series", dest="max_process_series",
+                        default=str(DEFAULT_MAX_PROCESS_SERIES), metavar="N",
+                        help=f"cap on each per-process series family (default {DEFAULT_MAX_PROCESS_SERIES})")
+    parser.add_argument("--log.level", dest="log_level", default="info", metavar="LEVEL",
+                        help=f"one of {', '.join(LEVELS)} (default info)")
+    parser.add_argument("--log.format", dest="log_format", default="logfmt", metavar="FORMAT",
+                        help=f"one of {', '.join(FORMATS)} (default logfmt)")
     parser.set_defaults(run=run)
 
 
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """Every flag checked, or ``InputError`` naming the first bad one."""
+    if args.log_level not in LEVELS:
+        raise InputError(f"--log.level: {args.log_level!r} is not one of {', '.join(LEVELS)}")
+    if args.log_format not in FORMATS:
+        raise InputError(f"--log.format: {args.log_format!r} is not one of {', '.join(FORMATS)}")
+    return ServeConfig(
+        listen_address=parse_listen_address("--web.listen-address", args.listen_address),
+        telemetry_path=parse_telemetry_path("--web.telemetry-path", args.telemetry_path),
+        web_config=None if args.web_config_file is None else load_web_config(args.web_config_file),
+        max_requests=parse_count("--web.max-requests", args.max_requests),
+        interval_seconds=parse_duration("--collect.interval", args.interval),
+        timeout_seconds=parse_duration("--collect.timeout", args.timeout),
+        max_process_series=parse_count("--collect.max-process-series", args.max_process_series),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    print("mig-exporter serve: not built yet", file=sys.stderr)
-    return 2
+    config = serve_config(args)
+    configure_logging(args.log_level, args.log_format)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    session = NvmlSession(args.fleet)
+    exporter: Exporter | None = None
+    try:
+        session.open()
+        exporter = Exporter(session, config)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, request_stop)
+        exporter.start()
+        scheme = "https" if config.web_config and config.web_config.ssl_context else "http"
+        log.info("listening on %s://%s:%d%s%s", scheme, config.listen_address.url_host(),
+                 exporter.server.port, config.telemetry_path,
+                 f" (simulated fleet {args.fleet})" if args.fleet else "")
+        while not stop.wait(1.0):
+            pass
+        exporter.stop()
+    finally:
+        if exporter is not None and exporter.job.read_in_flight:
+            log.warning("an NVML read is still hung; exiting without nvmlShutdown")
+        else:
+            session.close()
+    return 0

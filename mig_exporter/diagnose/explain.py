@@ -1,0 +1,236 @@
+"""What each finding means, why it matters, and what to run next.
+
+``mig_exporter.findings`` decides what is wrong; this module says it to a person, with the
+numbers of this host and commands that can be pasted as they are. It is where the reasoning of the
+incident write-up (``shared/seed/README.md``) lives: why a memory cap is not isolation, why a
+reset is owed, why an empty MIG GPU runs nothing.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from mig_exporter.advice import Advice, GpuLayout, RemediateStep
+from mig_exporter.findings import Finding, Kind
+from mig_exporter.hostinfo import Attribution
+from mig_exporter.model import Snapshot
+from mig_exporter.profiles import match_profile, model_by_nvml_name
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """One thing to do. ``command``, when given, is a shell line to paste as it is."""
+
+    action: str
+    command: str | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    summary: str  # one line
+    meaning: str
+    impact: str
+    next_steps: tuple[NextStep, ...]
+
+
+@dataclass(frozen=True)
+class _Context:
+    snapshot: Snapshot
+    advice: Advice | None
+    attributions: Mapping[int, Attribution]
+    fleet: str | None
+
+
+def explain(
+    finding: Finding,
+    snapshot: Snapshot,
+    advice: Advice | None,
+    attributions: Mapping[int, Attribution],
+    fleet: str | None,
+) -> Explanation:
+    return _EXPLAINERS[finding.kind](finding, _Context(snapshot, advice, attributions, fleet))
+
+
+def describe_gpus(indices: Sequence[int]) -> str:
+    """``GPU 2``, ``GPUs 0, 2``, ``GPUs 0-3`` (runs of three or more as a range; ASCII, because the
+    text report must print on any terminal encoding)."""
+    if len(indices) == 1:
+        return f"GPU {indices[0]}"
+    runs: list[list[int]] = []
+    for index in sorted(indices):
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    parts = [f"{r[0]}-{r[-1]}" if len(r) >= 3 else ", ".join(map(str, r)) for r in runs]
+    return "GPUs " + ", ".join(parts)
+
+
+def describe_pids(pids: Sequence[int]) -> str:
+    return ("PID " if len(pids) == 1 else "PIDs ") + ", ".join(map(str, pids))
+
+
+def _sharing(finding: Finding, ctx: _Context) -> Explanation:
+    (gpu_index,) = finding.gpu_indices
+    return Explanation(
+        summary=f"GPU {gpu_index} is shared by {len(finding.pids)} processes without MIG: "
+                f"{describe_pids(finding.pids)}",
+        meaning="MIG is disabled, so the processes share every SM, the memory bandwidth and the L2 "
+                "cache with nothing between them. A memory cap such as "
+                "set_per_process_memory_fraction limits memory only; it does not separate compute.",
+        impact="They contend for the same SMs: each one's latency rises and swings whenever the other "
+               "computes, batches fail and requests time out, and one process running out of memory "
+               "or faulting can take the other down with it.",
+        next_steps=_partition_steps(finding.pids, ctx),
+    )
+
+
+def _spanning(finding: Finding, ctx: _Context) -> Explanation:
+    (pid,) = finding.pids
+    who = ctx.attributions[pid]
+    name = next((p.name for p in ctx.snapshot.processes if p.pid == pid and p.name), None)
+    called = f"PID {pid}" + (f" ({name})" if name else "")
+    return Explanation(
+        summary=f"{called} holds memory on {describe_gpus(finding.gpu_indices)}",
+        meaning=f"One process has a CUDA context and allocations on {len(finding.gpu_indices)} GPUs; "
+                f"{who.gpu_visibility}.",
+        impact="It competes with every other process on each of those GPUs, pays a CUDA context on "
+               "each, and none of them can be partitioned or reset while it runs.",
+        next_steps=_partition_steps((pid,), ctx),
+    )
+
+
+def _pending(finding: Finding, ctx: _Context) -> Explanation:
+    (gpu_index,) = finding.gpu_indices
+    gpu = ctx.snapshot.gpu(gpu_index)
+    target = "enabled" if gpu.mig_mode_pending else "disabled"
+    now = "enabled" if gpu.mig_mode_current else "disabled"
+    holders = sorted(gpu.pids)
+    steps = []
+    if holders:
+        steps.append(NextStep(f"stop {describe_pids(holders)}: a reset fails while a process holds the GPU"))
+    steps += [
+        NextStep("stop nvidia-persistenced and any agent that keeps the GPU open, or reboot instead"),
+        NextStep(f"reset GPU {gpu_index} so the new mode takes effect", f"sudo nvidia-smi -r -i {gpu_index}"),
+    ]
+    return Explanation(
+        summary=f"GPU {gpu_index}: MIG mode {target} is pending a reset",
+        meaning=f"MIG mode was set to {target}, but it stays {now} until the GPU is reset or the host "
+                f"reboots.",
+        impact="Until then the GPU runs in the old mode: the partition planned for it is not in "
+               "effect. The reset fails with \"In use by another client\" while a process, persistence "
+               "mode or nvidia-persistenced holds the GPU.",
+        next_steps=tuple(steps),
+    )
+
+
+def _without_instances(finding: Finding, ctx: _Context) -> Explanation:
+    (gpu_index,) = finding.gpu_indices
+    layout, why = _layout_for_empty_gpu(gpu_index, ctx.snapshot)
+    if layout is None:
+        step = NextStep("list the profiles this GPU offers, then create instances for the workloads",
+                        f"sudo nvidia-smi mig -i {gpu_index} -lgip")
+    else:
+        step = NextStep(f"create instances ({why})", RemediateStep((gpu_index,), layout).command(ctx.fleet))
+    return Explanation(
+        summary=f"GPU {gpu_index}: MIG is enabled but it has no instances",
+        meaning="With MIG on, work runs only inside MIG instances, and this GPU has none. Instances do "
+                "not survive a reboot: a MIG GPU comes back empty.",
+        impact="The GPU is unusable: CUDA shows no device on it and every workload meant for it fails "
+               "to start.",
+        next_steps=(step,),
+    )
+
+
+def _persistence_off(finding: Finding, ctx: _Context) -> Explanation:
+    (gpu_index,) = finding.gpu_indices
+    return Explanation(
+        summary=f"GPU {gpu_index}: persistence mode is off on a MIG GPU",
+        meaning="Without persistence mode the driver tears the GPU's state down when its last client "
+                "exits and builds it again at the next start.",
+        impact="Every start pays that initialisation, and on Hopper the MIG mode itself does not "
+               "survive a driver unload. (Persistence holds the GPU open: turn it off before a reset.)",
+        next_steps=(NextStep("turn persistence mode on", f"sudo nvidia-smi -i {gpu_index} -pm 1"),),
+    )
+
+
+def _lost(finding: Finding, ctx: _Context) -> Explanation:
+    (gpu_index,) = finding.gpu_indices
+    return Explanation(
+        summary=f"GPU {gpu_index} is lost",
+        meaning="NVML answers GPU_IS_LOST: the GPU fell off the bus or stopped responding, so none of "
+                "its values can be read.",
+        impact="Nothing runs on it: processes that used it have failed or hang, and its memory and MIG "
+               "instances are unknown.",
+        next_steps=(
+            NextStep("find the Xid error the driver logged", "sudo dmesg | grep -i xid"),
+            NextStep("reset the GPU, or reboot if the reset fails", f"sudo nvidia-smi -r -i {gpu_index}"),
+        ),
+    )
+
+
+_EXPLAINERS: dict[Kind, Callable[[Finding, _Context], Explanation]] = {
+    Kind.UNPARTITIONED_SHARING: _sharing,
+    Kind.SPANNING_PROCESS: _spanning,
+    Kind.MIG_PENDING: _pending,
+    Kind.MIG_WITHOUT_INSTANCES: _without_instances,
+    Kind.PERSISTENCE_OFF: _persistence_off,
+    Kind.GPU_LOST: _lost,
+}
+
+
+def _partition_steps(pids: Sequence[int], ctx: _Context) -> tuple[NextStep, ...]:
+    """Stop, partition as advised, restart pinned: the incident's runbook for these processes.
+
+    The steps cover every workload of the GPUs the advice partitions for them, so findings about
+    the same workloads get the same steps."""
+    layouts = _layouts_of(pids, ctx.advice)
+    if not layouts or ctx.advice is None:
+        return tuple(_pin_to_a_whole_gpu(pid, ctx) for pid in pids)
+    targets = {layout.gpu_index for layout in layouts}
+    moving = sorted({i.pid for layout in layouts for i in layout.instances})
+    to_stop = sorted({*pids, *moving, *(pid for i in targets for pid in ctx.snapshot.gpu(i).pids)})
+    return (
+        NextStep(f"stop {describe_pids(to_stop)}: remediate refuses a GPU that processes hold"),
+        *(NextStep(f"partition {describe_gpus(step.gpu_indices)} as advised (prints the plan; --apply "
+                   f"applies it)", step.command(ctx.fleet))
+          for step in ctx.advice.steps if set(step.gpu_indices) & targets),
+        NextStep(f"restart {describe_pids(moving)}, each with CUDA_VISIBLE_DEVICES set to the MIG UUID "
+                 f"remediate prints for its instance (see Advice)"),
+    )
+
+
+def _layouts_of(pids: Sequence[int], advice: Advice | None) -> list[GpuLayout]:
+    if advice is None:
+        return []
+    return [lay for lay in advice.layouts if any(i.pid in pids for i in lay.instances)]
+
+
+def _pin_to_a_whole_gpu(pid: int, ctx: _Context) -> NextStep:
+    """No MIG instance holds it: give it one whole GPU, the one where it holds the most memory."""
+    mine = [p for p in ctx.snapshot.processes if p.pid == pid]
+    home = max(mine, key=lambda p: p.used_memory_bytes or 0)
+    return NextStep(
+        f"no MIG instance holds PID {pid} (see Advice): restart it pinned to one whole GPU",
+        f"CUDA_VISIBLE_DEVICES={home.gpu_uuid} {_command_line(pid, ctx)}",
+    )
+
+
+def _command_line(pid: int, ctx: _Context) -> str:
+    cmdline = ctx.attributions[pid].cmdline
+    return shlex.join(cmdline) if cmdline else "<its command>"
+
+
+def _layout_for_empty_gpu(gpu_index: int, snapshot: Snapshot) -> tuple[tuple[str, ...] | None, str]:
+    """The layout of a partitioned GPU of the same model, else two halves of the GPU."""
+    gpu = snapshot.gpu(gpu_index)
+    for other in snapshot.gpus:
+        if other.name == gpu.name and other.gpu_instances and not other.lost:
+            return tuple(gi.profile for gi in other.gpu_instances), f"as GPU {other.index} has"
+    model = model_by_nvml_name(gpu.name) if gpu.name else None
+    half = match_profile(model, f"{model.compute_slices // 2}g") if model else None
+    if half is None:
+        return None, ""
+    return (half.name, half.name), "two halves; change the layout to fit the workloads"

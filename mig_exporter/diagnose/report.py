@@ -1,0 +1,269 @@
+"""The diagnose report as data: one frozen tree that the text and JSON renderers both print.
+
+Built by a pure function from what the command gathered (Snapshot, attributions, advice), so the
+two formats cannot disagree and the reasoning can be tested on Snapshots built by hand. The field
+names are the JSON keys (``docs/diagnose.schema.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mig_exporter.advice import Advice, advise
+from mig_exporter.diagnose.explain import Explanation, NextStep, explain
+from mig_exporter.findings import Finding, Severity, find, process_gpus
+from mig_exporter.hostinfo import Attribution
+from mig_exporter.model import CollectionError, Gpu, GpuProcess, Snapshot
+
+SCHEMA_VERSION = 1
+EXIT_HEALTHY = 0
+EXIT_PROBLEMS = 1
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    """One process on one GPU, as the GPU's table lists it."""
+
+    pid: int
+    name: str | None
+    user: str | None
+    used_memory_bytes: int | None
+    mig_device: str | None  # "3g.40gb (GI 1, CI 0)" on a MIG GPU; None: the whole GPU
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    """One MIG device (a compute instance in a GPU instance)."""
+
+    gpu_instance_id: int
+    compute_instance_id: int
+    profile: str
+    mig_uuid: str
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+
+
+@dataclass(frozen=True)
+class GpuSection:
+    index: int
+    uuid: str
+    name: str | None
+    lost: bool
+    mig_mode_current: bool | None  # None: MIG not supported
+    mig_mode_pending: bool | None
+    persistence_mode: bool | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    gpu_instances: int  # GPU instances, with or without a MIG device on them
+    instances: tuple[InstanceRow, ...]
+    processes: tuple[ProcessRow, ...]
+
+
+@dataclass(frozen=True)
+class ProcessSection:
+    """One process with what the host (or the fleet file) says about it."""
+
+    pid: int
+    name: str | None
+    gpu_indices: tuple[int, ...]
+    used_memory_bytes: int | None  # total over its GPUs; None when a figure is missing
+    source: str  # where the attribution came from: "host", "fleet file" or "none"
+    user: str | None
+    cmdline: tuple[str, ...] | None
+    started_at: float | None
+    container_runtime: str | None
+    container_id: str | None
+    kubernetes_pod_uid: str | None
+    environment_read: bool
+    cuda_visible_devices: str | None
+    gpu_visibility: str  # the conclusion CUDA_VISIBLE_DEVICES supports
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FindingSection:
+    kind: str
+    severity: str
+    gpu_indices: tuple[int, ...]
+    pids: tuple[int, ...]
+    summary: str
+    meaning: str
+    impact: str
+    next_steps: tuple[NextStep, ...]  # in order
+
+
+@dataclass(frozen=True)
+class WorkloadPlacement:
+    pid: int
+    name: str | None
+    used_memory_bytes: int | None
+    needed_memory_bytes: int | None
+    gpu_index: int | None  # None: not placed (see reason)
+    profile: str | None
+    profile_memory_bytes: int | None
+    reason: str | None  # why it was not placed
+
+
+@dataclass(frozen=True)
+class LayoutSection:
+    gpu_index: int
+    model: str
+    layout: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RemediateCommand:
+    gpu_indices: tuple[int, ...]
+    layout: tuple[str, ...]
+    command: str  # prints the plan; with --apply it applies it
+
+
+@dataclass(frozen=True)
+class AdviceSection:
+    headroom_ratio: float
+    workloads: tuple[WorkloadPlacement, ...]
+    layouts: tuple[LayoutSection, ...]
+    freed_gpus: tuple[int, ...]
+    remediate: tuple[RemediateCommand, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    schema_version: int
+    exit_status: int  # 0 healthy, 1 problems found
+    fleet: str | None  # the --fleet it ran on; None: the host's NVML
+    taken_at: float
+    driver_version: str | None
+    cuda_driver_version: str | None
+    gpus: tuple[GpuSection, ...]
+    findings: tuple[FindingSection, ...]
+    processes: tuple[ProcessSection, ...]
+    advice: AdviceSection | None
+    collection_errors: tuple[CollectionError, ...]
+
+
+def build_report(
+    snapshot: Snapshot,
+    attributions: Mapping[int, Attribution],
+    headroom_ratio: float,
+    fleet: str | None = None,
+) -> Report:
+    """Everything diagnose says, from one Snapshot. ``attributions`` has an entry per pid."""
+    findings = find(snapshot)
+    advice = advise(snapshot, headroom_ratio)
+    explanations = [explain(f, snapshot, advice, attributions, fleet) for f in findings]
+    problems = any(f.severity is not Severity.INFO for f in findings)
+    return Report(
+        schema_version=SCHEMA_VERSION,
+        exit_status=EXIT_PROBLEMS if problems else EXIT_HEALTHY,
+        fleet=fleet,
+        taken_at=snapshot.taken_at,
+        driver_version=snapshot.driver_version,
+        cuda_driver_version=snapshot.cuda_driver_version,
+        gpus=tuple(_gpu_section(g, attributions) for g in snapshot.gpus),
+        findings=tuple(_finding_section(f, e) for f, e in zip(findings, explanations, strict=True)),
+        processes=_process_sections(snapshot, attributions),
+        advice=None if advice is None else _advice_section(advice, fleet),
+        collection_errors=snapshot.errors,
+    )
+
+
+def _gpu_section(gpu: Gpu, attributions: Mapping[int, Attribution]) -> GpuSection:
+    return GpuSection(
+        index=gpu.index,
+        uuid=gpu.uuid,
+        name=gpu.name,
+        lost=gpu.lost,
+        mig_mode_current=gpu.mig_mode_current,
+        mig_mode_pending=gpu.mig_mode_pending,
+        persistence_mode=gpu.persistence_mode,
+        memory_used_bytes=gpu.memory_used_bytes,
+        memory_total_bytes=gpu.memory_total_bytes,
+        gpu_instances=len(gpu.gpu_instances),
+        instances=tuple(
+            InstanceRow(m.gpu_instance_id, m.compute_instance_id, m.profile, m.mig_uuid,
+                        m.memory_used_bytes, m.memory_total_bytes)
+            for m in gpu.mig_instances
+        ),
+        processes=tuple(
+            ProcessRow(p.pid, p.name, attributions[p.pid].user, p.used_memory_bytes, _mig_device(gpu, p))
+            for p in sorted(gpu.processes, key=lambda p: (p.gpu_instance_id or 0, p.pid))
+        ),
+    )
+
+
+def _mig_device(gpu: Gpu, process: GpuProcess) -> str | None:
+    if process.gpu_instance_id is None:
+        return None
+    where = f"GI {process.gpu_instance_id}, CI {process.compute_instance_id}"
+    device = next((m for m in gpu.mig_instances if m.gpu_instance_id == process.gpu_instance_id
+                   and m.compute_instance_id == process.compute_instance_id), None)
+    return where if device is None else f"{device.profile} ({where})"
+
+
+def _process_sections(
+    snapshot: Snapshot, attributions: Mapping[int, Attribution]
+) -> tuple[ProcessSection, ...]:
+    sections = []
+    for pid, gpu_indices in process_gpus(snapshot).items():
+        mine = [p for p in snapshot.processes if p.pid == pid]
+        figures = [p.used_memory_bytes for p in mine]
+        who = attributions[pid]
+        container = who.container
+        sections.append(ProcessSection(
+            pid=pid,
+            name=next((p.name for p in mine if p.name), None),
+            gpu_indices=gpu_indices,
+            used_memory_bytes=None if None in figures else sum(f for f in figures if f is not None),
+            source=who.source,
+            user=who.user,
+            cmdline=who.cmdline,
+            started_at=who.started_at,
+            container_runtime=container.runtime if container else None,
+            container_id=container.id if container else None,
+            kubernetes_pod_uid=container.pod_uid if container else None,
+            environment_read=who.environment_read,
+            cuda_visible_devices=who.cuda_visible_devices,
+            gpu_visibility=who.gpu_visibility,
+            notes=who.notes,
+        ))
+    return tuple(sections)
+
+
+def _finding_section(finding: Finding, explanation: Explanation) -> FindingSection:
+    return FindingSection(
+        kind=finding.kind.value,
+        severity=finding.severity.value,
+        gpu_indices=finding.gpu_indices,
+        pids=finding.pids,
+        summary=explanation.summary,
+        meaning=explanation.meaning,
+        impact=explanation.impact,
+        next_steps=explanation.next_steps,
+    )
+
+
+def _advice_section(advice: Advice, fleet: str | None) -> AdviceSection:
+    placed = {i.pid: (layout, i) for layout in advice.layouts for i in layout.instances}
+    reasons = {u.pid: u.reason for u in advice.unplaced}
+    workloads = []
+    for w in advice.workloads:
+        layout, instance = placed.get(w.pid, (None, None))
+        workloads.append(WorkloadPlacement(
+            pid=w.pid,
+            name=w.name,
+            used_memory_bytes=w.used_bytes,
+            needed_memory_bytes=w.needed_bytes,
+            gpu_index=layout.gpu_index if layout else None,
+            profile=instance.profile if instance else None,
+            profile_memory_bytes=instance.memory_bytes if instance else None,
+            reason=reasons.get(w.pid),
+        ))
+    return AdviceSection(
+        headroom_ratio=advice.headroom_ratio,
+        workloads=tuple(workloads),
+        layouts=tuple(LayoutSection(lay.gpu_index, lay.model, lay.profiles) for lay in advice.layouts),
+        freed_gpus=advice.freed_gpus,
+        remediate=tuple(RemediateCommand(s.gpu_indices, s.layout, s.command(fleet)) for s in advice.steps),
+    )

@@ -1,0 +1,281 @@
+"""Snapshot → Prometheus metric families: every series the exporter serves (docs/metrics.md).
+
+``metric_families`` is a pure function of the last Snapshot and the exporter's running totals, so
+the series can be tested from a Snapshot built by hand, and nothing here can reach NVML: the
+scheduler reads NVML, the collector only formats. Identity (name, PCI bus, profile) is only on the
+``_info`` series; every other GPU series carries just ``gpu`` and ``uuid`` to join on.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from itertools import islice
+from typing import TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mig_exporter import __version__
+from mig_exporter.advice import advised_layout
+from mig_exporter.findings import is_unpartitioned_sharing, process_gpus, spanning_processes
+from mig_exporter.model import Gpu, GpuProcess, MigInstance, Snapshot
+
+DEFAULT_MAX_PROCESS_SERIES = 2000
+
+GPU_LABELS = ["gpu", "uuid"]
+MIG_LABELS = ["gpu", "uuid", "mig_uuid", "gpu_instance_id", "compute_instance_id"]
+PROCESS_LABELS = ["gpu", "uuid", "gpu_instance_id", "compute_instance_id", "pid", "process_name"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ExporterTotals:
+    """What accumulates over collections; a Snapshot only knows its own collection."""
+
+    errors_by_call: Mapping[str, int] = field(default_factory=dict)
+    timeouts: int = 0
+    process_series_dropped: int = 0
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    interval_seconds: float
+    max_process_series: int = DEFAULT_MAX_PROCESS_SERIES
+
+
+def process_series_dropped(snapshot: Snapshot, max_process_series: int) -> int:
+    """How many process series the cap leaves out of this Snapshot (both per-process families)."""
+    memory_series = sum(1 for p in snapshot.processes if p.used_memory_bytes is not None)
+    pid_series = len(process_gpus(snapshot))
+    return max(0, memory_series - max_process_series) + max(0, pid_series - max_process_series)
+
+
+def metric_families(
+    snapshot: Snapshot | None, totals: ExporterTotals, settings: ExporterSettings,
+) -> Iterator[Metric]:
+    """Every family; before the first collection (``snapshot`` None) only the exporter's own."""
+    yield from _exporter_families(snapshot, totals, settings)
+    if snapshot is None:
+        return
+    yield _gauge("nvml_up", "1 when the last collection reached NVML, else 0.", [], [([], snapshot.nvml_up)])
+    yield _gauge(
+        "nvml_driver_info", "The NVIDIA driver, CUDA driver API and NVML versions; value 1.",
+        ["driver_version", "cuda_driver_version", "nvml_version"],
+        [([snapshot.driver_version or "", snapshot.cuda_driver_version or "",
+           snapshot.nvml_version or ""], 1)] if snapshot.nvml_up else [],
+    )
+    yield from _gpu_families(snapshot)
+    yield from _mig_families(snapshot)
+    yield from _process_families(snapshot, settings.max_process_series)
+
+
+class SnapshotCollector(Collector):
+    """A prometheus_client collector over whatever ``current`` returns at collection time."""
+
+    def __init__(
+        self, current: Callable[[], tuple[Snapshot | None, ExporterTotals]], settings: ExporterSettings,
+    ) -> None:
+        self._current = current
+        self._settings = settings
+
+    def collect(self) -> Iterable[Metric]:
+        snapshot, totals = self._current()
+        return list(metric_families(snapshot, totals, self._settings))
+
+
+def _gauge(
+    name: str, documentation: str, labels: list[str], samples: Iterable[tuple[list[str], float]],
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for label_values, value in samples:
+        family.add_metric(label_values, value)
+    return family
+
+
+def _counter(
+    name: str, documentation: str, labels: list[str], samples: Iterable[tuple[list[str], float]],
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for label_values, value in samples:
+        family.add_metric(label_values, value)
+    return family
+
+
+def _package_version(distribution: str) -> str:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return ""
+
+
+_BUILD_LABELS = {
+    "version": __version__,
+    "nvidia_ml_py_version": _package_version("nvidia-ml-py"),
+    "python_version": platform.python_version(),
+}
+
+
+def _exporter_families(
+    snapshot: Snapshot | None, totals: ExporterTotals, settings: ExporterSettings,
+) -> Iterator[Metric]:
+    yield _gauge("mig_exporter_build_info", "mig-exporter's version and what it runs on; value 1.",
+                 list(_BUILD_LABELS), [(list(_BUILD_LABELS.values()), 1)])
+    yield _gauge("mig_exporter_collect_interval_seconds",
+                 "The configured --collect.interval, to tell a stale exporter from a slow one.",
+                 [], [([], settings.interval_seconds)])
+    yield _counter("mig_exporter_collection_errors",
+                   "NVML calls that failed, by pynvml function (unsupported values are not errors).",
+                   ["call"], [([call], count) for call, count in sorted(totals.errors_by_call.items())])
+    yield _counter("mig_exporter_collection_timeouts",
+                   "Collections abandoned after --collect.timeout (a hung NVML call).",
+                   [], [([], totals.timeouts)])
+    yield _counter("mig_exporter_process_series_dropped",
+                   "Process series left out by --collect.max-process-series.",
+                   [], [([], totals.process_series_dropped)])
+    if snapshot is None:
+        return
+    yield _gauge("mig_exporter_last_collection_timestamp_seconds",
+                 "Unix time at which the last finished collection ended.", [], [([], snapshot.taken_at)])
+    yield _gauge("mig_exporter_collection_duration_seconds",
+                 "How long the last finished collection took.", [], [([], snapshot.duration_seconds)])
+    yield _gauge("mig_exporter_collection_nvml_calls",
+                 "NVML calls made by the last finished collection.", [], [([], snapshot.nvml_calls)])
+
+
+def _gpu_samples(
+    gpus: Iterable[Gpu], value_of: Callable[[Gpu], float | None],
+) -> Iterator[tuple[list[str], float]]:
+    for gpu in gpus:
+        value = value_of(gpu)
+        if value is not None:
+            yield [str(gpu.index), gpu.uuid], value
+
+
+def _gpu_families(snapshot: Snapshot) -> Iterator[Metric]:
+    gpus = snapshot.gpus
+    present = [g for g in gpus if not g.lost]
+    mig_capable = [g for g in present if g.mig_supported]
+    yield _gauge(
+        "nvml_gpu_info", "One per physical GPU, with its identity; value 1.",
+        ["gpu", "uuid", "name", "pci_bus_id", "pci_device_id", "serial"],
+        [([str(g.index), g.uuid, g.name or "", g.pci_bus_id or "",
+           "" if g.pci_device_id is None else f"0x{g.pci_device_id:04X}", g.serial or ""], 1) for g in gpus],
+    )
+    yield _gauge("nvml_gpu_lost", "1 when NVML reports the GPU lost (GPU_IS_LOST), else 0.",
+                 GPU_LABELS, _gpu_samples(gpus, lambda g: g.lost))
+    yield _gauge("nvml_gpu_mig_mode_current", "1 when MIG is enabled now, else 0.",
+                 GPU_LABELS, _gpu_samples(mig_capable, lambda g: g.mig_mode_current))
+    yield _gauge("nvml_gpu_mig_mode_pending",
+                 "MIG mode after the next reset or reboot (1 enabled); differs from current while pending.",
+                 GPU_LABELS, _gpu_samples(mig_capable, lambda g: g.mig_mode_pending))
+    yield _gauge("nvml_gpu_persistence_mode", "1 when persistence mode is on, else 0.",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.persistence_mode))
+    yield _gauge("nvml_gpu_memory_total_bytes", "Memory of the whole GPU.",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.memory_total_bytes))
+    yield _gauge("nvml_gpu_memory_used_bytes", "Memory used on the whole GPU (all instances).",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.memory_used_bytes))
+    yield _gauge("nvml_gpu_memory_reserved_bytes", "Memory the driver reserves for itself.",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.memory_reserved_bytes))
+    yield _gauge("nvml_gpu_mig_instances", "Number of MIG GPU instances (0 with MIG off).",
+                 GPU_LABELS, _gpu_samples(mig_capable, lambda g: len(g.gpu_instances)))
+    yield _gauge("nvml_gpu_processes", "Compute processes holding memory on the GPU, in any instance.",
+                 GPU_LABELS, _gpu_samples(present, lambda g: len(g.pids)))
+    yield _gauge("nvml_gpu_unpartitioned_sharing",
+                 "1 when MIG is off and two or more processes share the GPU with no isolation, else 0.",
+                 GPU_LABELS, _gpu_samples(present, is_unpartitioned_sharing))
+    yield _gauge("nvml_gpu_utilization_ratio",
+                 "Fraction of the last sample period a kernel ran (absent on MIG GPUs: NVML does not say).",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.utilization_gpu_ratio))
+    yield _gauge("nvml_gpu_memory_utilization_ratio",
+                 "Fraction of the last sample period device memory was read or written.",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.utilization_memory_ratio))
+    yield _gauge("nvml_gpu_temperature_celsius", "GPU core temperature.",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.temperature_celsius))
+    yield _gauge("nvml_gpu_power_usage_watts", "Power drawn by the GPU board.",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.power_watts))
+    yield _gauge("nvml_gpu_power_limit_watts", "Power limit the driver enforces.",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.power_limit_watts))
+    yield _gauge("nvml_gpu_clock_sm_hertz", "Current SM clock.",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.clock_sm_hz))
+    yield _gauge("nvml_gpu_clock_memory_hertz", "Current memory clock.",
+                 GPU_LABELS, _gpu_samples(present, lambda g: g.clock_memory_hz))
+    yield _counter("nvml_gpu_ecc_errors_corrected", "Corrected ECC errors over the GPU's life.",
+                   GPU_LABELS, _gpu_samples(present, lambda g: g.ecc_errors_corrected_total))
+    yield _counter("nvml_gpu_ecc_errors_uncorrected", "Uncorrected ECC errors over the GPU's life.",
+                   GPU_LABELS, _gpu_samples(present, lambda g: g.ecc_errors_uncorrected_total))
+    yield _gauge(
+        "mig_exporter_advised_layout_info",
+        "For a GPU shared without MIG: the MIG layout that gives each process its own instance; value 1.",
+        ["gpu", "uuid", "layout"],
+        [([str(g.index), g.uuid, ",".join(layout)], 1)
+         for g in present if (layout := advised_layout(snapshot, g.index)) is not None],
+    )
+
+
+def _mig_labels(mig: MigInstance) -> list[str]:
+    return [str(mig.gpu_index), mig.gpu_uuid, mig.mig_uuid, str(mig.gpu_instance_id),
+            str(mig.compute_instance_id)]
+
+
+def _mig_samples(
+    migs: Iterable[MigInstance], value_of: Callable[[MigInstance], float | None],
+) -> Iterator[tuple[list[str], float]]:
+    for mig in migs:
+        value = value_of(mig)
+        if value is not None:
+            yield _mig_labels(mig), value
+
+
+def _mig_families(snapshot: Snapshot) -> Iterator[Metric]:
+    migs = [m for g in snapshot.gpus for m in g.mig_instances]
+    yield _gauge(
+        "nvml_gpu_instance_info",
+        "One per MIG GPU instance, with or without compute instances, with its placement; value 1.",
+        ["gpu", "uuid", "gpu_instance_id", "profile", "placement_start", "placement_size"],
+        [([str(g.index), g.uuid, str(i.gpu_instance_id), i.profile, str(i.placement_start),
+           str(i.placement_size)], 1) for g in snapshot.gpus for i in g.gpu_instances],
+    )
+    yield _gauge("nvml_mig_instance_info", "One per MIG device (compute instance) with its profile; value 1.",
+                 [*MIG_LABELS, "profile"], [([*_mig_labels(m), m.profile], 1) for m in migs])
+    yield _gauge("nvml_mig_instance_memory_total_bytes", "Memory of the MIG device's GPU instance.",
+                 MIG_LABELS, _mig_samples(migs, lambda m: m.memory_total_bytes))
+    yield _gauge("nvml_mig_instance_memory_used_bytes", "Memory used in the MIG device's GPU instance.",
+                 MIG_LABELS, _mig_samples(migs, lambda m: m.memory_used_bytes))
+    yield _gauge("nvml_mig_instance_multiprocessors", "Streaming multiprocessors of the MIG device.",
+                 MIG_LABELS, _mig_samples(migs, lambda m: m.multiprocessors))
+
+
+def _capped(items: Iterable[T], cap: int) -> list[T]:
+    """The first ``cap`` items: a stable order keeps the same series across collections."""
+    return list(islice(items, cap))
+
+
+def _process_labels(process: GpuProcess) -> list[str]:
+    def instance_id(value: int | None) -> str:
+        return "" if value is None else str(value)
+
+    return [str(process.gpu_index), process.gpu_uuid, instance_id(process.gpu_instance_id),
+            instance_id(process.compute_instance_id), str(process.pid), process.name or ""]
+
+
+def _process_families(snapshot: Snapshot, max_process_series: int) -> Iterator[Metric]:
+    with_memory = ((_process_labels(p), used) for p in snapshot.processes
+                   if (used := p.used_memory_bytes) is not None)
+    yield _gauge(
+        "nvml_process_memory_bytes",
+        "Memory a process holds on a GPU (MIG off: instance IDs empty) or on one MIG device.",
+        PROCESS_LABELS, _capped(with_memory, max_process_series),
+    )
+    names = {p.pid: p.name or "" for p in reversed(snapshot.processes)}  # the first name seen wins
+    yield _gauge(
+        "nvml_process_gpus", "Physical GPUs the process holds memory on (more than 1: it spans GPUs).",
+        ["pid", "process_name"],
+        [([str(pid), names[pid]], len(gpus)) for pid, gpus in _capped(process_gpus(snapshot).items(),
+                                                                     max_process_series)],
+    )
+    yield _gauge("nvml_processes_spanning_gpus", "Processes holding memory on more than one physical GPU.",
+                 [], [([], len(spanning_processes(snapshot)))])

@@ -1,0 +1,68 @@
+"""Parsing of ``serve``'s flag values as node_exporter and Prometheus write them.
+
+Each parser raises ``InputError`` naming the flag, so a bad value stops ``serve`` with one line
+and exit status 2 before NVML is opened or a port is bound.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mig_exporter.errors import InputError
+
+# Prometheus durations (model.ParseDuration): units in decreasing order, each at most once.
+_DURATION = re.compile(
+    r"^(?:(?P<y>\d+)y)?(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?"
+    r"(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$"
+)
+_UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+
+
+def parse_duration(flag: str, text: str) -> float:
+    """Seconds in a positive Prometheus duration: ``500ms``, ``5s``, ``1m30s``, ``1h``."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise InputError(f"{flag}: {text!r} is not a duration (write it as Prometheus does: 500ms, 5s, 1m)")
+    seconds = sum(int(value) * _UNIT_SECONDS[unit] for unit, value in match.groupdict().items() if value)
+    if seconds <= 0:
+        raise InputError(f"{flag}: {text!r} must be longer than zero")
+    return float(seconds)
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str  # "" for every interface
+    port: int
+
+    def url_host(self) -> str:
+        """The host as it goes in a URL, IPv6 in brackets; every interface as localhost."""
+        if not self.host or self.host in ("0.0.0.0", "::"):
+            return "localhost"
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+
+def parse_listen_address(flag: str, text: str) -> ListenAddress:
+    """``host:port``, ``:port`` (every interface) or ``[v6 address]:port``."""
+    host, separator, port_text = text.rpartition(":")
+    if not separator or not port_text.isdigit() or int(port_text) > 65535:
+        raise InputError(f"{flag}: {text!r} is not host:port or :port "
+                         "(e.g. :9458, 127.0.0.1:9458, [::1]:9458)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise InputError(f"{flag}: {text!r}: write an IPv6 address in brackets, e.g. [::1]:9458")
+    return ListenAddress(host, int(port_text))
+
+
+def parse_count(flag: str, text: str) -> int:
+    """A whole number, zero or more."""
+    if not text.strip().isdigit():
+        raise InputError(f"{flag}: {text!r} is not a whole number (0 or more)")
+    return int(text)
+
+
+def parse_telemetry_path(flag: str, text: str) -> str:
+    if not text.startswith("/") or text in ("/", "/health") or any(c.isspace() for c in text):
+        raise InputError(f"{flag}: {text!r} must be a path starting with / other than / and /health")
+    return text

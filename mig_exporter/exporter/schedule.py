@@ -1,0 +1,81 @@
+"""Collections in the background: one NVML read every ``--collect.interval``, each bounded by
+``--collect.timeout``, never two at once.
+
+NVML calls can hang (a GPU falling off the bus, a driver stuck in a reset), and Python cannot
+interrupt a thread blocked in C. So each read runs in its own daemon thread and the job only waits
+for it up to the timeout: past it, the job gives up (the timeout is counted, the last snapshot
+keeps being served, ``/health`` goes stale) and later jobs start no new read while the hung one
+is still inside NVML, so hung threads cannot pile up. A read that finishes after its timeout is
+dropped: every published snapshot took at most the timeout.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from mig_exporter.exporter.state import ExporterState
+from mig_exporter.model import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class CollectionJob:
+    """The scheduler's job: read, wait up to the timeout, publish."""
+
+    def __init__(self, read: Callable[[], Snapshot], state: ExporterState, timeout_seconds: float) -> None:
+        self._read = read
+        self._state = state
+        self._timeout_seconds = timeout_seconds
+        self._in_flight: concurrent.futures.Future[Snapshot] | None = None
+
+    @property
+    def read_in_flight(self) -> bool:
+        """True while a read (possibly an abandoned, hung one) is still inside NVML."""
+        return self._in_flight is not None and not self._in_flight.done()
+
+    def __call__(self) -> None:
+        if self.read_in_flight:
+            log.warning("the previous NVML read is still hung; not starting another")
+            return
+        future: concurrent.futures.Future[Snapshot] = concurrent.futures.Future()
+        self._in_flight = future
+        threading.Thread(target=self._run_read, args=(future,), name="nvml-read", daemon=True).start()
+        try:
+            snapshot = future.result(timeout=self._timeout_seconds)
+        except concurrent.futures.TimeoutError:
+            log.warning("collection abandoned after --collect.timeout %gs; serving the last snapshot",
+                        self._timeout_seconds)
+            self._state.record_timeout()
+            return
+        except Exception:
+            log.exception("collection failed")
+            return
+        self._state.publish(snapshot)
+        log.debug("collected %d GPUs in %.3fs with %d NVML calls and %d errors", len(snapshot.gpus),
+                  snapshot.duration_seconds, snapshot.nvml_calls, len(snapshot.errors))
+
+    def _run_read(self, future: concurrent.futures.Future[Snapshot]) -> None:
+        try:
+            future.set_result(self._read())
+        except BaseException as error:  # handed to the waiting job, which logs it
+            future.set_exception(error)
+
+
+def start_collecting(job: CollectionJob, interval_seconds: float) -> BackgroundScheduler:
+    """Run ``job`` now and then every interval. ``max_instances=1`` and ``coalesce`` keep a slow
+    collection from queueing more runs behind it: missed runs collapse into one."""
+    scheduler = BackgroundScheduler(timezone=timezone.utc)
+    scheduler.add_job(
+        job, IntervalTrigger(seconds=interval_seconds, timezone=timezone.utc), id="collect",
+        name="NVML collection", max_instances=1, coalesce=True, misfire_grace_time=None,
+        next_run_time=datetime.now(timezone.utc),
+    )
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,57 @@
+"""The running exporter: collection job, scheduler and HTTP server over one NVML session,
+started and stopped together (``serve`` runs it until a signal; tests run it in-process)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from mig_exporter.exporter.collector import DEFAULT_MAX_PROCESS_SERIES, ExporterSettings
+from mig_exporter.exporter.flags import ListenAddress
+from mig_exporter.exporter.schedule import CollectionJob, start_collecting
+from mig_exporter.exporter.server import ExporterHTTPServer
+from mig_exporter.exporter.state import ExporterState
+from mig_exporter.exporter.webconfig import WebConfig
+from mig_exporter.nvml.read import read_snapshot
+from mig_exporter.nvml.session import NvmlSession
+
+DEFAULT_MAX_REQUESTS = 40  # node_exporter's default for --web.max-requests
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    listen_address: ListenAddress
+    interval_seconds: float
+    timeout_seconds: float
+    telemetry_path: str = "/metrics"
+    web_config: WebConfig | None = None
+    max_process_series: int = DEFAULT_MAX_PROCESS_SERIES
+    max_requests: int = DEFAULT_MAX_REQUESTS
+
+
+class Exporter:
+    """Binds the listen address on construction (so a busy port fails before anything runs)."""
+
+    def __init__(self, session: NvmlSession, config: ServeConfig) -> None:
+        self.config = config
+        self.state = ExporterState(ExporterSettings(config.interval_seconds, config.max_process_series))
+        self.job = CollectionJob(lambda: read_snapshot(session), self.state, config.timeout_seconds)
+        self.server = ExporterHTTPServer(config.listen_address, self.state, config.telemetry_path,
+                                         config.web_config, config.max_requests)
+        self._scheduler: BackgroundScheduler | None = None
+        self._server_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._server_thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        self._server_thread.start()
+        self._scheduler = start_collecting(self.job, self.config.interval_seconds)
+
+    def stop(self) -> None:
+        """Stop collecting and serving. A hung NVML read is left to its daemon thread."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._server_thread is not None:
+            self.server.shutdown()
+        self.server.server_close()

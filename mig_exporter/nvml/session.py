@@ -1,0 +1,139 @@
+"""NVML's lifecycle for this process: install the simulator when asked, initialise, re-initialise
+after NVML failed, shut down.
+
+pynvml keeps one library and one reference count per process, so there is one session per process
+(``serve``, ``diagnose`` and ``remediate`` each open one). The session also keeps what must outlive
+a single collection: the last UUID seen at each GPU index, so a GPU that is lost later keeps its
+identity in the metrics, and each GPU's MIG profile table, which is static while NVML stays up and
+would otherwise cost eighteen NVML calls per GPU and collection.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import pynvml
+
+from mig_exporter.errors import InputError
+
+if TYPE_CHECKING:
+    from mig_exporter.sim import SimulatedNvml
+
+log = logging.getLogger(__name__)
+
+TRY_FLEET_HINT = "to try mig-exporter without a GPU, use --fleet seed-incident"
+
+# Errors after which NVML itself is unusable until it is shut down and initialised again.
+NVML_GONE_CODES = frozenset({
+    pynvml.NVML_ERROR_UNINITIALIZED,
+    pynvml.NVML_ERROR_DRIVER_NOT_LOADED,
+    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH,
+    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND,
+})
+
+# What each way of failing to initialise means to the person running the command.
+_INIT_FAILURES = {
+    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND: "no NVIDIA driver found (NVML: Library Not Found)",
+    pynvml.NVML_ERROR_DRIVER_NOT_LOADED: "the NVIDIA kernel driver is not loaded (NVML: Driver Not Loaded)",
+    pynvml.NVML_ERROR_NO_PERMISSION: "no permission to open the NVIDIA devices (NVML: No Permission)",
+}
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    """What the reader keeps of one GPU-instance profile: its name, and how many instances of it
+    fit on the GPU (the array size ``nvmlDeviceGetGpuInstances`` needs)."""
+
+    name: str
+    max_count: int
+
+
+class NvmlUnavailable(InputError):
+    """NVML could not be initialised. ``nvml_error`` is NVML's own text, for the metrics."""
+
+    def __init__(self, message: str, nvml_error: str) -> None:
+        super().__init__(message)
+        self.nvml_error = nvml_error
+
+
+class NvmlSession:
+    """Context manager around nvmlInit/nvmlShutdown, over the real library or a simulated fleet."""
+
+    def __init__(self, fleet: str | None = None) -> None:
+        self.fleet = fleet
+        self.simulator: SimulatedNvml | None = None
+        self.initialised = False
+        # GPU index → the UUID it had when last read.
+        self.known_uuids: dict[int, str] = {}
+        # GPU UUID → {driver profile ID: profile}; only tables read without error are kept.
+        self.gpu_instance_profiles: dict[str, dict[int, ProfileSummary]] = {}
+
+    def __enter__(self) -> NvmlSession:
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Install the simulator over ``fleet`` (if given) and initialise NVML, or raise
+        ``NvmlUnavailable`` with one line saying why and what to do."""
+        if self.fleet is not None and self.simulator is None:
+            # Imported here so that a real host never loads the simulator and its fleet files.
+            from mig_exporter.sim import install
+
+            self.simulator = install(self.fleet)
+        self._initialise()
+
+    def reopen_if_failed(self) -> None:
+        """After NVML failed (see ``mark_failed``), shut it down and initialise it again."""
+        if self.initialised:
+            return
+        self._shutdown_quietly()
+        self._initialise()
+        log.info("NVML initialised again")
+
+    def mark_failed(self) -> None:
+        """A call answered with one of ``NVML_GONE_CODES``: the next collection re-initialises."""
+        self.initialised = False
+        self.gpu_instance_profiles.clear()
+
+    def close(self) -> None:
+        if self.initialised:
+            self._shutdown_quietly()
+            self.initialised = False
+        if self.simulator is not None:
+            from mig_exporter.sim import uninstall
+
+            uninstall()
+            self.simulator = None
+
+    def _initialise(self) -> None:
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as error:
+            raise NvmlUnavailable(self._init_failure_message(error), str(error)) from None
+        self.initialised = True
+
+    def _init_failure_message(self, error: pynvml.NVMLError) -> str:
+        if self.fleet is not None:
+            return f"--fleet {self.fleet}: the simulated NVML failed to initialise (NVML: {error})"
+        reason = _INIT_FAILURES.get(error.value, f"NVML failed to initialise (NVML: {error})")
+        return f"{reason}; {TRY_FLEET_HINT}"
+
+    @staticmethod
+    def _shutdown_quietly() -> None:
+        """nvmlShutdown after a failure: NVML may already consider itself shut down; that is fine."""
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError as error:
+            log.debug("nvmlShutdown: %s", error)

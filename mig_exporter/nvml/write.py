@@ -1,0 +1,136 @@
+"""The only code that changes the hardware: persistence, MIG mode, GPU and compute instances, reset.
+
+Only ``remediate`` calls it, one mutation per method, so the applier can journal each one before
+and after and undo it. Every NVML failure comes out as ``WriteFailed`` naming the call, the GPU and
+NVML's own words (mig-parted #189: say why an operation failed), so nothing above this module needs
+pynvml. GPU instances are created with explicit placements and with the profile ID the driver
+gives for the profile's enum on that very GPU, because the same name can map to different IDs on
+mixed GPUs (mig-parted #157).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+import pynvml
+
+from mig_exporter.nvml.session import NvmlSession
+from mig_exporter.profiles import COMPUTE_PROFILE_ENUM_BY_SLICES
+
+RESET_TIMEOUT_SECONDS = 120
+_ERROR_NAMES = {value: name.removeprefix("NVML_ERROR_") for name, value in vars(pynvml).items()
+                if name.startswith("NVML_ERROR_") and isinstance(value, int)}
+
+
+class WriteFailed(Exception):
+    """One mutation failed; nothing else was attempted. ``in_use``: the GPU was busy (IN_USE)."""
+
+    def __init__(self, call: str, gpu_index: int, reason: str, in_use: bool = False) -> None:
+        super().__init__(f"GPU {gpu_index}: {call} failed: {reason}")
+        self.call = call
+        self.gpu_index = gpu_index
+        self.reason = reason
+        self.in_use = in_use
+
+
+@dataclass(frozen=True)
+class MigModeChange:
+    """What ``nvmlDeviceSetMigMode`` answered. Not activated: the mode is pending until a reset."""
+
+    activated: bool
+    reason: str | None = None  # NVML's words for the activation status, e.g. "In use by another client"
+
+
+def describe_nvml_error(code: int) -> str:
+    """``In use by another client (IN_USE)``: NVML's text and the code's name, as an operator searches it.
+
+    ``nvmlErrorString`` is asked directly: ``str(NVMLError)`` would show its bytes as ``b'…'``.
+    """
+    try:
+        text = pynvml.nvmlErrorString(code)
+    except pynvml.NVMLError:
+        text = None
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return f"{text or 'NVML error'} ({_ERROR_NAMES.get(code, code)})"
+
+
+class HardwareWriter:
+    """Mutations on the GPUs of an open ``NvmlSession`` (real, or a simulated fleet)."""
+
+    def __init__(self, session: NvmlSession) -> None:
+        self._session = session
+
+    def set_persistence(self, gpu_index: int, enabled: bool) -> None:
+        state = pynvml.NVML_FEATURE_ENABLED if enabled else pynvml.NVML_FEATURE_DISABLED
+        self._call(gpu_index, pynvml.nvmlDeviceSetPersistenceMode, self._device(gpu_index), state)
+
+    def set_mig_mode(self, gpu_index: int, enabled: bool) -> MigModeChange:
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if enabled else pynvml.NVML_DEVICE_MIG_DISABLE
+        status = self._call(gpu_index, pynvml.nvmlDeviceSetMigMode, self._device(gpu_index), mode)
+        if status == pynvml.NVML_SUCCESS:
+            return MigModeChange(activated=True)
+        return MigModeChange(activated=False, reason=describe_nvml_error(status))
+
+    def create_gpu_instance(self, gpu_index: int, profile_enum: int, start: int, size: int) -> int:
+        """Create at placement ``start`` and return the new GPU instance ID."""
+        device = self._device(gpu_index)
+        info = self._call(gpu_index, pynvml.nvmlDeviceGetGpuInstanceProfileInfo, device, profile_enum)
+        placement = pynvml.c_nvmlGpuInstancePlacement_t(start, size)
+        instance = self._call(gpu_index, pynvml.nvmlDeviceCreateGpuInstanceWithPlacement, device, info.id,
+                              ctypes.byref(placement))
+        return int(self._call(gpu_index, pynvml.nvmlGpuInstanceGetInfo, instance).id)
+
+    def create_compute_instance(self, gpu_index: int, gpu_instance_id: int, slices: int) -> int:
+        """Create a compute instance of ``slices`` in the GPU instance and return its ID."""
+        gpu_instance = self._gpu_instance(gpu_index, gpu_instance_id)
+        info = self._call(gpu_index, pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo, gpu_instance,
+                          COMPUTE_PROFILE_ENUM_BY_SLICES[slices],
+                          pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+        compute = self._call(gpu_index, pynvml.nvmlGpuInstanceCreateComputeInstance, gpu_instance, info.id)
+        return int(self._call(gpu_index, pynvml.nvmlComputeInstanceGetInfo, compute).id)
+
+    def destroy_compute_instance(
+        self, gpu_index: int, gpu_instance_id: int, compute_instance_id: int,
+    ) -> None:
+        gpu_instance = self._gpu_instance(gpu_index, gpu_instance_id)
+        compute = self._call(gpu_index, pynvml.nvmlGpuInstanceGetComputeInstanceById, gpu_instance,
+                             compute_instance_id)
+        self._call(gpu_index, pynvml.nvmlComputeInstanceDestroy, compute)
+
+    def destroy_gpu_instance(self, gpu_index: int, gpu_instance_id: int) -> None:
+        self._call(gpu_index, pynvml.nvmlGpuInstanceDestroy, self._gpu_instance(gpu_index, gpu_instance_id))
+
+    def reset_gpu(self, gpu_index: int) -> None:
+        """``nvidia-smi -r -i N``, which applies a pending MIG mode; on a simulated fleet, its simulation."""
+        simulator = self._session.simulator
+        if simulator is not None:
+            self._call(gpu_index, simulator.reset_gpu, gpu_index)
+            return
+        command = ["nvidia-smi", "-r", "-i", str(gpu_index)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=RESET_TIMEOUT_SECONDS,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise WriteFailed(" ".join(command), gpu_index, str(error)) from None
+        if done.returncode != 0:
+            said = " ".join((done.stdout + done.stderr).split()) or f"exit status {done.returncode}"
+            raise WriteFailed(" ".join(command), gpu_index, said, in_use="in use" in said.lower())
+
+    def _device(self, gpu_index: int) -> Any:
+        return self._call(gpu_index, pynvml.nvmlDeviceGetHandleByIndex, gpu_index)
+
+    def _gpu_instance(self, gpu_index: int, gpu_instance_id: int) -> Any:
+        device = self._device(gpu_index)
+        return self._call(gpu_index, pynvml.nvmlDeviceGetGpuInstanceById, device, gpu_instance_id)
+
+    @staticmethod
+    def _call(gpu_index: int, function: Any, *args: Any) -> Any:
+        try:
+            return function(*args)
+        except pynvml.NVMLError as error:
+            raise WriteFailed(function.__name__, gpu_index, describe_nvml_error(error.value),
+                              in_use=error.value == pynvml.NVML_ERROR_IN_USE) from None

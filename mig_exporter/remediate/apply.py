@@ -1,0 +1,193 @@
+"""Running a plan: each step journaled before and after, undone in reverse on any failure.
+
+mig-parted leaves a GPU empty when every ordering fails and does not roll back; here a failure at
+any step (a fault, a driver that disagrees, a verification that does not match) undoes this run's
+own steps, newest first, so every GPU is left as it was found. A MIG mode that stays pending
+because the GPU is not idle is not a failure: the GPU's remaining steps wait for a reset, which
+``--reset`` does for that GPU alone (mig-parted #357 resets them all), with persistence mode off
+for the reset since it holds the GPU open (gpu-operator #118).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import count
+
+from mig_exporter.model import Snapshot
+from mig_exporter.nvml.write import HardwareWriter, MigModeChange, WriteFailed
+from mig_exporter.remediate.journal import Journal
+from mig_exporter.remediate.plan import Plan
+from mig_exporter.remediate.steps import (
+    CreateComputeInstance,
+    CreateGpuInstance,
+    DestroyComputeInstance,
+    DestroyGpuInstance,
+    ResetGpu,
+    SetMigMode,
+    SetPersistence,
+    Step,
+    to_json,
+    undo,
+)
+
+
+@dataclass(frozen=True)
+class Executed:
+    step: Step
+    created_id: int | None = None  # the ID the driver gave a created GPU or compute instance
+    gpu_instance_id: int | None = None  # for a created compute instance: the GPU instance it is in
+    mode_change: MigModeChange | None = None
+
+
+@dataclass(frozen=True)
+class PendingMode:
+    """A GPU whose MIG mode waits for a reset; its later steps were not run."""
+
+    gpu_index: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    what: str  # the step, or "verification"
+    error: str
+
+
+class StepFailed(Exception):
+    """A step's mutation failed: the step, and the write side's error."""
+
+    def __init__(self, step: Step, error: WriteFailed) -> None:
+        super().__init__(f"{step.describe()}: {error.call}: {error.reason}")
+        self.step = step
+        self.error = error
+
+    def failure(self) -> Failure:
+        return Failure(self.step.describe(), f"{self.error.call}: {self.error.reason}")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    executed: tuple[Executed, ...]  # the steps that ran and stay done (none after a rollback)
+    pending: tuple[PendingMode, ...] = ()
+    failure: Failure | None = None
+    undone: tuple[Executed, ...] = ()  # the undo steps that ran, newest step first
+    not_undone: tuple[Failure, ...] = ()  # undo steps that failed: the GPUs are not as found
+
+
+class Applier:
+    def __init__(
+        self, writer: HardwareWriter, journal: Journal, found: Snapshot, *, allow_reset: bool,
+    ) -> None:
+        self._writer = writer
+        self._journal = journal
+        self._allow_reset = allow_reset
+        self._sequence = count(1)
+        # Live state the steps need: GPU instance IDs by (GPU, placement start), and persistence.
+        self._gpu_instance_ids = {(gi.gpu_index, gi.placement_start): gi.gpu_instance_id
+                                  for gpu in found.gpus for gi in gpu.gpu_instances}
+        self._persistence = {gpu.index: bool(gpu.persistence_mode) for gpu in found.gpus}
+        self._done: list[Executed] = []
+        self._pending: list[PendingMode] = []
+
+    def apply(self, plan: Plan) -> Outcome:
+        """Run every step; on the first failure, undo what this run did and say what failed."""
+        try:
+            for gpu_plan in plan.gpus:
+                self._apply_gpu(gpu_plan.steps)
+        except StepFailed as failed:
+            return self.roll_back(failed.failure())
+        return Outcome(tuple(self._done), tuple(self._pending))
+
+    def roll_back(self, failure: Failure) -> Outcome:
+        """Undo this run's steps, newest first. An undo that fails is reported and the rest go on."""
+        self._journal.record("rollback", reason=f"{failure.what}: {failure.error}")
+        undone, not_undone = [], []
+        for executed in reversed(self._done):
+            inverse = undo(executed.step, executed.created_id, executed.gpu_instance_id)
+            if inverse is None:
+                continue
+            try:
+                result = self._run(inverse, undoing=True)
+            except StepFailed as failed:
+                not_undone.append(failed.failure())
+                continue
+            undone.append(result)
+            if result.mode_change is not None and not result.mode_change.activated:
+                pending = f"the mode stays pending: {result.mode_change.reason}"
+                not_undone.append(Failure(inverse.describe(), pending))
+        self._done.clear()
+        self._pending.clear()
+        return Outcome((), (), failure, tuple(undone), tuple(not_undone))
+
+    def _apply_gpu(self, steps: Sequence[Step]) -> None:
+        for step in steps:
+            executed = self._run(step)
+            change = executed.mode_change
+            if change is None or change.activated:
+                continue
+            still_pending = self._reset(step.gpu_index) if self._allow_reset else change.reason
+            if still_pending is not None:
+                self._pending.append(PendingMode(step.gpu_index, still_pending))
+                return
+
+    def _reset(self, gpu_index: int) -> str | None:
+        """Reset the GPU to apply its pending mode; the reason it stays pending when the GPU is held."""
+        held_open = self._persistence.get(gpu_index, False)
+        if held_open:
+            self._run(SetPersistence(gpu_index, False))
+        try:
+            self._run(ResetGpu(gpu_index))
+            refused = None
+        except StepFailed as failed:
+            if not failed.error.in_use:
+                raise
+            refused = f"the reset was refused: {failed.error.reason}"
+        if held_open:
+            self._run(SetPersistence(gpu_index, True))
+        return refused
+
+    def _run(self, step: Step, undoing: bool = False) -> Executed:
+        sequence = next(self._sequence)
+        self._journal.record("undo-begin" if undoing else "begin", seq=sequence, step=to_json(step))
+        try:
+            executed = self._perform(step)
+        except WriteFailed as error:
+            self._journal.record("failed", seq=sequence, call=error.call, error=error.reason)
+            raise StepFailed(step, error) from None
+        change = executed.mode_change
+        self._journal.record("done", seq=sequence, created_id=executed.created_id,
+                             gpu_instance_id=executed.gpu_instance_id,
+                             activated=None if change is None else change.activated,
+                             pending_reason=None if change is None else change.reason)
+        if not undoing:
+            self._done.append(executed)
+        return executed
+
+    def _perform(self, step: Step) -> Executed:
+        writer, gpu = self._writer, step.gpu_index
+        match step:
+            case SetPersistence():
+                writer.set_persistence(gpu, step.enabled)
+                self._persistence[gpu] = step.enabled
+            case SetMigMode():
+                return Executed(step, mode_change=writer.set_mig_mode(gpu, step.enabled))
+            case CreateGpuInstance():
+                created = writer.create_gpu_instance(gpu, step.profile_enum, step.start, step.size)
+                self._gpu_instance_ids[gpu, step.start] = created
+                return Executed(step, created_id=created)
+            case DestroyGpuInstance():
+                writer.destroy_gpu_instance(gpu, step.gpu_instance_id)
+                del self._gpu_instance_ids[gpu, step.start]
+            case CreateComputeInstance():
+                gpu_instance_id = self._gpu_instance_ids[gpu, step.gpu_instance_start]
+                created = writer.create_compute_instance(gpu, gpu_instance_id, step.slices)
+                return Executed(step, created_id=created, gpu_instance_id=gpu_instance_id)
+            case DestroyComputeInstance():
+                writer.destroy_compute_instance(gpu, step.gpu_instance_id, step.compute_instance_id)
+            case ResetGpu():
+                writer.reset_gpu(gpu)
+                # a reset clears every GPU and compute instance of the GPU
+                self._gpu_instance_ids = {key: value for key, value in self._gpu_instance_ids.items()
+                                          if key[0] != gpu}
+        return Executed(step)

@@ -1,0 +1,264 @@
+"""The plan: from a Snapshot and the targets, every step in order and every blocker. Pure.
+
+Additive where it can be (mig-parted #119 destroys everything and re-creates): busy instances
+always stay, idle instances that already match the layout stay unless they are in the way, and
+only what must go is destroyed. Blockers are found here, before the first mutation: processes that
+would lose their GPU or instance (unsafe, exit 3), and layouts that cannot be made at all (exit 2).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from itertools import combinations
+
+from mig_exporter.model import Gpu, GpuInstance, GpuProcess, Snapshot
+from mig_exporter.profiles import GpuInstanceProfile, GpuModel
+from mig_exporter.remediate.layout import GpuTarget
+from mig_exporter.remediate.packing import Slot, misfit_reason, pack
+from mig_exporter.remediate.steps import (
+    CreateComputeInstance,
+    CreateGpuInstance,
+    DestroyComputeInstance,
+    DestroyGpuInstance,
+    SetMigMode,
+    SetPersistence,
+    Step,
+)
+
+
+class BlockerKind(str, Enum):
+    UNSAFE = "unsafe"  # processes would lose their GPU or instance: refused, exit 3
+    IMPOSSIBLE = "impossible"  # cannot be done as asked: exit 2
+
+
+@dataclass(frozen=True)
+class Blocker:
+    kind: BlockerKind
+    gpu_index: int | None  # None for the host (not root)
+    reason: str
+    processes: tuple[GpuProcess, ...] = ()
+
+    @property
+    def stop_command(self) -> str | None:
+        pids = sorted({p.pid for p in self.processes})
+        return f"kill {' '.join(map(str, pids))}" if pids else None
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    """One target GPU: what is there, what stays, what is created, and the steps in order."""
+
+    gpu: Gpu
+    target: GpuTarget
+    kept: tuple[GpuInstance, ...]
+    created: tuple[Slot, ...]  # in creation order
+    steps: tuple[Step, ...]
+
+    @property
+    def expected(self) -> tuple[Slot, ...]:
+        """Every GPU instance the GPU should have once the plan has run, by placement."""
+        return tuple(sorted((*map(_slot, self.kept), *self.created), key=lambda slot: slot.start))
+
+
+@dataclass(frozen=True)
+class Plan:
+    gpus: tuple[GpuPlan, ...]
+    blockers: tuple[Blocker, ...]
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(step for gpu_plan in self.gpus for step in gpu_plan.steps)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.steps and not self.blockers
+
+    @property
+    def unsafe(self) -> bool:
+        return any(b.kind is BlockerKind.UNSAFE for b in self.blockers)
+
+    @property
+    def impossible(self) -> bool:
+        return any(b.kind is BlockerKind.IMPOSSIBLE for b in self.blockers)
+
+
+def make_plan(snapshot: Snapshot, targets: Sequence[GpuTarget], *, privileged: bool,
+              persistence: bool) -> Plan:
+    """The plan for ``targets``. ``privileged``: the caller may change the hardware (root, or a
+    simulated fleet); ``persistence``: turn persistence mode on where MIG is wanted."""
+    gpu_plans: list[GpuPlan] = []
+    blockers: list[Blocker] = []
+    for target in targets:
+        gpu_plan, gpu_blockers = _plan_gpu(snapshot.gpu(target.gpu_index), target, persistence)
+        blockers.extend(gpu_blockers)
+        if gpu_plan is not None:
+            gpu_plans.append(gpu_plan)
+    if not privileged and any(gpu_plan.steps for gpu_plan in gpu_plans):
+        blockers.append(Blocker(BlockerKind.IMPOSSIBLE, None,
+                                "changing MIG needs root: run as root (sudo mig-exporter remediate …)"))
+    return Plan(tuple(gpu_plans), tuple(blockers))
+
+
+def _plan_gpu(gpu: Gpu, target: GpuTarget, persistence: bool) -> tuple[GpuPlan | None, list[Blocker]]:
+    if gpu.lost:
+        return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
+                              f"GPU {gpu.index} is lost (NVML: GPU is lost): reset or reboot it first")]
+    if target.model is None:
+        return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
+                              f"GPU {gpu.index} ({gpu.name or 'unknown model'}) does not support MIG")]
+    blockers = _mode_change_blockers(gpu, target)
+    kept, destroyed, created, fit_blockers = _choose_instances(gpu, target, target.model)
+    blockers += fit_blockers
+    blockers += [_unknown_profile_blocker(gpu, gi, target.model)
+                 for gi in destroyed if target.model.profile_by_id(gi.profile_id) is None]
+    if blockers:
+        return None, blockers
+    steps = _steps(gpu, target, kept, destroyed, created, persistence)
+    return GpuPlan(gpu, target, kept, created, tuple(steps)), []
+
+
+def _unknown_profile_blocker(gpu: Gpu, gi: GpuInstance, model: GpuModel) -> Blocker:
+    """An instance of a profile the tables lack could not be re-created if the run had to be undone."""
+    return Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
+                   f"GPU {gpu.index}: GPU instance {gi.gpu_instance_id} has profile ID {gi.profile_id}, "
+                   f"unknown for {model.key}, so it could not be re-created on undo; destroy it by hand "
+                   f"(nvidia-smi mig -i {gpu.index} -gi {gi.gpu_instance_id} -dci, then -dgi)")
+
+
+def _mode_change_blockers(gpu: Gpu, target: GpuTarget) -> list[Blocker]:
+    """Changing the MIG mode needs an idle GPU: every process on it would lose its device."""
+    if not _needs_mode_change(gpu, target) or gpu.mig_mode_current == target.mig_enabled or not gpu.processes:
+        return []
+    action = "enabled" if target.mig_enabled else "disabled"
+    return [Blocker(BlockerKind.UNSAFE, gpu.index,
+                    f"GPU {gpu.index} runs processes, and they would lose the GPU when MIG is {action}",
+                    _unique_processes(gpu.processes))]
+
+
+def _needs_mode_change(gpu: Gpu, target: GpuTarget) -> bool:
+    return gpu.mig_mode_current != target.mig_enabled or gpu.mig_mode_pending != target.mig_enabled
+
+
+def _unique_processes(processes: Sequence[GpuProcess]) -> tuple[GpuProcess, ...]:
+    return tuple({p.pid: p for p in sorted(processes, key=lambda p: p.pid)}.values())
+
+
+def _choose_instances(gpu: Gpu, target: GpuTarget, model: GpuModel) -> tuple[
+        tuple[GpuInstance, ...], tuple[GpuInstance, ...], tuple[Slot, ...], list[Blocker]]:
+    """(kept, destroyed, created in order, blockers) for the GPU instances of ``gpu``."""
+    existing = gpu.gpu_instances if gpu.mig_enabled else ()
+    wanted = Counter(p.id for p in target.profiles) if target.mig_enabled else Counter[int]()
+    busy = [gi for gi in existing if _processes_in(gpu, gi)]
+    blockers = []
+    busy_count: Counter[int] = Counter()
+    for gi in busy:
+        busy_count[gi.profile_id] += 1
+        if busy_count[gi.profile_id] > wanted[gi.profile_id]:
+            blockers.append(Blocker(
+                BlockerKind.UNSAFE, gpu.index,
+                f"GPU {gpu.index}: GPU instance {gi.gpu_instance_id} ({gi.profile} at memory slice "
+                f"{gi.placement_start}) runs processes and is not in the layout {target.layout}",
+                _unique_processes(_processes_in(gpu, gi))))
+    if blockers:
+        return (), (), (), blockers
+    remaining = wanted - busy_count
+    reusable = [gi for gi in existing
+                if gi not in busy and remaining[gi.profile_id] and _has_full_compute(gpu, gi)]
+    fixed = [_slot(gi) for gi in busy]
+    for keep in _keep_choices(reusable, remaining):
+        new = _take(target.profiles, remaining - Counter(gi.profile_id for gi in keep))
+        placed = pack(model, [*fixed, *map(_slot, keep)], new)
+        if placed is not None:
+            kept = (*busy, *keep)
+            return kept, tuple(gi for gi in existing if gi not in kept), placed, []
+    reason = misfit_reason(model, fixed, _take(target.profiles, remaining))
+    why = f"layout {target.layout} does not fit GPU {gpu.index} ({model.key}): {reason}"
+    return (), (), (), [Blocker(BlockerKind.IMPOSSIBLE, gpu.index, why)]
+
+
+def _take(profiles: Sequence[GpuInstanceProfile], counts: Counter[int]) -> list[GpuInstanceProfile]:
+    """The first ``counts[id]`` profiles of each ID from ``profiles``, in their order."""
+    left = counts.copy()
+    taken = []
+    for profile in profiles:
+        if left[profile.id] > 0:
+            left[profile.id] -= 1
+            taken.append(profile)
+    return taken
+
+
+def _keep_choices(
+    reusable: Sequence[GpuInstance], remaining: Counter[int],
+) -> Iterator[tuple[GpuInstance, ...]]:
+    """Sets of idle matching instances to keep, the largest first: keep as many as a fit allows."""
+    for size in range(len(reusable), -1, -1):
+        for keep in combinations(reusable, size):
+            if all(n <= remaining[pid] for pid, n in Counter(gi.profile_id for gi in keep).items()):
+                yield keep
+
+
+def _processes_in(gpu: Gpu, gi: GpuInstance) -> tuple[GpuProcess, ...]:
+    return tuple(p for p in gpu.processes if p.gpu_instance_id == gi.gpu_instance_id)
+
+
+def _has_full_compute(gpu: Gpu, gi: GpuInstance) -> bool:
+    """The instance has exactly the one full-size compute instance the layout asks for, or none yet
+    (one is then created). Smaller compute instances (``1c.3g.40gb``) do not match a layout."""
+    devices = [m for m in gpu.mig_instances if m.gpu_instance_id == gi.gpu_instance_id]
+    if len(gi.compute_instance_ids) > 1:
+        return False
+    return all(not m.profile.split(".")[0].endswith("c") for m in devices)
+
+
+def _slot(gi: GpuInstance) -> Slot:
+    return Slot(gi.profile_id, gi.profile, gi.placement_start, gi.placement_size)
+
+
+def _steps(gpu: Gpu, target: GpuTarget, kept: Sequence[GpuInstance], destroyed: Sequence[GpuInstance],
+           created: Sequence[Slot], persistence: bool) -> list[Step]:
+    """Destroy what goes (compute instances first), set the mode, then persistence (after the mode,
+    so it never holds the GPU during a mode change), then create. Mode first also means nothing is
+    created on a GPU whose mode stays pending."""
+    assert target.model is not None
+    steps: list[Step] = []
+    for gi in destroyed:
+        profile = _profile(target.model, gi.profile_id)
+        steps += [DestroyComputeInstance(gpu.index, gi.gpu_instance_id, gi.placement_start, ci,
+                                         _compute_slices(gpu, gi, ci, profile))
+                  for ci in gi.compute_instance_ids]
+        steps.append(DestroyGpuInstance(gpu.index, gi.gpu_instance_id, gi.profile, profile.enum,
+                                        gi.placement_start, gi.placement_size))
+    if _needs_mode_change(gpu, target):
+        steps.append(SetMigMode(gpu.index, target.mig_enabled, restore=bool(gpu.mig_mode_pending)))
+    if persistence and target.mig_enabled and gpu.persistence_mode is False:
+        steps.append(SetPersistence(gpu.index, True))
+    for gi in kept:
+        if not gi.compute_instance_ids:
+            slices = _profile(target.model, gi.profile_id).slice_count
+            steps.append(CreateComputeInstance(gpu.index, gi.placement_start, slices))
+    for slot in created:
+        profile = _profile(target.model, slot.profile_id)
+        steps.append(CreateGpuInstance(gpu.index, profile.name, profile.enum, slot.start, slot.size))
+        steps.append(CreateComputeInstance(gpu.index, slot.start, profile.slice_count))
+    return steps
+
+
+def _profile(model: GpuModel, profile_id: int) -> GpuInstanceProfile:
+    """A profile the planner already checked the model has."""
+    profile = model.profile_by_id(profile_id)
+    if profile is None:
+        raise KeyError(f"{model.key} has no GPU instance profile ID {profile_id}")
+    return profile
+
+
+def _compute_slices(gpu: Gpu, gi: GpuInstance, ci: int, profile: GpuInstanceProfile) -> int:
+    """Compute slices of a compute instance, from its MIG device name (``1c.3g.40gb`` → 1), for undo."""
+    for device in gpu.mig_instances:
+        if device.gpu_instance_id == gi.gpu_instance_id and device.compute_instance_id == ci:
+            head = device.profile.split(".")[0]
+            if head.endswith("c"):
+                return int(head[:-1])
+    return profile.slice_count

@@ -1,0 +1,227 @@
+"""The simulated host as data: a ``Fleet`` of GPUs with their MIG instances and processes.
+
+Every value is a frozen dataclass, so a state is a value: the simulator replaces it on each
+mutation, compares it with the state as loaded (to restore a fleet file byte for byte after a
+rolled-back run) and hands it to tests without fear of it changing under them. Rules about what
+the driver would do (placements, IDs, memory) live in ``placement``; reading and writing YAML in
+``fleet``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel
+
+# Fixed namespace, so derived GPU and MIG UUIDs are the same in every run and on every machine.
+_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "simulated-nvml.mig-exporter.invalid")
+
+DEFAULT_DRIVER_VERSION = "575.57.08"
+DEFAULT_CUDA_VERSION = "12.9"
+
+
+class MigMode(str, Enum):
+    """The fleet file's ``mig`` values: NVML's (current, pending) pair in words."""
+
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+    PENDING_ENABLE = "pending-enable"
+    PENDING_DISABLE = "pending-disable"
+
+    @classmethod
+    def of(cls, current: bool, pending: bool) -> MigMode:
+        return {
+            (False, False): cls.DISABLED,
+            (True, True): cls.ENABLED,
+            (False, True): cls.PENDING_ENABLE,
+            (True, False): cls.PENDING_DISABLE,
+        }[(current, pending)]
+
+    @property
+    def current(self) -> bool:
+        return self in (MigMode.ENABLED, MigMode.PENDING_DISABLE)
+
+    @property
+    def pending(self) -> bool:
+        return self in (MigMode.ENABLED, MigMode.PENDING_ENABLE)
+
+
+@dataclass(frozen=True)
+class SimProcess:
+    """A compute process holding memory on one GPU or one MIG device. ``name`` None: NVML cannot
+    name it (``nvmlSystemGetProcessName`` answers NOT_FOUND, as for a process in another PID
+    namespace)."""
+
+    pid: int
+    used_memory_mib: int
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ProcessAttribution:
+    """Who runs a simulated pid, as the fleet file says: the host's /proc knows nothing of it.
+
+    Field names match what ``hostinfo.attribute_simulated_process`` reads; None means not given.
+    """
+
+    pid: int
+    user: str | None = None
+    cmdline: str | tuple[str, ...] | None = None
+    container: str | None = None
+    env: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class SimComputeInstance:
+    """A compute instance: ``slices`` compute slices starting at ``start`` inside its GPU instance.
+    Its ID is its start (see ``placement``), so a full-size compute instance is ID 0."""
+
+    start: int
+    slices: int
+    processes: tuple[SimProcess, ...] = ()
+
+    @property
+    def id(self) -> int:
+        return self.start
+
+
+@dataclass(frozen=True)
+class SimGpuInstance:
+    """A GPU instance of driver profile ``profile_id`` at memory slice ``start``, with the ID the
+    driver gives that placement."""
+
+    id: int
+    profile_id: int
+    start: int
+    compute_instances: tuple[SimComputeInstance, ...] = ()
+
+    def compute_instance(self, compute_instance_id: int) -> SimComputeInstance | None:
+        return next((c for c in self.compute_instances if c.id == compute_instance_id), None)
+
+    @property
+    def processes(self) -> tuple[SimProcess, ...]:
+        return tuple(p for c in self.compute_instances for p in c.processes)
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """Values NVML reports that nothing else in the simulator depends on. The defaults are an idle
+    GPU; ``power_limit_watts`` None means the model's default limit."""
+
+    utilization_gpu_percent: int = 0
+    utilization_memory_percent: int = 0
+    temperature_celsius: int = 34
+    power_watts: float = 65.0
+    power_limit_watts: float | None = None
+    clock_sm_mhz: int = 1410
+    clock_memory_mhz: int = 1593
+    ecc_corrected: int = 0
+    ecc_uncorrected: int = 0
+
+
+@dataclass(frozen=True)
+class SimGpu:
+    """One physical GPU. The index is its position in ``Fleet.gpus``."""
+
+    model_key: str
+    uuid: str
+    persistence: bool = False
+    mig: MigMode = MigMode.DISABLED
+    processes: tuple[SimProcess, ...] = ()  # on the whole GPU, MIG off
+    instances: tuple[SimGpuInstance, ...] = ()
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    memory_used_mib: int | None = None  # overrides the computed used memory of the whole GPU
+    serial: str | None = None
+    pci_bus_id: str | None = None
+    lost: bool = False  # fell off the bus: every call on it answers GPU_IS_LOST
+    held_by: tuple[str, ...] = ()  # clients holding the device open that are not listed processes
+
+    @property
+    def model(self) -> GpuModel:
+        return MODELS[self.model_key]
+
+    def profile(self, profile_id: int) -> GpuInstanceProfile | None:
+        return self.model.profile_by_id(profile_id)
+
+    def gpu_instance(self, gpu_instance_id: int) -> SimGpuInstance | None:
+        return next((g for g in self.instances if g.id == gpu_instance_id), None)
+
+    @property
+    def all_processes(self) -> tuple[SimProcess, ...]:
+        """Every process on the GPU, whole-GPU or in any instance."""
+        return self.processes + tuple(p for g in self.instances for p in g.processes)
+
+    def with_instances(self, instances: tuple[SimGpuInstance, ...]) -> SimGpu:
+        return replace(self, instances=tuple(sorted(instances, key=lambda g: g.id)))
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected failure: calls of C function ``call`` (on GPU ``gpu``, or on any GPU and none
+    when it is None) first let ``skip`` matching calls through, then hang ``delay_seconds`` and/or
+    fail with NVML code ``error``, ``count`` times (None: forever)."""
+
+    call: str
+    gpu: int | None = None
+    error: int | None = None
+    delay_seconds: float = 0.0
+    skip: int = 0
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A simulated host: what ``nvmlDeviceGetCount`` and everything after it report."""
+
+    gpus: tuple[SimGpu, ...] = ()
+    driver_version: str = DEFAULT_DRIVER_VERSION
+    cuda_version: str = DEFAULT_CUDA_VERSION
+    description: str | None = None
+    faults: tuple[Fault, ...] = ()
+    attributions: tuple[ProcessAttribution, ...] = ()
+
+    def with_gpu(self, index: int, gpu: SimGpu) -> Fleet:
+        return replace(self, gpus=self.gpus[:index] + (gpu,) + self.gpus[index + 1:])
+
+    def attribution(self, pid: int) -> ProcessAttribution | None:
+        return next((a for a in self.attributions if a.pid == pid), None)
+
+    def process_name(self, pid: int) -> str | None:
+        return next((p.name for g in self.gpus for p in g.all_processes if p.pid == pid and p.name), None)
+
+    def without_process(self, pid: int) -> Fleet:
+        """The fleet after process ``pid`` exited everywhere (what a test does before remediating)."""
+        gpus = []
+        for gpu in self.gpus:
+            instances = tuple(
+                replace(gi, compute_instances=tuple(
+                    replace(ci, processes=tuple(p for p in ci.processes if p.pid != pid))
+                    for ci in gi.compute_instances))
+                for gi in gpu.instances
+            )
+            gpus.append(replace(gpu, processes=tuple(p for p in gpu.processes if p.pid != pid),
+                                instances=instances))
+        return replace(self, gpus=tuple(gpus),
+                       attributions=tuple(a for a in self.attributions if a.pid != pid))
+
+
+def default_gpu_uuid(index: int) -> str:
+    """A GPU UUID derived from the index alone, stable across runs."""
+    return f"GPU-{uuid.uuid5(_UUID_NAMESPACE, f'gpu/{index}')}"
+
+
+def mig_device_uuid(gpu_uuid: str, gpu_instance_id: int, compute_instance_id: int) -> str:
+    """``MIG-xxxxxxxx-xxxx-5xxx-…``: the R470+ format, derived from the parent and the instance IDs,
+    so the same instance gets the same UUID after a reload or in another process."""
+    return f"MIG-{uuid.uuid5(_UUID_NAMESPACE, f'{gpu_uuid}/{gpu_instance_id}/{compute_instance_id}')}"
+
+
+def default_serial(index: int) -> str:
+    return f"{1320000000000 + index}"
+
+
+def default_pci_bus_id(index: int) -> str:
+    return f"00000000:{(0x07 + 0x08 * index) % 0x100:02X}:00.0"

@@ -1,0 +1,199 @@
+"""The report's reasoning on Snapshots built by hand: exit status, findings with their meaning and
+next steps, attribution per process, and the advice with its remediate command."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
+from mig_exporter.diagnose.explain import describe_gpus
+from mig_exporter.diagnose.report import build_report
+from mig_exporter.hostinfo import Attribution
+from mig_exporter.model import MIB
+
+from .snapshots import (
+    SEED_MIB,
+    empty_mig,
+    fleet_attributions,
+    healthy,
+    incident,
+    lost,
+    partitioned_gpu,
+    pending_enable,
+    shared_gpu,
+    snapshot,
+)
+
+
+def report_of(snap, fleet="test-fleet", headroom=DEFAULT_HEADROOM_RATIO):
+    return build_report(snap, fleet_attributions(snap), headroom, fleet)
+
+
+def commands(finding) -> list[str]:
+    return [step.command for step in finding.next_steps if step.command]
+
+
+def test_incident_is_a_problem_with_sharing_first_then_spanning():
+    report = report_of(incident(), fleet="seed-incident")
+    assert report.exit_status == 1
+    assert [(f.kind, f.gpu_indices, f.pids) for f in report.findings] == [
+        ("unpartitioned_sharing", (0,), (78914, 81007)),
+        ("unpartitioned_sharing", (1,), (78914, 81007)),
+        ("unpartitioned_sharing", (2,), (78914, 81007)),
+        ("unpartitioned_sharing", (3,), (78914, 81007)),
+        ("spanning_process", (0, 1, 2, 3), (78914,)),
+        ("spanning_process", (0, 1, 2, 3), (81007,)),
+    ]
+    assert report.findings[4].summary == "PID 78914 (python) holds memory on GPUs 0-3"
+    assert report.findings[0].summary == "GPU 0 is shared by 2 processes without MIG: PIDs 78914, 81007"
+
+
+def test_incident_findings_say_why_it_matters_and_what_to_run():
+    report = report_of(incident(), fleet="seed-incident")
+    sharing, spanning = report.findings[0], report.findings[4]
+    assert "set_per_process_memory_fraction" in sharing.meaning  # why a memory cap is not enough
+    for word in ("latency", "time out", "contend"):
+        assert word in sharing.impact
+    expected = "mig-exporter remediate --fleet seed-incident --gpu 0 --layout 3g.40gb,3g.40gb"
+    assert commands(sharing) == [expected]
+    assert sharing.next_steps[0].action.startswith("stop PIDs 78914, 81007")
+    assert "no CUDA_VISIBLE_DEVICES: this process sees every GPU" in spanning.meaning
+    # the spanning processes are the same workloads: the same runbook
+    assert spanning.next_steps == sharing.next_steps
+
+
+def test_incident_advice_in_the_report():
+    report = report_of(incident(), fleet="seed-incident")
+    advice = report.advice
+    assert advice is not None
+    assert [(w.pid, w.gpu_index, w.profile, w.profile_memory_bytes) for w in advice.workloads] == [
+        (78914, 0, "3g.40gb", 40192 * MIB),
+        (81007, 0, "3g.40gb", 40192 * MIB),
+    ]
+    assert [w.used_memory_bytes for w in advice.workloads] == [sum(m) * MIB for m in SEED_MIB.values()]
+    assert [(lay.gpu_index, lay.model, lay.layout) for lay in advice.layouts] == [
+        (0, "A100-SXM4-80GB", ("3g.40gb", "3g.40gb")),
+    ]
+    assert advice.freed_gpus == (1, 2, 3)
+    assert [r.command for r in advice.remediate] == [
+        "mig-exporter remediate --fleet seed-incident --gpu 0 --layout 3g.40gb,3g.40gb"
+    ]
+
+
+def test_on_the_host_the_command_names_no_fleet():
+    report = report_of(incident(), fleet=None)
+    assert report.advice is not None
+    assert report.advice.remediate[0].command == "mig-exporter remediate --gpu 0 --layout 3g.40gb,3g.40gb"
+
+
+def test_processes_carry_their_attribution_and_totals():
+    report = report_of(incident())
+    first = report.processes[0]
+    assert (first.pid, first.gpu_indices, first.used_memory_bytes) == (78914, (0, 1, 2, 3), 18060 * MIB)
+    assert (first.source, first.user, first.cmdline) == ("fleet file", "ml", ("python", "serve.py"))
+    assert first.gpu_visibility == "no CUDA_VISIBLE_DEVICES: this process sees every GPU"
+    assert [p.user for p in report.gpus[0].processes] == ["ml", "ml"]
+    assert [p.mig_device for p in report.gpus[0].processes] == [None, None]
+
+
+def test_healthy_partitioned_fleet_has_no_findings_and_exit_0():
+    report = report_of(healthy())
+    assert report.exit_status == 0
+    assert report.findings == ()
+    assert report.advice is None
+    rows = report.gpus[0].processes
+    assert [(r.pid, r.mig_device) for r in rows] == [
+        (5002, "3g.40gb (GI 1, CI 0)"),
+        (5001, "3g.40gb (GI 2, CI 0)"),
+    ]
+    assert [i.mig_uuid for i in report.gpus[0].instances] == ["MIG-0-2", "MIG-0-1"]
+
+
+def test_an_info_finding_alone_is_not_a_problem():
+    report = report_of(snapshot(partitioned_gpu(0, persistence=False)))
+    assert [(f.kind, f.severity) for f in report.findings] == [("persistence_off", "info")]
+    assert report.exit_status == 0
+    assert commands(report.findings[0]) == ["sudo nvidia-smi -i 0 -pm 1"]
+
+
+def test_pending_mode_says_a_reset_is_owed():
+    report = report_of(pending_enable())
+    (pending,) = [f for f in report.findings if f.kind == "mig_pending"]
+    assert report.exit_status == 1
+    assert pending.summary == "GPU 0: MIG mode enabled is pending a reset"
+    assert "stays disabled until the GPU is reset" in pending.meaning
+    assert "In use by another client" in pending.impact
+    assert pending.next_steps[0].action.startswith("stop PID 4242")
+    assert commands(pending) == ["sudo nvidia-smi -r -i 0"]
+
+
+def test_empty_mig_gpu_is_unusable_and_gets_the_layout_of_its_sibling():
+    report = report_of(snapshot(empty_mig(0), partitioned_gpu(1)))
+    (empty,) = report.findings
+    assert (empty.kind, empty.severity, empty.gpu_indices) == ("mig_without_instances", "warning", (0,))
+    assert "unusable" in empty.impact
+    assert "as GPU 1 has" in empty.next_steps[0].action
+    assert commands(empty) == ["mig-exporter remediate --fleet test-fleet --gpu 0 --layout 3g.40gb,3g.40gb"]
+
+
+def test_empty_mig_gpu_alone_gets_two_halves():
+    (empty,) = report_of(snapshot(empty_mig(0))).findings
+    assert "two halves" in empty.next_steps[0].action
+    assert commands(empty) == ["mig-exporter remediate --fleet test-fleet --gpu 0 --layout 3g.40gb,3g.40gb"]
+
+
+def test_a_lost_gpu_is_critical():
+    report = report_of(snapshot(partitioned_gpu(0), lost(1)))
+    (found,) = report.findings
+    assert (found.kind, found.severity, found.summary) == ("gpu_lost", "critical", "GPU 1 is lost")
+    assert report.exit_status == 1
+    assert commands(found) == ["sudo dmesg | grep -i xid", "sudo nvidia-smi -r -i 1"]
+
+
+def test_a_workload_no_instance_holds_is_pinned_to_a_whole_gpu():
+    """70 GB × 1.2 is more than a 7g.80gb: the advice places it nowhere, the finding pins it."""
+    snap = snapshot(shared_gpu(0, {1: 70000, 2: 100}))
+    report = report_of(snap)
+    assert report.advice is not None
+    unplaced = [w for w in report.advice.workloads if w.pid == 1]
+    assert unplaced[0].gpu_index is None and "whole GPU" in (unplaced[0].reason or "")
+    assert commands(report.findings[0]) == [
+        "CUDA_VISIBLE_DEVICES=GPU-test-0 python serve.py",
+        "mig-exporter remediate --fleet test-fleet --gpu 0 --layout 1g.10gb",
+    ] or "CUDA_VISIBLE_DEVICES=GPU-test-0 python serve.py" in commands(report.findings[0])
+
+
+def test_unknown_attribution_is_said_in_the_steps():
+    snap = snapshot(shared_gpu(0, {1: 70000, 2: 100}))
+    unknown = {pid: Attribution(pid, "none", notes=("gone",)) for pid in (1, 2)}
+    report = build_report(snap, unknown, DEFAULT_HEADROOM_RATIO)
+    assert "CUDA_VISIBLE_DEVICES=GPU-test-0 '<its command>'" not in commands(report.findings[0])
+    assert any(c.startswith("CUDA_VISIBLE_DEVICES=GPU-test-0 ") for c in commands(report.findings[0]))
+    assert report.processes[0].gpu_visibility == "CUDA_VISIBLE_DEVICES unknown: its environment could not be read"
+
+
+def test_headroom_changes_the_advice():
+    """10 % lets PID 78914 (18060 MiB → 19866 MiB) into a 19968 MiB 1g.20gb."""
+    report = report_of(incident(), headroom=0.10)
+    assert report.advice is not None
+    assert report.advice.headroom_ratio == 0.10
+    assert report.advice.layouts[0].layout == ("3g.40gb", "1g.20gb")
+
+
+def test_collection_errors_are_kept():
+    from mig_exporter.model import CollectionError
+
+    error = CollectionError("nvmlDeviceGetPowerUsage", "Unknown Error", 0)
+    report = report_of(replace(healthy(), errors=(error,)))
+    assert report.collection_errors == (error,)
+
+
+@pytest.mark.parametrize(
+    ("indices", "text"),
+    [((2,), "GPU 2"), ((0, 2), "GPUs 0, 2"), ((0, 1), "GPUs 0, 1"), ((0, 1, 2, 3), "GPUs 0-3"),
+     ((0, 1, 2, 5, 6), "GPUs 0-2, 5, 6")],
+)
+def test_describe_gpus(indices, text):
+    assert describe_gpus(indices) == text

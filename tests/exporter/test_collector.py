@@ -1,0 +1,184 @@
+"""The series, from Snapshots built by hand, asserted through ``registry.get_sample_value``."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from mig_exporter.exporter.collector import (
+    ExporterSettings,
+    ExporterTotals,
+    SnapshotCollector,
+    process_series_dropped,
+)
+from mig_exporter.model import MIB, Gpu, Snapshot
+
+from .snapshots import INCIDENT_MIB, SPANNING_PIDS, incident, partitioned_gpu
+
+SETTINGS = ExporterSettings(interval_seconds=5.0)
+
+
+def registry_for(
+    snapshot: Snapshot | None, totals: ExporterTotals | None = None, settings: ExporterSettings = SETTINGS,
+) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: (snapshot, totals or ExporterTotals()), settings))
+    return registry
+
+
+def gpu_labels(gpu: Gpu) -> dict[str, str]:
+    return {"gpu": str(gpu.index), "uuid": gpu.uuid}
+
+
+def test_incident_shows_spanning_processes_and_unpartitioned_sharing() -> None:
+    snapshot = incident()
+    registry = registry_for(snapshot)
+    assert registry.get_sample_value("nvml_up") == 1
+    assert registry.get_sample_value("nvml_processes_spanning_gpus") == 2
+    for gpu in snapshot.gpus:
+        assert registry.get_sample_value("nvml_gpu_unpartitioned_sharing", gpu_labels(gpu)) == 1
+        assert registry.get_sample_value("nvml_gpu_processes", gpu_labels(gpu)) == 2
+        assert registry.get_sample_value("nvml_gpu_mig_mode_current", gpu_labels(gpu)) == 0
+        assert registry.get_sample_value("nvml_gpu_mig_instances", gpu_labels(gpu)) == 0
+        assert registry.get_sample_value("nvml_gpu_persistence_mode", gpu_labels(gpu)) == 0
+        assert registry.get_sample_value("nvml_gpu_lost", gpu_labels(gpu)) == 0
+    for pid in SPANNING_PIDS:
+        assert registry.get_sample_value("nvml_process_gpus", {"pid": str(pid), "process_name": "python"}) == 4
+
+
+def test_incident_memory_per_process_is_the_incident_table() -> None:
+    registry = registry_for(incident())
+    for gpu_index, per_pid in INCIDENT_MIB.items():
+        for pid, mib in zip(SPANNING_PIDS, per_pid, strict=True):
+            labels = {"gpu": str(gpu_index), "uuid": f"GPU-incident-{gpu_index}", "gpu_instance_id": "",
+                      "compute_instance_id": "", "pid": str(pid), "process_name": "python"}
+            assert registry.get_sample_value("nvml_process_memory_bytes", labels) == mib * 1048576
+
+
+def test_identity_is_on_info_series_only() -> None:
+    snapshot = incident()
+    registry = registry_for(snapshot)
+    gpu = snapshot.gpus[2]
+    info = {**gpu_labels(gpu), "name": "NVIDIA A100-SXM4-80GB", "pci_bus_id": "00000000:02:00.0",
+            "pci_device_id": "0x20B2", "serial": ""}
+    assert registry.get_sample_value("nvml_gpu_info", info) == 1
+    assert registry.get_sample_value("nvml_gpu_memory_total_bytes", gpu_labels(gpu)) == 81920 * MIB
+    assert registry.get_sample_value("nvml_gpu_memory_used_bytes", gpu_labels(gpu)) == 32759 * MIB
+    assert registry.get_sample_value("nvml_driver_info", {
+        "driver_version": "575.57.08", "cuda_driver_version": "12.9", "nvml_version": ""}) == 1
+
+
+def test_telemetry_in_base_units() -> None:
+    registry = registry_for(incident())
+    labels = {"gpu": "0", "uuid": "GPU-incident-0"}
+    assert registry.get_sample_value("nvml_gpu_utilization_ratio", labels) == 0.0
+    assert registry.get_sample_value("nvml_gpu_temperature_celsius", labels) == 34.0
+    assert registry.get_sample_value("nvml_gpu_power_usage_watts", labels) == 61.5
+    assert registry.get_sample_value("nvml_gpu_power_limit_watts", labels) == 400.0
+    assert registry.get_sample_value("nvml_gpu_clock_sm_hertz", labels) == 1.41e9
+    assert registry.get_sample_value("nvml_gpu_ecc_errors_corrected_total", labels) == 0
+
+
+def test_values_nvml_did_not_give_are_absent_not_zero() -> None:
+    registry = registry_for(incident())
+    labels = {"gpu": "0", "uuid": "GPU-incident-0"}
+    # the incident snapshot has no memory utilization, memory clock or uncorrected ECC figure
+    assert registry.get_sample_value("nvml_gpu_memory_utilization_ratio", labels) is None
+    assert registry.get_sample_value("nvml_gpu_clock_memory_hertz", labels) is None
+    assert registry.get_sample_value("nvml_gpu_ecc_errors_uncorrected_total", labels) is None
+
+
+def test_incident_gets_an_advised_layout_per_gpu() -> None:
+    registry = registry_for(incident())
+    for index in range(4):
+        labels = {"gpu": str(index), "uuid": f"GPU-incident-{index}", "layout": "3g.40gb,3g.40gb"}
+        assert registry.get_sample_value("mig_exporter_advised_layout_info", labels) == 1
+
+
+def test_partitioned_gpu_series() -> None:
+    gpu = partitioned_gpu()
+    registry = registry_for(Snapshot(taken_at=1.0, nvml_up=True, gpus=(gpu,)))
+    assert registry.get_sample_value("nvml_gpu_mig_mode_current", gpu_labels(gpu)) == 1
+    assert registry.get_sample_value("nvml_gpu_mig_mode_pending", gpu_labels(gpu)) == 1
+    assert registry.get_sample_value("nvml_gpu_mig_instances", gpu_labels(gpu)) == 2
+    assert registry.get_sample_value("nvml_gpu_unpartitioned_sharing", gpu_labels(gpu)) == 0
+    assert registry.get_sample_value("nvml_gpu_processes", gpu_labels(gpu)) == 2
+    assert registry.get_sample_value("nvml_gpu_instance_info", {
+        **gpu_labels(gpu), "gpu_instance_id": "2", "profile": "3g.40gb", "placement_start": "4",
+        "placement_size": "4"}) == 1
+    mig = {**gpu_labels(gpu), "mig_uuid": "MIG-0-2", "gpu_instance_id": "2", "compute_instance_id": "0"}
+    assert registry.get_sample_value("nvml_mig_instance_info", {**mig, "profile": "3g.40gb"}) == 1
+    assert registry.get_sample_value("nvml_mig_instance_memory_total_bytes", mig) == 40192 * MIB
+    assert registry.get_sample_value("nvml_mig_instance_memory_used_bytes", mig) == (107 + 12000) * MIB
+    assert registry.get_sample_value("nvml_mig_instance_multiprocessors", mig) == 42
+    assert registry.get_sample_value("nvml_process_memory_bytes", {
+        **gpu_labels(gpu), "gpu_instance_id": "2", "compute_instance_id": "0", "pid": "5001",
+        "process_name": "server-a"}) == 12000 * MIB
+    assert registry.get_sample_value("nvml_processes_spanning_gpus") == 0
+    assert registry.get_sample_value("nvml_process_gpus", {"pid": "5001", "process_name": "server-a"}) == 1
+
+
+def test_a_lost_gpu_is_reported_and_the_others_still_exported() -> None:
+    snapshot = incident()
+    lost = Gpu(index=1, uuid="GPU-incident-1", lost=True)
+    snapshot = replace(snapshot, gpus=(snapshot.gpus[0], lost, *snapshot.gpus[2:]))
+    registry = registry_for(snapshot)
+    assert registry.get_sample_value("nvml_gpu_lost", gpu_labels(lost)) == 1
+    assert registry.get_sample_value("nvml_gpu_memory_used_bytes", gpu_labels(lost)) is None
+    assert registry.get_sample_value("nvml_gpu_unpartitioned_sharing", gpu_labels(lost)) is None
+    for gpu in (snapshot.gpus[0], *snapshot.gpus[2:]):
+        assert registry.get_sample_value("nvml_gpu_lost", gpu_labels(gpu)) == 0
+        assert registry.get_sample_value("nvml_gpu_memory_used_bytes", gpu_labels(gpu)) == 32759 * MIB
+    # the processes are still on three GPUs
+    assert registry.get_sample_value("nvml_process_gpus", {"pid": "78914", "process_name": "python"}) == 3
+
+
+def test_process_series_are_capped_and_the_cap_is_counted() -> None:
+    snapshot = incident()  # 8 per-device process series, 2 per-pid series
+    assert process_series_dropped(snapshot, 3) == (8 - 3) + 0
+    assert process_series_dropped(snapshot, 1) == (8 - 1) + (2 - 1)
+    assert process_series_dropped(snapshot, 2000) == 0
+    registry = registry_for(snapshot, ExporterTotals(process_series_dropped=5),
+                            ExporterSettings(interval_seconds=5.0, max_process_series=3))
+    samples = [s for m in registry.collect() if m.name == "nvml_process_memory_bytes" for s in m.samples]
+    assert len(samples) == 3
+    assert registry.get_sample_value("mig_exporter_process_series_dropped_total") == 5
+
+
+def test_exporter_series() -> None:
+    totals = ExporterTotals(errors_by_call={"nvmlDeviceGetPowerUsage": 3}, timeouts=2)
+    registry = registry_for(incident(), totals, ExporterSettings(interval_seconds=2.5))
+    assert registry.get_sample_value("mig_exporter_collect_interval_seconds") == 2.5
+    assert registry.get_sample_value("mig_exporter_collection_errors_total",
+                                     {"call": "nvmlDeviceGetPowerUsage"}) == 3
+    assert registry.get_sample_value("mig_exporter_collection_timeouts_total") == 2
+    assert registry.get_sample_value("mig_exporter_last_collection_timestamp_seconds") == 1_700_000_000.0
+    assert registry.get_sample_value("mig_exporter_collection_duration_seconds") == 0.004
+    assert registry.get_sample_value("mig_exporter_collection_nvml_calls") == 57
+    build = next(m for m in registry.collect() if m.name == "mig_exporter_build_info")
+    assert build.samples[0].value == 1 and set(build.samples[0].labels) == {
+        "version", "nvidia_ml_py_version", "python_version"}
+
+
+def test_before_the_first_collection_only_the_exporter_speaks() -> None:
+    registry = registry_for(None)
+    names = {m.name for m in registry.collect() if m.samples}
+    assert names == {"mig_exporter_build_info", "mig_exporter_collect_interval_seconds",
+                     "mig_exporter_collection_timeouts", "mig_exporter_process_series_dropped"}
+
+
+def test_nvml_down_exports_nvml_up_zero_and_no_gpu() -> None:
+    registry = registry_for(Snapshot(taken_at=1.0, nvml_up=False))
+    assert registry.get_sample_value("nvml_up") == 0
+    assert not [s for m in registry.collect() if m.name.startswith("nvml_gpu") for s in m.samples]
+    assert not [s for m in registry.collect() if m.name == "nvml_driver_info" for s in m.samples]
+
+
+def test_promtool_finds_nothing_to_say() -> None:
+    gpus = (*incident().gpus, partitioned_gpu(4), Gpu(index=5, uuid="GPU-5", lost=True))
+    exposition = generate_latest(registry_for(replace(incident(), gpus=gpus),
+                                              ExporterTotals(errors_by_call={"nvmlInit": 1})))
+    result = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, check=False)
+    assert (result.returncode, result.stdout + result.stderr) == (0, b"")

@@ -1,0 +1,90 @@
+"""Collections in the background: bounded by the timeout, never piling up behind a hung read."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mig_exporter.exporter.collector import ExporterSettings
+from mig_exporter.exporter.schedule import CollectionJob, start_collecting
+from mig_exporter.exporter.state import ExporterState
+from mig_exporter.model import Snapshot
+
+from .snapshots import incident
+
+
+class HangingRead:
+    """A read that blocks until released, like an NVML call stuck in the driver."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __call__(self) -> Snapshot:
+        self.calls += 1
+        self.release.wait(10)
+        return incident()
+
+
+def new_state() -> ExporterState:
+    return ExporterState(ExporterSettings(interval_seconds=1))
+
+
+def test_a_finished_read_is_published() -> None:
+    state = new_state()
+    CollectionJob(incident, state, timeout_seconds=5)()
+    assert state.snapshot == incident() and state.health().healthy
+
+
+def test_a_hung_read_is_abandoned_and_no_second_read_starts_while_it_hangs() -> None:
+    state = new_state()
+    state.publish(incident())
+    served = state.exposition
+    read = HangingRead()
+    job = CollectionJob(read, state, timeout_seconds=0.05)
+    job()
+    assert job.read_in_flight and read.calls == 1
+    assert b"mig_exporter_collection_timeouts_total 1.0" in state.exposition.plain
+    job()
+    job()
+    assert read.calls == 1  # no pile-up
+    assert state.snapshot == incident() and b"nvml_up 1.0" in state.exposition.plain
+    assert served.plain.replace(b"timeouts_total 0.0", b"timeouts_total 1.0") == state.exposition.plain
+
+    read.release.set()
+    deadline = time.monotonic() + 5
+    while job.read_in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job()  # the hung read came back: the next collection starts a fresh one
+    assert read.calls == 2 and not job.read_in_flight
+
+
+def test_a_read_that_raises_publishes_nothing() -> None:
+    state = new_state()
+
+    def broken() -> Snapshot:
+        raise RuntimeError("bug")
+
+    CollectionJob(broken, state, timeout_seconds=1)()
+    assert state.snapshot is None and not state.health().healthy
+
+
+def test_the_first_collection_runs_at_start() -> None:
+    state = new_state()
+    published = threading.Event()
+
+    def read() -> Snapshot:
+        published.set()
+        return incident()
+
+    scheduler = start_collecting(CollectionJob(read, state, timeout_seconds=1), interval_seconds=3600)
+    try:
+        assert published.wait(5)
+        deadline = time.monotonic() + 5
+        while state.snapshot is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert state.snapshot == incident()
+        job = scheduler.get_job("collect")
+        assert (job.max_instances, job.coalesce) == (1, True)
+    finally:
+        scheduler.shutdown(wait=False)

@@ -1,0 +1,161 @@
+"""The HTTP side in-process, over a state published by hand: routes, gzip, health, the request
+cap, TLS and basic auth."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+
+from mig_exporter.errors import InputError
+from mig_exporter.exporter.collector import ExporterSettings
+from mig_exporter.exporter.flags import ListenAddress
+from mig_exporter.exporter.server import ExporterHTTPServer
+from mig_exporter.exporter.state import ExporterState
+from mig_exporter.exporter.webconfig import WebConfig, load_web_config
+
+from .certificates import self_signed
+from .snapshots import incident
+
+
+@contextmanager
+def serving(state: ExporterState, host: str = "127.0.0.1", **options: object) -> Iterator[ExporterHTTPServer]:
+    server = ExporterHTTPServer(ListenAddress(host, 0), state, **options)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def state() -> ExporterState:
+    return ExporterState(ExporterSettings(interval_seconds=5))
+
+
+def url(server: ExporterHTTPServer, path: str, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{server.port}{path}"
+
+
+def test_metrics_health_and_landing_page(state: ExporterState) -> None:
+    with serving(state, telemetry_path="/metrics") as server:
+        before = requests.get(url(server, "/health"), timeout=5)
+        assert (before.status_code, before.text) == (503, "no collection has finished yet\n")
+        state.publish(incident())
+        after = requests.get(url(server, "/health"), timeout=5)
+        assert after.status_code == 200 and after.text.startswith("ok: last collection finished")
+
+        metrics = requests.get(url(server, "/metrics"), headers={"Accept-Encoding": "identity"}, timeout=5)
+        assert metrics.status_code == 200
+        assert metrics.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert metrics.content == state.exposition.plain
+        assert "nvml_processes_spanning_gpus 2.0" in metrics.text
+
+        landing = requests.get(url(server, "/"), timeout=5)
+        assert landing.headers["Content-Type"].startswith("text/html")
+        assert '<a href="/metrics">' in landing.text
+
+        assert requests.get(url(server, "/other"), timeout=5).status_code == 404
+
+
+def test_gzip_when_asked(state: ExporterState) -> None:
+    state.publish(incident())
+    with serving(state, telemetry_path="/metrics") as server, socket.create_connection(
+            ("127.0.0.1", server.port), timeout=5) as connection:
+        connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"Content-Encoding: gzip" in head
+    assert gzip.decompress(body) == state.exposition.plain
+
+
+def test_custom_telemetry_path(state: ExporterState) -> None:
+    state.publish(incident())
+    with serving(state, telemetry_path="/gpu-metrics") as server:
+        assert requests.get(url(server, "/gpu-metrics"), timeout=5).status_code == 200
+        assert requests.get(url(server, "/metrics"), timeout=5).status_code == 404
+        assert 'href="/gpu-metrics"' in requests.get(url(server, "/"), timeout=5).text
+
+
+def test_requests_beyond_the_cap_get_503(state: ExporterState) -> None:
+    state.publish(incident())
+    with serving(state, telemetry_path="/metrics", max_requests=2) as server:
+        assert server.request_slots is not None
+        for _ in range(2):  # two scrapes in progress
+            server.request_slots.acquire()
+        refused = requests.get(url(server, "/metrics"), timeout=5)
+        assert refused.status_code == 503 and "--web.max-requests" in refused.text
+        server.request_slots.release()
+        assert requests.get(url(server, "/metrics"), timeout=5).status_code == 200
+
+
+def test_tls_and_basic_auth(tmp_path: Path, state: ExporterState) -> None:
+    state.publish(incident())
+    certificate = self_signed(tmp_path, "server")
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "web.yml").write_text(
+        f"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  prometheus: {hashed}\n")
+    config = load_web_config(str(tmp_path / "web.yml"))
+    with serving(state, telemetry_path="/metrics", web_config=config) as server:
+        https = url(server, "/metrics", "https")
+        ca = str(certificate.cert_file)
+        assert requests.get(https, verify=ca, timeout=5).status_code == 401
+        assert requests.get(https, verify=ca, auth=("prometheus", "wrong"), timeout=5).status_code == 401
+        ok = requests.get(https, verify=ca, auth=("prometheus", "s3cret"), timeout=5)
+        assert ok.status_code == 200 and ok.content == state.exposition.plain
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(url(server, "/metrics"), timeout=5)  # plain HTTP on the TLS port
+
+
+def test_client_certificates_are_required_when_configured(tmp_path: Path, state: ExporterState) -> None:
+    state.publish(incident())
+    server_certificate = self_signed(tmp_path, "server")
+    client = self_signed(tmp_path, "client")
+    (tmp_path / "web.yml").write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: client.crt\n")
+    config = load_web_config(str(tmp_path / "web.yml"))
+    with serving(state, telemetry_path="/metrics", web_config=config) as server:
+        https, ca = url(server, "/metrics", "https"), str(server_certificate.cert_file)
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(https, verify=ca, timeout=5)
+        with_cert = requests.get(https, verify=ca, cert=(str(client.cert_file), str(client.key_file)), timeout=5)
+        assert with_cert.status_code == 200
+
+
+def test_plain_http_has_no_auth_by_default(state: ExporterState) -> None:
+    state.publish(incident())
+    with serving(state, telemetry_path="/metrics", web_config=WebConfig()) as server:
+        anyone = requests.get(url(server, "/metrics"),
+                              headers={"Authorization": "Basic " + base64.b64encode(b"a:b").decode()}, timeout=5)
+        assert anyone.status_code == 200
+
+
+def test_every_interface_includes_ipv4_loopback(state: ExporterState) -> None:
+    """``:port`` listens on IPv6 and IPv4 where the host has IPv6, on IPv4 otherwise."""
+    state.publish(incident())
+    with serving(state, host="", telemetry_path="/metrics") as server:
+        assert requests.get(url(server, "/metrics"), timeout=5).status_code == 200
+
+
+def test_a_busy_port_is_one_line_naming_the_flag(state: ExporterState) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(InputError, match=rf"^--web\.listen-address: cannot listen on 127\.0\.0\.1:{port}: "):
+            ExporterHTTPServer(ListenAddress("127.0.0.1", port), state, "/metrics")

@@ -1,0 +1,139 @@
+"""Targets from --gpu/--layout and from mig-parted configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mig_exporter.errors import InputError
+from mig_exporter.model import Gpu
+from mig_exporter.profiles import A30, A100_SXM4_80GB, H100_SXM5_80GB
+from mig_exporter.remediate.layout import layout_targets, mig_parted_targets, select_gpus
+
+from .builders import gpu, snapshot
+
+MIXED = snapshot(gpu(0), gpu(1), gpu(2, model=H100_SXM5_80GB), gpu(3, model=A30))
+
+
+def test_select_gpus_by_index_uuid_and_all() -> None:
+    assert select_gpus("all", MIXED) == (0, 1, 2, 3)
+    assert select_gpus("1,0", MIXED) == (0, 1)
+    assert select_gpus("GPU-2, 0", MIXED) == (0, 2)
+    assert select_gpus("gpu-3", MIXED) == (3,)
+
+
+def test_select_unknown_gpu_names_the_flag_and_the_choices() -> None:
+    with pytest.raises(InputError, match=r"--gpu 0,7: no GPU '7' on this host \(indices: 0, 1, 2, 3"):
+        select_gpus("0,7", MIXED)
+
+
+def test_names_resolve_per_model_by_slices_and_memory_class() -> None:
+    targets = layout_targets("0,2", "3g", MIXED)
+    assert [(t.gpu_index, [p.name for p in t.profiles]) for t in targets] == [(0, ["3g.40gb"]), (2, ["3g.40gb"])]
+    assert targets[0].profiles[0].memory_mib == 40192 and targets[1].profiles[0].memory_mib == 40448
+
+
+def test_a_profile_the_model_lacks_is_an_input_error() -> None:
+    # A30 has no 3-slice profile: the message lists what it has.
+    with pytest.raises(InputError, match=r"--layout 3g: unknown profile '3g' for GPU 3 \(A30\): A30 has 1g.6gb"):
+        layout_targets("3", "3g", MIXED)
+
+
+def test_driver_drift_in_names_still_matches() -> None:
+    (target,) = layout_targets("0", "3g.39gb,1g.10gb", MIXED)
+    assert [p.name for p in target.profiles] == ["3g.40gb", "1g.10gb"]
+
+
+def test_unknown_profile_and_compute_profiles_are_refused() -> None:
+    with pytest.raises(InputError, match=r"unknown profile '5g.40gb' for GPU 0 \(A100-SXM4-80GB\)"):
+        layout_targets("0", "3g.40gb,5g.40gb", MIXED)
+    with pytest.raises(InputError, match="compute-instance profiles are not supported"):
+        layout_targets("0", "1c.3g.40gb", MIXED)
+    with pytest.raises(InputError, match="empty profile name"):
+        layout_targets("0", "3g,,3g", MIXED)
+
+
+def test_a_gpu_without_mig_gets_a_target_without_model() -> None:
+    no_mig = Gpu(index=0, uuid="GPU-0", name="NVIDIA L4", mig_mode_current=None)
+    (target,) = layout_targets("0", "3g", snapshot(no_mig))
+    assert target.model is None and target.profiles == ()
+
+
+CONFIG = """\
+version: v1
+mig-configs:
+  all-disabled:
+    - devices: all
+      mig-enabled: false
+  a100-balanced:
+    - device-filter: ["0x20B210DE", "0x20B510DE"]
+      devices: all
+      mig-enabled: true
+      mig-devices:
+        "3g.40gb": 1
+        "2g.20gb": 1
+        "1g.10gb": 1
+  first-two:
+    - devices: [0, 1]
+      mig-enabled: true
+      mig-devices: {"3g.40gb": 2}
+  overlapping:
+    - devices: [0]
+      mig-enabled: false
+    - devices: all
+      mig-enabled: false
+  compute:
+    - devices: all
+      mig-enabled: true
+      mig-devices: {"1c.3g.40gb": 2}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    return str(path)
+
+
+def test_mig_parted_device_filter_selects_by_pci_id(config: str) -> None:
+    targets = mig_parted_targets(config, "a100-balanced", MIXED)
+    assert [t.gpu_index for t in targets] == [0, 1]  # the H100 and the A30 are filtered out
+    assert [p.name for p in targets[0].profiles] == ["3g.40gb", "2g.20gb", "1g.10gb"]
+    assert targets[0].model is A100_SXM4_80GB
+
+
+def test_mig_parted_devices_and_disabled(config: str) -> None:
+    assert [(t.gpu_index, len(t.profiles)) for t in mig_parted_targets(config, "first-two", MIXED)] == [(0, 2), (1, 2)]
+    disabled = mig_parted_targets(config, "all-disabled", MIXED)
+    assert [(t.gpu_index, t.mig_enabled, t.layout) for t in disabled][0] == (0, False, "MIG disabled")
+    assert len(disabled) == 4
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("missing", r"no config 'missing' \(configs: all-disabled, a100-balanced"),
+    ("overlapping", r"mig-configs.overlapping\[1\]: GPU 0 is already selected by entry 0"),
+    ("compute", r"mig-configs.compute\[0\].mig-devices: unknown profile '1c.3g.40gb'"),
+])
+def test_mig_parted_errors_name_the_file_and_the_place(config: str, name: str, message: str) -> None:
+    with pytest.raises(InputError, match=message) as raised:
+        mig_parted_targets(config, name, MIXED)
+    assert str(raised.value).startswith(config)
+
+
+def test_mig_parted_filter_that_selects_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "h200.yaml"
+    path.write_text('version: v1\nmig-configs:\n  h200:\n    - device-filter: "0x233510DE"\n'
+                    '      devices: all\n      mig-enabled: true\n      mig-devices: {"3g.71gb": 2}\n')
+    with pytest.raises(InputError, match="config 'h200' selects no GPU on this host"):
+        mig_parted_targets(str(path), "h200", MIXED)
+
+
+def test_not_a_mig_parted_file(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text("gpus: []\n")
+    with pytest.raises(InputError, match="not a mig-parted config"):
+        mig_parted_targets(str(path), "x", MIXED)
+    with pytest.raises(InputError, match="--mig-parted-config .*missing.yaml: No such file"):
+        mig_parted_targets(str(tmp_path / "missing.yaml"), "x", MIXED)

@@ -1,0 +1,191 @@
+"""Right-sized advice on Snapshots built by hand: vectors per GPU model from the tables of
+``shared/reference/mig-facts.md``, the incident's answer, and properties of the placement search."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mig_exporter.advice import (
+    DEFAULT_HEADROOM_RATIO,
+    advise,
+    advised_layout,
+    smallest_profile,
+)
+from mig_exporter.model import MIB, Gpu, GpuProcess, Snapshot
+from mig_exporter.profiles import MODELS
+
+# seed/README.md: MiB per GPU of PIDs 78914 and 81007
+SEED_MIB = {78914: (3752, 5082, 4992, 4234), 81007: (3780, 5082, 5066, 4236)}
+
+
+def gpu(index: int, model: str, mib_by_pid: dict[int, int | None], *, mig: bool = False) -> Gpu:
+    uuid = f"GPU-{index:08d}"
+    return Gpu(
+        index=index,
+        uuid=uuid,
+        name=MODELS[model].nvml_name,
+        memory_total_bytes=MODELS[model].memory_total_mib * MIB,
+        mig_mode_current=mig,
+        mig_mode_pending=mig,
+        processes=tuple(
+            GpuProcess(pid, "python", index, uuid, None if mib is None else mib * MIB)
+            for pid, mib in mib_by_pid.items()
+        ),
+    )
+
+
+def snapshot(*gpus: Gpu) -> Snapshot:
+    return Snapshot(taken_at=0.0, nvml_up=True, gpus=gpus)
+
+
+def seed_incident() -> Snapshot:
+    return snapshot(*(
+        gpu(i, "A100-SXM4-80GB", {pid: mib[i] for pid, mib in SEED_MIB.items()}) for i in range(4)
+    ))
+
+
+def test_seed_incident_gives_each_process_a_3g_40gb_on_one_gpu_and_frees_the_rest():
+    advice = advise(seed_incident())
+    assert advice is not None
+    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [(0, ("3g.40gb", "3g.40gb"))]
+    assert sorted(i.pid for i in advice.layouts[0].instances) == [78914, 81007]
+    assert advice.freed_gpus == (1, 2, 3)
+    assert advice.unplaced == ()
+    assert [s.command() for s in advice.steps] == ["mig-exporter remediate --gpu 0 --layout 3g.40gb,3g.40gb"]
+    assert advice.steps[0].command("seed-incident") == (
+        "mig-exporter remediate --fleet seed-incident --gpu 0 --layout 3g.40gb,3g.40gb"
+    )
+
+
+def test_seed_incident_workloads_are_sized_from_their_total_over_all_gpus():
+    advice = advise(seed_incident())
+    assert advice is not None
+    used = {w.pid: w.used_bytes for w in advice.workloads}
+    assert used == {pid: sum(mib) * MIB for pid, mib in SEED_MIB.items()}
+    assert all(w.gpu_indices == (0, 1, 2, 3) for w in advice.workloads)
+    for w in advice.workloads:
+        assert w.used_bytes is not None and w.needed_bytes is not None
+        assert w.needed_bytes == int(w.used_bytes * (1 + DEFAULT_HEADROOM_RATIO))
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_seed_incident_advised_layout_per_gpu(index):
+    assert advised_layout(seed_incident(), index) == ("3g.40gb", "3g.40gb")
+
+
+def test_a_20gb_instance_is_too_small_for_the_incident_with_the_default_headroom():
+    """With 10 % the smaller process (18060 MiB → 19866 MiB) squeezes into a 19968 MiB 1g.20gb with
+    under 2 GiB to grow: the reason the default is 20 %."""
+    assert advised_layout(seed_incident(), 0, headroom_ratio=0.10) == ("3g.40gb", "1g.20gb")
+    assert advised_layout(seed_incident(), 0, headroom_ratio=0.0) == ("1g.20gb", "1g.20gb")
+
+
+@pytest.mark.parametrize(
+    ("model", "mib_by_pid", "expected"),
+    [
+        # 8192 MiB × 1.2 = 9830 ≤ 9856 (1g.10gb double memory, 1 compute slice)
+        ("A100-SXM4-40GB", {1: 8192, 2: 8192}, ("1g.10gb", "1g.10gb")),
+        # 4000 × 1.2 = 4800 ≤ 4864: the plain 1g; 17000 × 1.2 = 20400 > 19968: the 7g is the only fit
+        ("A100-SXM4-40GB", {1: 4000, 2: 4000}, ("1g.5gb", "1g.5gb")),
+        ("A100-SXM4-40GB", {1: 4000, 2: 17000}, None),
+        ("A100-PCIE-80GB", {1: 30000, 2: 2000}, ("3g.40gb", "1g.10gb")),
+        # A30: 5000 × 1.2 = 6000 > 5952 → 2g.12gb; two fit at 0 and 2, three do not
+        ("A30", {1: 5000, 2: 5000}, ("2g.12gb", "2g.12gb")),
+        ("A30", {1: 5000, 2: 5000, 3: 5000}, None),
+        ("A30", {1: 4000, 2: 4000, 3: 4000, 4: 4000}, ("1g.6gb",) * 4),
+        ("H100-SXM5-80GB", {1: 10240, 2: 10240, 3: 10240}, ("1g.20gb",) * 3),
+        ("H100-SXM5-80GB", {1: 8000, 2: 8000, 3: 8000, 4: 8000, 5: 8000, 6: 8000, 7: 8000}, ("1g.10gb",) * 7),
+        ("H100-SXM5-80GB", {i: 8000 for i in range(1, 9)}, None),  # 8 × 1g: only 7 starts
+        ("H100-NVL", {1: 40000, 2: 1000}, None),  # 48000 > 47488 → 7g.94gb, leaves no room
+        ("H100-NVL", {1: 39000, 2: 1000}, ("3g.47gb", "1g.12gb")),
+        ("H200", {1: 51200, 2: 51200}, ("3g.71gb", "3g.71gb")),
+        ("H200", {1: 100000, 2: 1000}, None),  # 120000 > 71168: the 7g, alone
+    ],
+)
+def test_advised_layout_vectors_per_model(model, mib_by_pid, expected):
+    assert advised_layout(snapshot(gpu(0, model, mib_by_pid)), 0) == expected
+
+
+def test_no_layout_for_a_gpu_that_is_not_shared_without_mig():
+    alone = snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000}))
+    on_mig = snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000, 2: 1000}, mig=True))
+    assert advised_layout(alone, 0) is None
+    assert advised_layout(on_mig, 0) is None
+    assert advise(alone) is None
+    assert advise(on_mig) is None
+
+
+def test_no_layout_when_a_memory_figure_is_missing():
+    """A partial sum would size the instance too small; the advice says so instead."""
+    snap = snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000, 2: None}))
+    assert advised_layout(snap, 0) is None
+    advice = advise(snap)
+    assert advice is not None
+    assert [u.pid for u in advice.unplaced] == [2]
+    assert "no memory figure" in advice.unplaced[0].reason
+
+
+def test_no_layout_on_a_gpu_without_mig_support():
+    no_mig = Gpu(
+        index=0, uuid="GPU-0", name="NVIDIA GeForce RTX 4090", mig_mode_current=None,
+        processes=(GpuProcess(1, "a", 0, "GPU-0", MIB), GpuProcess(2, "b", 0, "GPU-0", MIB)),
+    )
+    assert advised_layout(snapshot(no_mig), 0) is None
+    advice = advise(snapshot(no_mig))
+    assert advice is not None and advice.layouts == ()
+    assert {u.pid for u in advice.unplaced} == {1, 2}
+    assert all("none of its GPUs can take MIG instances" in u.reason for u in advice.unplaced)
+
+
+def test_workloads_go_to_the_gpu_whose_model_holds_them():
+    """20 GiB × 1.2 = 24576 MiB: more than the A30's 4g.24gb (24000), so it goes to the A100."""
+    snap = snapshot(
+        gpu(0, "A30", {1: 20480, 2: 1000}),
+        gpu(1, "A100-SXM4-80GB", {1: 10, 3: 1000}),
+    )
+    advice = advise(snap)
+    assert advice is not None
+    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [
+        (0, ("1g.6gb", "1g.6gb")),
+        (1, ("3g.40gb",)),
+    ]
+    assert {i.pid: lay.gpu_index for lay in advice.layouts for i in lay.instances} == {1: 1, 2: 0, 3: 0}
+    assert advice.freed_gpus == ()
+
+
+def test_a_workload_with_no_room_left_is_unplaced_and_keeps_its_gpu():
+    snap = snapshot(gpu(0, "A100-SXM4-80GB", {1: 30000, 2: 30000, 3: 30000}), gpu(1, "A100-SXM4-80GB", {}))
+    advice = advise(snap)
+    assert advice is not None
+    assert advice.layouts[0].profiles == ("3g.40gb", "3g.40gb")
+    assert [u.pid for u in advice.unplaced] == [3]
+    assert "no room left" in advice.unplaced[0].reason
+    assert advice.freed_gpus == ()
+
+
+def test_gpus_with_the_same_layout_share_one_command():
+    """Two pairs of processes, each pair on its own pair of GPUs, too big to share a GPU."""
+    snap = snapshot(
+        gpu(0, "A100-SXM4-80GB", {1: 30000, 2: 30000}),
+        gpu(1, "A100-SXM4-80GB", {3: 30000, 4: 30000}),
+    )
+    advice = advise(snap)
+    assert advice is not None
+    assert [(s.gpu_indices, s.layout) for s in advice.steps] == [((0, 1), ("3g.40gb", "3g.40gb"))]
+    assert advice.steps[0].command() == "mig-exporter remediate --gpu 0,1 --layout 3g.40gb,3g.40gb"
+
+
+@pytest.mark.parametrize("model_key", sorted(MODELS))
+@given(needed_mib=st.integers(min_value=0, max_value=160_000))
+def test_smallest_profile_holds_the_need_and_nothing_smaller_does(model_key, needed_mib):
+    model = MODELS[model_key]
+    chosen = smallest_profile(model, needed_mib * MIB)
+    candidates = [p for p in model.profiles if not p.name.endswith("+me")]
+    holding = [p for p in candidates if p.memory_mib >= needed_mib]
+    if chosen is None:
+        assert holding == []
+    else:
+        assert chosen.memory_mib >= needed_mib
+        assert all(p.memory_mib >= chosen.memory_mib for p in holding)
