@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mig_exporter.findings import is_unpartitioned_sharing
+from mig_exporter.findings import is_unpartitioned_sharing, process_gpus
 from mig_exporter.model import MIB, Gpu, Snapshot
 from mig_exporter.profiles import GpuInstanceProfile, GpuModel, model_by_nvml_name
 from mig_exporter.remediate.packing import pack
@@ -62,6 +62,15 @@ class GpuLayout:
 
 
 @dataclass(frozen=True)
+class WholeGpu:
+    """A workload no MIG instance can hold, advised onto a GPU of its own (MIG stays off there)."""
+
+    pid: int
+    gpu_index: int
+    gpu_uuid: str  # for CUDA_VISIBLE_DEVICES, which CUDA may number differently from NVML
+
+
+@dataclass(frozen=True)
 class Unplaced:
     """A workload the advice could not fit into an instance, and why."""
 
@@ -91,12 +100,13 @@ class RemediateStep:
 
 @dataclass(frozen=True)
 class Advice:
-    """The host-level plan: partition ``layouts``, which frees ``freed_gpus``."""
+    """The host-level plan: partition ``layouts``, give ``whole_gpus``, which frees ``freed_gpus``."""
 
     headroom_ratio: float
     workloads: tuple[Workload, ...]
     layouts: tuple[GpuLayout, ...]
-    freed_gpus: tuple[int, ...]  # GPUs the workloads leave and no instance is advised on
+    whole_gpus: tuple[WholeGpu, ...]
+    freed_gpus: tuple[int, ...]  # GPUs the workloads leave and nothing is advised onto
     unplaced: tuple[Unplaced, ...]
     steps: tuple[RemediateStep, ...]
 
@@ -116,6 +126,15 @@ def process_memory_totals(snapshot: Snapshot) -> dict[int, int | None]:
         else:
             totals[process.pid] = so_far + process.used_memory_bytes
     return totals
+
+
+def process_names(snapshot: Snapshot) -> dict[int, str]:
+    """pid → the first name NVML gave it (a name may be missing on some GPUs)."""
+    names: dict[int, str] = {}
+    for process in snapshot.processes:
+        if process.name:
+            names.setdefault(process.pid, process.name)
+    return names
 
 
 def gpu_model(gpu: Gpu) -> GpuModel | None:
@@ -173,9 +192,11 @@ def advised_layout(
 def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -> Advice | None:
     """The host-level advice, or None when no GPU is shared without MIG.
 
-    The workloads are the processes on GPUs shared without MIG. They are packed, largest first,
-    into as few of the GPUs they occupy as possible (first fit in index order), each GPU taking the
-    profiles of its own model. GPUs the workloads leave empty are freed for other work.
+    The workloads are the processes on GPUs shared without MIG. Largest first, each goes into an
+    instance on the first of the GPUs they occupy that still has room (first fit in index order,
+    each GPU with the profiles of its own model), so they fill as few GPUs as possible. A workload
+    no instance can hold (too large, or no GPU that takes MIG) gets a GPU of its own, whole. The
+    GPUs the workloads leave are freed for other work.
     """
     shared = [g for g in snapshot.gpus if is_unpartitioned_sharing(g)]
     if not shared:
@@ -183,34 +204,42 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
     workload_pids = sorted({pid for g in shared for pid in g.pids})
     workloads = _workloads(snapshot, workload_pids, headroom_ratio)
     affected = sorted({i for w in workloads for i in w.gpu_indices})
-    hosts = [snapshot.gpu(i) for i in affected if not snapshot.gpu(i).mig_enabled]
+    hosts = [g for i in affected if not (g := snapshot.gpu(i)).mig_enabled and not g.lost]
     models = {g.index: m for g in hosts if (m := gpu_model(g)) is not None}
 
     assigned: dict[int, list[tuple[GpuInstanceProfile, int]]] = {i: [] for i in models}
+    no_room: set[tuple[int, int]] = set()  # (GPU, profile ID) that no longer fit there
+    whole: dict[int, WholeGpu] = {}
     unplaced: list[Unplaced] = []
     for workload in sorted(workloads, key=lambda w: (-(w.needed_bytes or 0), w.pid)):
-        if workload.needed_bytes is None:
-            unplaced.append(Unplaced(workload.pid, "NVML reported no memory figure for it, so no "
-                                                   "instance can be sized"))
+        needed = workload.needed_bytes
+        if needed is None:
+            unplaced.append(Unplaced(workload.pid, "NVML reports no memory figure for it: no instance "
+                                                   "can be sized"))
             continue
-        target = _first_fit(models, assigned, workload.needed_bytes)
-        if target is None:
-            unplaced.append(Unplaced(workload.pid, _why_no_room(models, workload.needed_bytes)))
+        target = _first_fit({i: m for i, m in models.items() if i not in whole}, assigned, no_room, needed)
+        if target is not None:
+            gpu_index, profile = target
+            assigned[gpu_index].append((profile, workload.pid))
             continue
-        gpu_index, profile = target
-        assigned[gpu_index].append((profile, workload.pid))
+        own = _free_gpu(hosts, workload, needed, taken={*whole, *(i for i, a in assigned.items() if a)})
+        if own is not None:
+            whole[own.index] = WholeGpu(workload.pid, own.index, own.uuid)
+        else:
+            unplaced.append(Unplaced(workload.pid, _why_unplaced(hosts, needed)))
 
     layouts = tuple(
         GpuLayout(i, models[i].key, _ordered(chosen)) for i, chosen in sorted(assigned.items()) if chosen
     )
-    stuck = {i for u in unplaced for w in workloads if w.pid == u.pid for i in w.gpu_indices}
-    hosting = {layout.gpu_index for layout in layouts}
-    freed = tuple(i for i in affected if i not in hosting and i not in stuck and not snapshot.gpu(i).lost)
+    gpus_of = {w.pid: w.gpu_indices for w in workloads}
+    stuck = {i for u in unplaced for i in gpus_of[u.pid]}
+    kept = {layout.gpu_index for layout in layouts} | set(whole) | stuck
     return Advice(
         headroom_ratio=headroom_ratio,
         workloads=workloads,
         layouts=layouts,
-        freed_gpus=freed,
+        whole_gpus=tuple(whole[i] for i in sorted(whole)),
+        freed_gpus=tuple(i for i in affected if i not in kept and not snapshot.gpu(i).lost),
         unplaced=tuple(sorted(unplaced, key=lambda u: u.pid)),
         steps=_steps(layouts),
     )
@@ -218,44 +247,56 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
 
 def _workloads(snapshot: Snapshot, pids: Sequence[int], headroom_ratio: float) -> tuple[Workload, ...]:
     totals = process_memory_totals(snapshot)
-    out = []
-    for pid in pids:
-        mine = [p for p in snapshot.processes if p.pid == pid]
-        used = totals[pid]
-        out.append(
-            Workload(
-                pid=pid,
-                name=next((p.name for p in mine if p.name), None),
-                gpu_indices=tuple(sorted({p.gpu_index for p in mine})),
-                used_bytes=used,
-                needed_bytes=None if used is None else needed_bytes(used, headroom_ratio),
-            )
+    gpus = process_gpus(snapshot)
+    names = process_names(snapshot)
+    return tuple(
+        Workload(
+            pid=pid,
+            name=names.get(pid),
+            gpu_indices=gpus[pid],
+            used_bytes=totals[pid],
+            needed_bytes=None if (used := totals[pid]) is None else needed_bytes(used, headroom_ratio),
         )
-    return tuple(out)
+        for pid in pids
+    )
 
 
 def _first_fit(
     models: dict[int, GpuModel],
     assigned: dict[int, list[tuple[GpuInstanceProfile, int]]],
+    no_room: set[tuple[int, int]],
     needed: int,
 ) -> tuple[int, GpuInstanceProfile] | None:
+    """The first GPU with room for the smallest profile that holds ``needed``.
+
+    A profile that did not fit on a GPU never fits there later (instances are only added), so the
+    misses are remembered in ``no_room``: with hundreds of workloads on full GPUs the placement
+    search would otherwise run again for each of them.
+    """
     for gpu_index in sorted(models):
         model = models[gpu_index]
         profile = smallest_profile(model, needed)
-        if profile is None:
+        if profile is None or (gpu_index, profile.id) in no_room:
             continue
         if pack(model, (), [p for p, _ in assigned[gpu_index]] + [profile]) is not None:
             return gpu_index, profile
+        no_room.add((gpu_index, profile.id))
     return None
 
 
-def _why_no_room(models: dict[int, GpuModel], needed: int) -> str:
-    need = f"{needed / (1024 * MIB):.1f} GiB with headroom"
-    if not models:
-        return f"needs {need}, and none of its GPUs can take MIG instances"
-    if all(smallest_profile(m, needed) is None for m in models.values()):
-        return f"needs {need}, more than the largest MIG instance of its GPUs: give it a whole GPU"
-    return f"needs {need}, and its GPUs have no room left for another instance"
+def _free_gpu(hosts: Sequence[Gpu], workload: Workload, needed: int, taken: set[int]) -> Gpu | None:
+    """A GPU no other workload is advised onto and whose memory holds ``needed``; one the workload
+    already uses first, so its data need not move."""
+    free = [g for g in hosts if g.index not in taken and g.memory_total_bytes is not None
+            and g.memory_total_bytes >= needed]
+    return min(free, key=lambda g: (g.index not in workload.gpu_indices, g.index), default=None)
+
+
+def _why_unplaced(hosts: Sequence[Gpu], needed: int) -> str:
+    """Said the same way for every workload it applies to, so a report can group them."""
+    if all(g.memory_total_bytes is not None and g.memory_total_bytes < needed for g in hosts):
+        return "it needs more memory than one whole GPU holds: keep it on GPUs of its own"
+    return "no MIG instance or whole GPU is left for it among the GPUs it uses"
 
 
 def _steps(layouts: Sequence[GpuLayout]) -> tuple[RemediateStep, ...]:

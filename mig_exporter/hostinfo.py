@@ -17,6 +17,9 @@ from typing import Protocol, TypeVar
 import psutil
 
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+# psutil derives start times from the boot time in whole seconds (/proc/stat btime), so a start
+# time may read up to a second late; a pid is only called reused beyond that.
+START_TIME_SLACK_SECONDS = 1.0
 T = TypeVar("T")
 
 
@@ -129,12 +132,16 @@ def attribute_host_process(pid: int, not_started_after: float | None = None) -> 
             user = _read(process.username, "user")
             cmdline = _read(process.cmdline, "command line")
             environ = _read(process.environ, "environment")
+    except psutil.ZombieProcess:
+        return Attribution(pid, "none", notes=(
+            "the process has exited; its parent has not reaped it yet (a zombie)",
+        ))
     except psutil.NoSuchProcess:
         return Attribution(pid, "none", notes=(
             "process not found on this host: it has exited, or mig-exporter runs in another PID "
             "namespace than the GPU processes (containers need hostPID)",
         ))
-    if not_started_after is not None and started_at > not_started_after:
+    if not_started_after is not None and started_at > not_started_after + START_TIME_SLACK_SECONDS:
         return Attribution(pid, "none", notes=(
             "the pid now belongs to a process started after NVML listed it: the GPU process exited",
         ))

@@ -127,16 +127,44 @@ def test_no_layout_when_a_memory_figure_is_missing():
     assert "no memory figure" in advice.unplaced[0].reason
 
 
-def test_no_layout_on_a_gpu_without_mig_support():
-    no_mig = Gpu(
-        index=0, uuid="GPU-0", name="NVIDIA GeForce RTX 4090", mig_mode_current=None,
-        processes=(GpuProcess(1, "a", 0, "GPU-0", MIB), GpuProcess(2, "b", 0, "GPU-0", MIB)),
-    )
-    assert advised_layout(snapshot(no_mig), 0) is None
-    advice = advise(snapshot(no_mig))
+def test_without_mig_each_workload_gets_a_whole_gpu_while_there_are_enough():
+    def no_mig(index: int) -> Gpu:
+        uuid = f"GPU-{index}"
+        return Gpu(
+            index=index, uuid=uuid, name="NVIDIA GeForce RTX 4090", mig_mode_current=None,
+            memory_total_bytes=24564 * MIB,
+            processes=tuple(GpuProcess(pid, "a", index, uuid, 1000 * MIB) for pid in (1, 2, 3)),
+        )
+
+    assert advised_layout(snapshot(no_mig(0), no_mig(1)), 0) is None
+    advice = advise(snapshot(no_mig(0), no_mig(1)))
     assert advice is not None and advice.layouts == ()
-    assert {u.pid for u in advice.unplaced} == {1, 2}
-    assert all("none of its GPUs can take MIG instances" in u.reason for u in advice.unplaced)
+    assert [(w.pid, w.gpu_index, w.gpu_uuid) for w in advice.whole_gpus] == [(1, 0, "GPU-0"), (2, 1, "GPU-1")]
+    assert [u.pid for u in advice.unplaced] == [3]
+    assert "no MIG instance or whole GPU is left" in advice.unplaced[0].reason
+    assert advice.freed_gpus == ()
+
+
+def test_a_workload_larger_than_any_instance_gets_its_own_gpu_and_the_rest_share_another():
+    """68000 MiB × 1.2 = 81600 MiB: more than a 7g.80gb (80896), less than the GPU (81920)."""
+    snap = snapshot(
+        gpu(0, "A100-SXM4-80GB", {1: 68000, 2: 1000}),
+        gpu(1, "A100-SXM4-80GB", {1: 0, 3: 1000}),
+    )
+    advice = advise(snap)
+    assert advice is not None
+    assert [(w.pid, w.gpu_index) for w in advice.whole_gpus] == [(1, 0)]
+    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [(1, ("1g.10gb", "1g.10gb"))]
+    assert advice.unplaced == () and advice.freed_gpus == ()
+
+
+def test_a_workload_larger_than_a_gpu_needs_several():
+    snap = snapshot(gpu(0, "A100-SXM4-80GB", {1: 75000, 2: 1000}))
+    advice = advise(snap)
+    assert advice is not None
+    assert [u.pid for u in advice.unplaced] == [1]
+    assert "more memory than one whole GPU holds" in advice.unplaced[0].reason
+    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [(0, ("1g.10gb",))]
 
 
 def test_workloads_go_to_the_gpu_whose_model_holds_them():
@@ -161,7 +189,7 @@ def test_a_workload_with_no_room_left_is_unplaced_and_keeps_its_gpu():
     assert advice is not None
     assert advice.layouts[0].profiles == ("3g.40gb", "3g.40gb")
     assert [u.pid for u in advice.unplaced] == [3]
-    assert "no room left" in advice.unplaced[0].reason
+    assert "no MIG instance or whole GPU is left" in advice.unplaced[0].reason
     assert advice.freed_gpus == ()
 
 

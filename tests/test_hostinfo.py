@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
 from mig_exporter.hostinfo import (
@@ -120,6 +121,17 @@ def test_a_vanished_process_is_said_to_be_gone():
     assert not attribution.environment_read
     assert "process not found on this host" in attribution.notes[0]
     assert "unknown" in attribution.gpu_visibility
+
+
+def test_a_zombie_is_said_to_have_exited():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 10
+    while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE and time.time() < deadline:
+        time.sleep(0.01)
+    attribution = attribute_host_process(child.pid)
+    child.wait()
+    assert attribution.source == "none"
+    assert attribution.notes == ("the process has exited; its parent has not reaped it yet (a zombie)",)
 
 
 def test_a_pid_reused_after_the_snapshot_is_not_attributed(sleeper):

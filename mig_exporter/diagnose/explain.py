@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from mig_exporter.advice import Advice, GpuLayout, RemediateStep
+from mig_exporter.advice import Advice, RemediateStep, process_names
 from mig_exporter.findings import Finding, Kind
 from mig_exporter.hostinfo import Attribution
 from mig_exporter.model import Snapshot
@@ -68,8 +68,14 @@ def describe_gpus(indices: Sequence[int]) -> str:
     return "GPUs " + ", ".join(parts)
 
 
+PIDS_NAMED = 6  # a longer list is cut: the JSON's ``pids`` has them all
+
+
 def describe_pids(pids: Sequence[int]) -> str:
-    return ("PID " if len(pids) == 1 else "PIDs ") + ", ".join(map(str, pids))
+    """``PID 7``, ``PIDs 7, 8``, ``PIDs 1, 2, 3, 4, 5, 6 and 119 more``."""
+    named = ", ".join(map(str, pids[:PIDS_NAMED]))
+    more = f" and {len(pids) - PIDS_NAMED} more" if len(pids) > PIDS_NAMED else ""
+    return ("PID " if len(pids) == 1 else "PIDs ") + named + more
 
 
 def _sharing(finding: Finding, ctx: _Context) -> Explanation:
@@ -90,7 +96,7 @@ def _sharing(finding: Finding, ctx: _Context) -> Explanation:
 def _spanning(finding: Finding, ctx: _Context) -> Explanation:
     (pid,) = finding.pids
     who = ctx.attributions[pid]
-    name = next((p.name for p in ctx.snapshot.processes if p.pid == pid and p.name), None)
+    name = process_names(ctx.snapshot).get(pid)
     called = f"PID {pid}" + (f" ({name})" if name else "")
     return Explanation(
         summary=f"{called} holds memory on {describe_gpus(finding.gpu_indices)}",
@@ -182,45 +188,51 @@ _EXPLAINERS: dict[Kind, Callable[[Finding, _Context], Explanation]] = {
 
 
 def _partition_steps(pids: Sequence[int], ctx: _Context) -> tuple[NextStep, ...]:
-    """Stop, partition as advised, restart pinned: the incident's runbook for these processes.
+    """The advice for these processes as a runbook: stop, partition, restart pinned.
 
     The steps cover every workload of the GPUs the advice partitions for them, so findings about
     the same workloads get the same steps."""
-    layouts = _layouts_of(pids, ctx.advice)
-    if not layouts or ctx.advice is None:
-        return tuple(_pin_to_a_whole_gpu(pid, ctx) for pid in pids)
-    targets = {layout.gpu_index for layout in layouts}
-    moving = sorted({i.pid for layout in layouts for i in layout.instances})
-    to_stop = sorted({*pids, *moving, *(pid for i in targets for pid in ctx.snapshot.gpu(i).pids)})
-    return (
-        NextStep(f"stop {describe_pids(to_stop)}: remediate refuses a GPU that processes hold"),
-        *(NextStep(f"partition {describe_gpus(step.gpu_indices)} as advised (prints the plan; --apply "
-                   f"applies it)", step.command(ctx.fleet))
-          for step in ctx.advice.steps if set(step.gpu_indices) & targets),
-        NextStep(f"restart {describe_pids(moving)}, each with CUDA_VISIBLE_DEVICES set to the MIG UUID "
-                 f"remediate prints for its instance (see Advice)"),
-    )
+    advice = ctx.advice
+    if advice is None or not any(w.pid in pids for w in advice.workloads):
+        return tuple(_pin_to_its_main_gpu(pid, ctx) for pid in pids)
+    layouts = [lay for lay in advice.layouts if any(i.pid in pids for i in lay.instances)]
+    steps = []
+    if layouts:
+        targets = {layout.gpu_index for layout in layouts}
+        moving = sorted({i.pid for layout in layouts for i in layout.instances})
+        to_stop = sorted({*pids, *moving, *(pid for i in targets for pid in ctx.snapshot.gpu(i).pids)})
+        steps.append(NextStep(f"stop {describe_pids(to_stop)}: remediate refuses a GPU that processes hold"))
+        steps += [NextStep(f"partition {describe_gpus(step.gpu_indices)} as advised (prints the plan; "
+                           f"--apply applies it)", step.command(ctx.fleet))
+                  for step in advice.steps if set(step.gpu_indices) & targets]
+        steps.append(NextStep(f"restart {describe_pids(moving)}, each with CUDA_VISIBLE_DEVICES set to the "
+                              f"MIG UUID remediate prints for its instance (see Advice)"))
+    steps += [_pinned_restart(w.pid, w.gpu_index, w.gpu_uuid, "a whole GPU: no MIG instance holds it", ctx)
+              for w in advice.whole_gpus if w.pid in pids]
+    left_out: dict[str, list[int]] = {}
+    for unplaced in advice.unplaced:
+        if unplaced.pid in pids:
+            left_out.setdefault(unplaced.reason, []).append(unplaced.pid)
+    steps += [NextStep(f"not placed, {describe_pids(group)}: {reason}") for reason, group in left_out.items()]
+    return tuple(steps)
 
 
-def _layouts_of(pids: Sequence[int], advice: Advice | None) -> list[GpuLayout]:
-    if advice is None:
-        return []
-    return [lay for lay in advice.layouts if any(i.pid in pids for i in lay.instances)]
-
-
-def _pin_to_a_whole_gpu(pid: int, ctx: _Context) -> NextStep:
-    """No MIG instance holds it: give it one whole GPU, the one where it holds the most memory."""
+def _pin_to_its_main_gpu(pid: int, ctx: _Context) -> NextStep:
+    """A process spread over GPUs it does not share: pin it to the one where it holds the most."""
     mine = [p for p in ctx.snapshot.processes if p.pid == pid]
     home = max(mine, key=lambda p: p.used_memory_bytes or 0)
-    return NextStep(
-        f"no MIG instance holds PID {pid} (see Advice): restart it pinned to one whole GPU",
-        f"CUDA_VISIBLE_DEVICES={home.gpu_uuid} {_command_line(pid, ctx)}",
-    )
+    return _pinned_restart(pid, home.gpu_index, home.gpu_uuid, "where it holds the most memory", ctx)
 
 
-def _command_line(pid: int, ctx: _Context) -> str:
+def _pinned_restart(pid: int, gpu_index: int, gpu_uuid: str, why: str, ctx: _Context) -> NextStep:
+    """The restart as a command when its command line is known; only then is there one to paste."""
+    pin = f"CUDA_VISIBLE_DEVICES={gpu_uuid}"
     cmdline = ctx.attributions[pid].cmdline
-    return shlex.join(cmdline) if cmdline else "<its command>"
+    if cmdline:
+        return NextStep(f"restart PID {pid} pinned to GPU {gpu_index} ({why})",
+                        f"{pin} {shlex.join(cmdline)}")
+    return NextStep(f"restart PID {pid} with {pin}, pinned to GPU {gpu_index} ({why}); its command line "
+                    f"could not be read")
 
 
 def _layout_for_empty_gpu(gpu_index: int, snapshot: Snapshot) -> tuple[tuple[str, ...] | None, str]:

@@ -11,7 +11,7 @@ import textwrap
 import time
 from collections.abc import Iterable, Mapping
 
-from mig_exporter.diagnose.explain import describe_gpus
+from mig_exporter.diagnose.explain import describe_gpus, describe_pids
 from mig_exporter.diagnose.report import (
     AdviceSection,
     FindingSection,
@@ -74,8 +74,9 @@ def _header(report: Report, paint: _Painter) -> list[str]:
         f"{len(report.findings)} finding(s): " + ", ".join(f"{n} {s}" for s, n in counts.items())
         if report.findings else "healthy: no findings"
     )
+    title = "mig-exporter diagnose"
     return [
-        paint("mig-exporter diagnose", _BOLD) + f": {source}",
+        *_wrap(f"{source}", first=paint(title, _BOLD) + ": ", rest="  ", width_of_first=len(title) + 2),
         ", ".join(facts),
         f"{len(report.gpus)} GPU(s), {verdict}",
     ]
@@ -103,16 +104,18 @@ def _gpu(gpu: GpuSection) -> list[str]:
         mig = "MIG " + ("enabled" if gpu.mig_mode_current else "disabled")
         if gpu.mig_mode_pending is not None and gpu.mig_mode_pending != gpu.mig_mode_current:
             mig += " (" + ("enable" if gpu.mig_mode_pending else "disable") + " pending a reset)"
-    used = "?" if gpu.memory_used_bytes is None else str(gpu.memory_used_bytes // MIB)
-    lines.append(f"  {mig}, persistence {_on_off(gpu.persistence_mode)}, memory {used} / "
-                 f"{_mib(gpu.memory_total_bytes)}, {gpu.gpu_instances} GPU instance(s)")
+    used = "?" if gpu.memory_used_bytes is None else gpu.memory_used_bytes // MIB
+    total = "?" if gpu.memory_total_bytes is None else gpu.memory_total_bytes // MIB
+    instances = f", {gpu.gpu_instances} GPU instance(s)" if gpu.mig_mode_current else ""
+    state = f"{mig}, persistence {_on_off(gpu.persistence_mode)}, memory {used}/{total} MiB{instances}"
+    lines += _wrap(state, first="  ", rest="  ")
     if gpu.instances:
-        lines.append(f"  {'MIG DEVICE':<13}{'GI':>3}{'CI':>4}  {'MEMORY':<17} UUID")
+        lines.append(f"  {'MIG DEVICE':<12}{'GI':>3}{'CI':>3}  {'MEMORY MiB':<15} UUID")
         for i in gpu.instances:
-            memory = f"{'?' if i.memory_used_bytes is None else i.memory_used_bytes // MIB} / " \
-                     f"{_mib(i.memory_total_bytes)}"
-            lines.append(f"  {i.profile:<13}{i.gpu_instance_id:>3}{i.compute_instance_id:>4}  {memory:<17} "
-                         f"{i.mig_uuid}")
+            used = "?" if i.memory_used_bytes is None else i.memory_used_bytes // MIB
+            total = "?" if i.memory_total_bytes is None else i.memory_total_bytes // MIB
+            lines.append(f"  {i.profile:<12}{i.gpu_instance_id:>3}{i.compute_instance_id:>3}  "
+                         f"{f'{used}/{total}':<15} {i.mig_uuid}")
     if gpu.processes:
         lines.append(f"  {'PID':<9}{'PROCESS':<17}{'USER':<13}{'MEMORY':>10}  ON")
         for p in gpu.processes:
@@ -151,12 +154,8 @@ def _process(process: ProcessSection) -> list[str]:
     facts = [f"user {process.user or 'unknown'}"]
     if process.started_at is not None:
         facts.append("started " + time.strftime("%Y-%m-%d %H:%M", time.localtime(process.started_at)))
-    if process.container_runtime or process.container_id or process.kubernetes_pod_uid:
-        container = " ".join(x for x in (process.container_runtime or "container",
-                                         (process.container_id or "")[:12]) if x)
-        if process.kubernetes_pod_uid:
-            container += f" in Kubernetes pod {process.kubernetes_pod_uid}"
-        facts.append(container)
+    if process.container is not None:
+        facts.append(process.container.describe())
     elif process.source == "host":
         facts.append("no container")
     lines += _wrap(", ".join(facts), first="  ", rest="  ")
@@ -173,18 +172,27 @@ def _advice(
 ) -> list[str]:
     percent = f"{advice.headroom_ratio * 100:g}%"
     lines = _section(paint, f"Advice: one MIG instance per workload, sized with {percent} headroom")
+    not_placed: dict[str, list[int]] = {}
     for w in advice.workloads:
-        head = f"PID {w.pid} {w.name or '?'}: {_mib(w.used_memory_bytes)}"
-        if w.profile is None or w.gpu_index is None:
-            lines += _wrap(f"{head} now, not placed: {w.reason}", first="  ", rest=" " * 4)
+        if w.gpu_index is None:
+            not_placed.setdefault(w.reason or "", []).append(w.pid)
             continue
-        lines += _wrap(f"{head} + {percent} = {_mib(w.needed_memory_bytes)} -> {w.profile} "
-                       f"({_mib(w.profile_memory_bytes)}) on GPU {w.gpu_index}", first="  ", rest=" " * 4)
+        if w.whole_gpu:
+            where = f"GPU {w.gpu_index}, whole"
+        else:
+            where = f"{w.profile} ({_mib(w.profile_memory_bytes)}) on GPU {w.gpu_index}"
+        needs = f"PID {w.pid} {w.name or '?'}: {_mib(w.used_memory_bytes)} + {percent} = " \
+                f"{_mib(w.needed_memory_bytes)} -> {where}"
+        lines += _wrap(needs, first="  ", rest=" " * 4)
         command = commands.get(w.pid)
+        device = "<its GPU UUID>" if w.whole_gpu else "<its MIG UUID>"
         restart = shlex.join(command) if command else "<its command>"
-        lines += _wrap(f"then: CUDA_VISIBLE_DEVICES=<its MIG UUID> {restart}", first="    ", rest=" " * 6)
+        lines += _wrap(f"then: CUDA_VISIBLE_DEVICES={device} {restart}", first="    ", rest=" " * 6)
+    for reason, pids in not_placed.items():
+        lines += _wrap(f"{describe_pids(pids)} not placed: {reason}", first="  ", rest=" " * 4)
     for layout in advice.layouts:
-        lines.append(f"  Partition GPU {layout.gpu_index} ({layout.model}) as {','.join(layout.layout)}.")
+        lines += _wrap(f"Partition GPU {layout.gpu_index} ({layout.model}) as {','.join(layout.layout)}.",
+                       first="  ", rest="    ")
     if advice.freed_gpus:
         lines.append(f"  This frees {describe_gpus(advice.freed_gpus)} for other work.")
     if advice.remediate:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mig_exporter.advice import Advice, advise
+from mig_exporter.advice import Advice, advise, process_memory_totals, process_names
 from mig_exporter.diagnose.explain import Explanation, NextStep, explain
 from mig_exporter.findings import Finding, Severity, find, process_gpus
-from mig_exporter.hostinfo import Attribution
+from mig_exporter.hostinfo import Attribution, Container
 from mig_exporter.model import CollectionError, Gpu, GpuProcess, Snapshot
 
 SCHEMA_VERSION = 1
@@ -72,9 +72,7 @@ class ProcessSection:
     user: str | None
     cmdline: tuple[str, ...] | None
     started_at: float | None
-    container_runtime: str | None
-    container_id: str | None
-    kubernetes_pod_uid: str | None
+    container: Container | None  # None: not in a container, or unknown (see notes)
     environment_read: bool
     cuda_visible_devices: str | None
     gpu_visibility: str  # the conclusion CUDA_VISIBLE_DEVICES supports
@@ -100,7 +98,8 @@ class WorkloadPlacement:
     used_memory_bytes: int | None
     needed_memory_bytes: int | None
     gpu_index: int | None  # None: not placed (see reason)
-    profile: str | None
+    whole_gpu: bool  # advised onto a GPU of its own, MIG off there: no instance holds it
+    profile: str | None  # its MIG instance; None on a whole GPU or when not placed
     profile_memory_bytes: int | None
     reason: str | None  # why it was not placed
 
@@ -206,23 +205,20 @@ def _process_sections(
     snapshot: Snapshot, attributions: Mapping[int, Attribution]
 ) -> tuple[ProcessSection, ...]:
     sections = []
+    totals = process_memory_totals(snapshot)
+    names = process_names(snapshot)
     for pid, gpu_indices in process_gpus(snapshot).items():
-        mine = [p for p in snapshot.processes if p.pid == pid]
-        figures = [p.used_memory_bytes for p in mine]
         who = attributions[pid]
-        container = who.container
         sections.append(ProcessSection(
             pid=pid,
-            name=next((p.name for p in mine if p.name), None),
+            name=names.get(pid),
             gpu_indices=gpu_indices,
-            used_memory_bytes=None if None in figures else sum(f for f in figures if f is not None),
+            used_memory_bytes=totals[pid],
             source=who.source,
             user=who.user,
             cmdline=who.cmdline,
             started_at=who.started_at,
-            container_runtime=container.runtime if container else None,
-            container_id=container.id if container else None,
-            kubernetes_pod_uid=container.pod_uid if container else None,
+            container=who.container,
             environment_read=who.environment_read,
             cuda_visible_devices=who.cuda_visible_devices,
             gpu_visibility=who.gpu_visibility,
@@ -247,6 +243,7 @@ def _finding_section(finding: Finding, explanation: Explanation) -> FindingSecti
 def _advice_section(advice: Advice, fleet: str | None) -> AdviceSection:
     placed = {i.pid: (layout, i) for layout in advice.layouts for i in layout.instances}
     reasons = {u.pid: u.reason for u in advice.unplaced}
+    whole = {w.pid: w.gpu_index for w in advice.whole_gpus}
     workloads = []
     for w in advice.workloads:
         layout, instance = placed.get(w.pid, (None, None))
@@ -255,7 +252,8 @@ def _advice_section(advice: Advice, fleet: str | None) -> AdviceSection:
             name=w.name,
             used_memory_bytes=w.used_bytes,
             needed_memory_bytes=w.needed_bytes,
-            gpu_index=layout.gpu_index if layout else None,
+            gpu_index=layout.gpu_index if layout else whole.get(w.pid),
+            whole_gpu=w.pid in whole,
             profile=instance.profile if instance else None,
             profile_memory_bytes=instance.memory_bytes if instance else None,
             reason=reasons.get(w.pid),

@@ -49,3 +49,6 @@ def configure_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
+    # apscheduler logs two info lines per run; below debug, only its warnings (a run skipped
+    # behind a hung one) are worth a line.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)

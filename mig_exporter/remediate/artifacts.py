@@ -22,7 +22,12 @@ from mig_exporter.model import Snapshot
 from mig_exporter.remediate.apply import Executed, PendingMode
 from mig_exporter.remediate.plan import GpuPlan, Plan
 from mig_exporter.remediate.report import gpu_summary
-from mig_exporter.remediate.steps import CreateComputeInstance, CreateGpuInstance, DestroyComputeInstance, undo
+from mig_exporter.remediate.steps import (
+    CreateComputeInstance,
+    CreateGpuInstance,
+    DestroyComputeInstance,
+    undo,
+)
 
 NVIDIA_PCI_VENDOR_ID = 0x10DE
 # Kubernetes label values: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends.
@@ -92,7 +97,8 @@ def assignments(fresh: Snapshot, plan: Plan, created: Collection[tuple[int, int]
 
 def created_instances(executed: Sequence[Executed]) -> frozenset[tuple[int, int]]:
     """(GPU, placement start) of each GPU instance that ``executed`` created."""
-    return frozenset((e.step.gpu_index, e.step.start) for e in executed if isinstance(e.step, CreateGpuInstance))
+    return frozenset((e.step.gpu_index, e.step.start)
+                     for e in executed if isinstance(e.step, CreateGpuInstance))
 
 
 def config_name(plan: Plan) -> str:
@@ -120,7 +126,8 @@ def mig_parted_entries(plan: Plan) -> tuple[MigPartedEntry, ...]:
     groups: dict[tuple[str | None, bool, tuple[tuple[str, int], ...]], list[int]] = {}
     for gpu_plan in plan.gpus:
         gpu = gpu_plan.gpu
-        device_filter = None if gpu.pci_device_id is None else f"0x{gpu.pci_device_id:04X}{NVIDIA_PCI_VENDOR_ID:04X}"
+        device_filter = (None if gpu.pci_device_id is None
+                         else f"0x{gpu.pci_device_id:04X}{NVIDIA_PCI_VENDOR_ID:04X}")
         key = (device_filter, gpu_plan.target.mig_enabled, _profile_counts(gpu_plan))
         groups.setdefault(key, []).append(gpu.index)
     return tuple(MigPartedEntry(tuple(devices), device_filter, enabled, counts)

@@ -1,16 +1,305 @@
-"""The ``remediate``subcommand (being built)."""
+"""The ``remediate`` subcommand: the incident's runbook as one safe command.
+
+Without ``--apply`` it reads the GPUs, prints the plan and changes nothing (exit 0). With
+``--apply``: 0 done or nothing to do, 3 refused as unsafe with nothing changed, 4 a MIG mode waits
+for a reset or reboot, 2 an error (bad input, a layout that cannot be made, a failure after which
+this run's steps were undone).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import socket
 import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mig_exporter.errors import InputError
+from mig_exporter.hostinfo import Attribution, attribute_host_process, attribute_simulated_process
+from mig_exporter.model import Snapshot
+from mig_exporter.nvml.read import read_snapshot
+from mig_exporter.nvml.session import NvmlSession
+from mig_exporter.nvml.write import HardwareWriter
+from mig_exporter.remediate import report
+from mig_exporter.remediate.apply import Applier, Failure, Outcome
+from mig_exporter.remediate.artifacts import (
+    Assignment,
+    RunRecord,
+    assignments,
+    config_name,
+    created_instances,
+    render_all,
+    write_all,
+)
+from mig_exporter.remediate.journal import Journal
+from mig_exporter.remediate.layout import GpuTarget, layout_targets, mig_parted_targets
+from mig_exporter.remediate.lock import HostLock
+from mig_exporter.remediate.plan import BlockerKind, Plan, make_plan
+from mig_exporter.remediate.verify import differences
+
+EXIT_DONE = 0
+EXIT_DECLINED = 1
+EXIT_ERROR = 2
+EXIT_UNSAFE = 3
+EXIT_RESET_NEEDED = 4
+
+ROOT_JOURNAL = "/var/lib/mig-exporter/remediate.jsonl"
+ROOT_LOCK = "/run/lock/mig-exporter-remediate.lock"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("remediate", help="(being built)")
+    parser = subparsers.add_parser(
+        "remediate", help="partition GPUs with MIG: plan, then apply safely",
+        description="Partition GPUs with MIG. Without --apply, print the plan and change nothing.",
+        epilog="Exit status with --apply: 0 done or nothing to do, 2 error (nothing left changed), "
+               "3 refused as unsafe (nothing changed), 4 a reset or reboot is needed to finish.")
+    add = parser.add_argument
+    add("--fleet", metavar="F", help="a fleet file or built-in fleet to simulate instead of the GPUs")
+    add("--gpu", metavar="SPEC", help="GPUs to partition: indices (0,1), UUIDs, or all")
+    add("--layout", metavar="PROFILES", help="GPU instances per GPU: 3g.40gb,3g.40gb or 3g,3g")
+    add("--mig-parted-config", metavar="FILE", help="a mig-parted v1 config, instead of --gpu and --layout")
+    add("--config", metavar="NAME", help="the config of --mig-parted-config to apply")
+    add("--apply", action="store_true", help="make the changes (default: only print the plan)")
+    add("--yes", action="store_true", help="do not ask for confirmation")
+    add("--reset", action="store_true", help="reset the GPUs whose MIG mode stays pending, and only those")
+    add("--no-persistence", action="store_true", help="leave persistence mode as it is")
+    add("--output-dir", metavar="DIR", type=Path,
+        help="write MIG assignments, docker-compose, Kubernetes, mig-parted and runbook files there")
+    add("--format", choices=("text", "json"), default="text")
+    add("--journal", metavar="PATH", type=Path,
+        help=f"JSON-lines journal of each change (default as root: {ROOT_JOURNAL}; "
+             "else under $XDG_STATE_HOME or ~/.local/state)")
+    add("--lock", metavar="PATH", type=Path,
+        help=f"lock for one remediate per host (default as root: {ROOT_LOCK}; "
+             "else under $XDG_RUNTIME_DIR or the temporary directory)")
     parser.set_defaults(run=run)
 
 
+class Output:
+    """Text is printed as the run goes; JSON is one document, printed once when the run ends."""
+
+    def __init__(self, output_format: str) -> None:
+        self.json = output_format == "json"
+        self.document: dict[str, Any] = {}
+
+    def add(self, key: str, data: Any, text: str) -> None:
+        self.document[key] = data
+        if not self.json and text:
+            print(text)
+
+    def finish(self) -> None:
+        if self.json:
+            print(json.dumps(self.document, indent=2))
+
+
+@dataclass(frozen=True)
+class Execution:
+    outcome: Outcome
+    fresh: Snapshot  # the hardware as read after the run (as found, when nothing ran)
+    journal: Path
+    run_id: str
+
+
 def run(args: argparse.Namespace) -> int:
-    print("mig-exporter remediate: not built yet", file=sys.stderr)
-    return 2
+    _check_flags(args)
+    output = Output(args.format)
+    try:
+        if not args.apply:
+            with NvmlSession(args.fleet) as session:
+                found = _read(session)
+                targets, plan = _plan(args, session, found)
+                _show_plan(output, session, found, targets, plan)
+            return EXIT_DONE
+        with HostLock(args.lock or default_lock()), NvmlSession(args.fleet) as session:
+            simulator = session.simulator
+            if simulator is not None and simulator.read_only:
+                raise InputError(f"--fleet {args.fleet} is a built-in fleet and read-only; to apply, copy "
+                                 f"it: mig-exporter fleet show {args.fleet} > fleet.yaml, "
+                                 "then use --fleet fleet.yaml")
+            found = _read(session)
+            targets, plan = _plan(args, session, found)
+            _show_plan(output, session, found, targets, plan)
+            return _apply(args, output, session, found, plan)
+    finally:
+        output.finish()
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.mig_parted_config is not None:
+        if args.layout is not None or args.gpu is not None:
+            raise InputError("--mig-parted-config: give either it (its devices select the GPUs) "
+                             "or --gpu and --layout")
+        if args.config is None:
+            raise InputError(f"--mig-parted-config {args.mig_parted_config}: --config NAME is required")
+    elif args.layout is None or args.gpu is None:
+        raise InputError("give --gpu (0,1, UUIDs or all) and --layout (e.g. 3g.40gb,3g.40gb), "
+                         "or --mig-parted-config FILE --config NAME")
+    elif args.config is not None:
+        raise InputError("--config: only with --mig-parted-config")
+
+
+def _read(session: NvmlSession) -> Snapshot:
+    snapshot = read_snapshot(session)
+    if not snapshot.nvml_up:
+        reasons = "; ".join(f"{e.call}: {e.error}" for e in snapshot.errors) or "unknown error"
+        raise InputError(f"NVML could not be read ({reasons})")
+    return snapshot
+
+
+def _plan(
+    args: argparse.Namespace, session: NvmlSession, found: Snapshot,
+) -> tuple[tuple[GpuTarget, ...], Plan]:
+    if args.mig_parted_config is not None:
+        targets = mig_parted_targets(args.mig_parted_config, args.config, found)
+    else:
+        targets = layout_targets(args.gpu, args.layout, found)
+    privileged = session.simulator is not None or os.geteuid() == 0
+    return targets, make_plan(found, targets, privileged=privileged, persistence=not args.no_persistence)
+
+
+def _show_plan(output: Output, session: NvmlSession, found: Snapshot, targets: tuple[GpuTarget, ...],
+               plan: Plan) -> None:
+    attributions = _attributions(session, plan)
+    gpus = [found.gpu(t.gpu_index) for t in targets]
+    output.add("plan", report.plan_json(gpus, targets, plan, attributions),
+               report.plan_text(gpus, targets, plan, attributions))
+
+
+def _attributions(session: NvmlSession, plan: Plan) -> dict[int, Attribution]:
+    """Who runs each blocking process, so the plan can say what to stop and how."""
+    pids = sorted({p.pid for blocker in plan.blockers for p in blocker.processes})
+    simulator = session.simulator
+    if simulator is not None:
+        return {pid: attribute_simulated_process(pid, simulator.attribution(pid)) for pid in pids}
+    return {pid: attribute_host_process(pid) for pid in pids}
+
+
+def _apply(
+    args: argparse.Namespace, output: Output, session: NvmlSession, found: Snapshot, plan: Plan,
+) -> int:
+    if plan.impossible:
+        raise InputError("; ".join(b.reason for b in plan.blockers if b.kind is BlockerKind.IMPOSSIBLE))
+    if plan.unsafe:
+        output.add("refused", True, "Refused: nothing was changed.")
+        return EXIT_UNSAFE
+    if plan.nothing_to_do:
+        execution = Execution(Outcome(()), found, args.journal or default_journal(), "none")
+    elif not _confirmed(args, plan):
+        output.add("declined", True, "Declined: nothing was changed.")
+        return EXIT_DECLINED
+    else:
+        execution = _execute(args, session, found, plan)
+    outcome = execution.outcome
+    if outcome.failure is not None:
+        output.add("outcome", report.outcome_json(outcome),
+                   report.outcome_text(outcome, str(execution.journal)))
+        failure = outcome.failure
+        print(f"mig-exporter remediate: error: {failure.what}: {failure.error}", file=sys.stderr)
+        return EXIT_ERROR
+    made = assignments(execution.fresh, plan, created_instances(outcome.executed))
+    files = _write_artifacts(args, plan, execution, made)
+    output.add("outcome", report.outcome_json(outcome), _result_text(args, plan, execution, made, files))
+    output.document["assignments"] = [_assignment_json(a) for a in made]
+    output.document["files"] = [str(f) for f in files]
+    return EXIT_RESET_NEEDED if outcome.pending else EXIT_DONE
+
+
+def _confirmed(args: argparse.Namespace, plan: Plan) -> bool:
+    """Ask on a terminal unless --yes; a script (stdin not a terminal) is not asked."""
+    if args.yes or not sys.stdin.isatty():
+        return True
+    gpus = ", ".join(str(gpu_plan.gpu.index) for gpu_plan in plan.gpus if gpu_plan.steps)
+    print(f"Apply these {len(plan.steps)} steps to GPU {gpus}? [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _execute(args: argparse.Namespace, session: NvmlSession, found: Snapshot, plan: Plan) -> Execution:
+    """Run the plan under the journal, then read the hardware again and verify it."""
+    journal_path = args.journal or default_journal()
+    with Journal(journal_path) as journal:
+        journal.record("run-start", command=command_line(args), steps=len(plan.steps))
+        applier = Applier(HardwareWriter(session), journal, found, allow_reset=args.reset)
+        outcome = applier.apply(plan)
+        fresh = found
+        if outcome.failure is None:
+            fresh = read_snapshot(session)
+            problems = differences(fresh, plan, {p.gpu_index for p in outcome.pending})
+            if problems:
+                outcome = applier.roll_back(Failure("verification", "; ".join(problems)))
+        journal.record("run-end", failed=outcome.failure is not None,
+                       pending=[p.gpu_index for p in outcome.pending])
+    return Execution(outcome, fresh, journal_path, journal.run_id)
+
+
+def _write_artifacts(args: argparse.Namespace, plan: Plan, execution: Execution,
+                     made: tuple[Assignment, ...]) -> tuple[Path, ...]:
+    if args.output_dir is None:
+        return ()
+    record = RunRecord(
+        host=socket.gethostname(), generated_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        command_line=command_line(args), fleet=args.fleet, journal=str(execution.journal),
+        run_id=execution.run_id, config_name=args.config or config_name(plan), plan=plan,
+        executed=execution.outcome.executed, pending=execution.outcome.pending, assignments=made)
+    return write_all(args.output_dir, render_all(record))
+
+
+def _result_text(args: argparse.Namespace, plan: Plan, execution: Execution, made: tuple[Assignment, ...],
+                 files: tuple[Path, ...]) -> str:
+    outcome = execution.outcome
+    pending = {p.gpu_index for p in outcome.pending}
+    lines = []
+    if not plan.nothing_to_do:  # else the plan has said so
+        lines.append(report.outcome_text(outcome, str(execution.journal)))
+        verified = [str(gpu_plan.gpu.index) for gpu_plan in plan.gpus if gpu_plan.gpu.index not in pending]
+        if verified:
+            lines.append(f"Verified by reading NVML again: GPU {', '.join(verified)} as planned.")
+    for index in sorted(pending):
+        lines.append(f"To finish GPU {index}: stop what holds it (processes, nvidia-persistenced, "
+                     f"monitoring agents), then run: {command_line(args, reset=True)}; "
+                     "or reboot and run the same command.")
+    if made:
+        lines.append("MIG devices (pin each workload to one):")
+        lines += [f"  GPU {a.gpu_index} {a.profile} GPU instance {a.gpu_instance_id}"
+                  f"{' (new)' if a.new else ''}: CUDA_VISIBLE_DEVICES={a.mig_uuid}" for a in made]
+    if files:
+        lines.append("Wrote: " + ", ".join(str(f) for f in files))
+    return "\n".join(lines)
+
+
+def _assignment_json(assignment: Assignment) -> dict[str, Any]:
+    return {**asdict(assignment), "resource": assignment.resource_name,
+            "cuda_visible_devices": f"CUDA_VISIBLE_DEVICES={assignment.mig_uuid}"}
+
+
+def command_line(args: argparse.Namespace, reset: bool | None = None) -> str:
+    """The command as a person would type it again (for the journal, the runbook and exit 4's advice)."""
+    parts = ["mig-exporter", "remediate"]
+    for flag, value in (("--fleet", args.fleet), ("--gpu", args.gpu), ("--layout", args.layout),
+                        ("--mig-parted-config", args.mig_parted_config), ("--config", args.config)):
+        if value is not None:
+            parts += [flag, str(value)]
+    with_reset = args.reset if reset is None else reset
+    for flag, on in (("--apply", args.apply), ("--yes", args.yes), ("--reset", with_reset),
+                     ("--no-persistence", args.no_persistence)):
+        if on:
+            parts.append(flag)
+    return " ".join(parts)
+
+
+def default_journal() -> Path:
+    if os.geteuid() == 0:
+        return Path(ROOT_JOURNAL)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "mig-exporter" / "remediate.jsonl"
+
+
+def default_lock() -> Path:
+    if os.geteuid() == 0:
+        return Path(ROOT_LOCK)
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(runtime) / f"mig-exporter-remediate-{os.getuid()}.lock"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import combinations
 
-from mig_exporter.model import Gpu, GpuInstance, GpuProcess, Snapshot
+from mig_exporter.model import CollectionError, Gpu, GpuInstance, GpuProcess, Snapshot
 from mig_exporter.profiles import GpuInstanceProfile, GpuModel
 from mig_exporter.remediate.layout import GpuTarget
 from mig_exporter.remediate.packing import Slot, misfit_reason, pack
@@ -28,6 +28,13 @@ from mig_exporter.remediate.steps import (
     Step,
 )
 
+# The reads a plan rests on: a failure in any of them on a target GPU (NOT_SUPPORTED is an answer,
+# not a failure) means the plan could miss an instance or a process.
+_PLANNING_CALLS = ("nvmlDeviceGetHandleByIndex", "nvmlDeviceGetName", "nvmlDeviceGetMigMode",
+                   "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
+                   "nvmlDeviceGetGpuInstance", "nvmlGpuInstance", "nvmlDeviceGetComputeInstanceId",
+                   "nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetPersistenceMode")
+
 
 class BlockerKind(str, Enum):
     UNSAFE = "unsafe"  # processes would lose their GPU or instance: refused, exit 3
@@ -39,12 +46,7 @@ class Blocker:
     kind: BlockerKind
     gpu_index: int | None  # None for the host (not root)
     reason: str
-    processes: tuple[GpuProcess, ...] = ()
-
-    @property
-    def stop_command(self) -> str | None:
-        pids = sorted({p.pid for p in self.processes})
-        return f"kill {' '.join(map(str, pids))}" if pids else None
+    processes: tuple[GpuProcess, ...] = ()  # what must stop first, one entry per pid
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ def make_plan(snapshot: Snapshot, targets: Sequence[GpuTarget], *, privileged: b
     gpu_plans: list[GpuPlan] = []
     blockers: list[Blocker] = []
     for target in targets:
-        gpu_plan, gpu_blockers = _plan_gpu(snapshot.gpu(target.gpu_index), target, persistence)
+        gpu = snapshot.gpu(target.gpu_index)
+        gpu_plan, gpu_blockers = _plan_gpu(gpu, target, snapshot.errors, persistence)
         blockers.extend(gpu_blockers)
         if gpu_plan is not None:
             gpu_plans.append(gpu_plan)
@@ -102,10 +105,18 @@ def make_plan(snapshot: Snapshot, targets: Sequence[GpuTarget], *, privileged: b
     return Plan(tuple(gpu_plans), tuple(blockers))
 
 
-def _plan_gpu(gpu: Gpu, target: GpuTarget, persistence: bool) -> tuple[GpuPlan | None, list[Blocker]]:
+def _plan_gpu(
+    gpu: Gpu, target: GpuTarget, errors: Sequence[CollectionError], persistence: bool,
+) -> tuple[GpuPlan | None, list[Blocker]]:
     if gpu.lost:
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} is lost (NVML: GPU is lost): reset or reboot it first")]
+    unread = [e for e in errors if e.gpu_index == gpu.index and e.call.startswith(_PLANNING_CALLS)]
+    if unread:
+        calls = ", ".join(f"{e.call}: {e.error}" for e in unread)
+        return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
+                              f"GPU {gpu.index} could not be read completely ({calls}); a plan made from a "
+                              "partial reading could destroy what it did not see")]
     if target.model is None:
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} ({gpu.name or 'unknown model'}) does not support MIG")]
@@ -116,7 +127,7 @@ def _plan_gpu(gpu: Gpu, target: GpuTarget, persistence: bool) -> tuple[GpuPlan |
                  for gi in destroyed if target.model.profile_by_id(gi.profile_id) is None]
     if blockers:
         return None, blockers
-    steps = _steps(gpu, target, kept, destroyed, created, persistence)
+    steps = _steps(gpu, target, target.model, kept, destroyed, created, persistence)
     return GpuPlan(gpu, target, kept, created, tuple(steps)), []
 
 
@@ -129,12 +140,13 @@ def _unknown_profile_blocker(gpu: Gpu, gi: GpuInstance, model: GpuModel) -> Bloc
 
 
 def _mode_change_blockers(gpu: Gpu, target: GpuTarget) -> list[Blocker]:
-    """Changing the MIG mode needs an idle GPU: every process on it would lose its device."""
-    if not _needs_mode_change(gpu, target) or gpu.mig_mode_current == target.mig_enabled or not gpu.processes:
+    """Enabling MIG takes the whole GPU from every process on it. (Disabling it first destroys
+    the instances, whose processes are blockers of their own; cancelling a pending change takes
+    nothing from anyone.)"""
+    if gpu.mig_mode_current or not target.mig_enabled or not gpu.processes:
         return []
-    action = "enabled" if target.mig_enabled else "disabled"
     return [Blocker(BlockerKind.UNSAFE, gpu.index,
-                    f"GPU {gpu.index} runs processes, and they would lose the GPU when MIG is {action}",
+                    f"GPU {gpu.index} runs processes, and they would lose the GPU when MIG is enabled",
                     _unique_processes(gpu.processes))]
 
 
@@ -217,15 +229,14 @@ def _slot(gi: GpuInstance) -> Slot:
     return Slot(gi.profile_id, gi.profile, gi.placement_start, gi.placement_size)
 
 
-def _steps(gpu: Gpu, target: GpuTarget, kept: Sequence[GpuInstance], destroyed: Sequence[GpuInstance],
-           created: Sequence[Slot], persistence: bool) -> list[Step]:
+def _steps(gpu: Gpu, target: GpuTarget, model: GpuModel, kept: Sequence[GpuInstance],
+           destroyed: Sequence[GpuInstance], created: Sequence[Slot], persistence: bool) -> list[Step]:
     """Destroy what goes (compute instances first), set the mode, then persistence (after the mode,
     so it never holds the GPU during a mode change), then create. Mode first also means nothing is
     created on a GPU whose mode stays pending."""
-    assert target.model is not None
     steps: list[Step] = []
     for gi in destroyed:
-        profile = _profile(target.model, gi.profile_id)
+        profile = _profile(model, gi.profile_id)
         steps += [DestroyComputeInstance(gpu.index, gi.gpu_instance_id, gi.placement_start, ci,
                                          _compute_slices(gpu, gi, ci, profile))
                   for ci in gi.compute_instance_ids]
@@ -237,10 +248,10 @@ def _steps(gpu: Gpu, target: GpuTarget, kept: Sequence[GpuInstance], destroyed: 
         steps.append(SetPersistence(gpu.index, True))
     for gi in kept:
         if not gi.compute_instance_ids:
-            slices = _profile(target.model, gi.profile_id).slice_count
+            slices = _profile(model, gi.profile_id).slice_count
             steps.append(CreateComputeInstance(gpu.index, gi.placement_start, slices))
     for slot in created:
-        profile = _profile(target.model, slot.profile_id)
+        profile = _profile(model, slot.profile_id)
         steps.append(CreateGpuInstance(gpu.index, profile.name, profile.enum, slot.start, slot.size))
         steps.append(CreateComputeInstance(gpu.index, slot.start, profile.slice_count))
     return steps

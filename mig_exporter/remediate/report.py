@@ -50,14 +50,13 @@ def target_summary(gpu_plan: GpuPlan) -> str:
 
 
 def stop_command(blocker: Blocker, attributions: Mapping[int, Attribution]) -> str | None:
-    """How to stop the blocking processes: ``docker stop`` for a container, else ``kill``."""
+    """How to stop the blocking processes: ``docker stop`` for a Docker or Podman container (a
+    killed process would be restarted by its restart policy), else ``kill``."""
     commands, pids = [], []
     for process in blocker.processes:
         container = attributions[process.pid].container if process.pid in attributions else None
         if container is not None and container.runtime in ("docker", "podman") and container.id:
             commands.append(f"{container.runtime} stop {container.id[:12]}")
-        elif container is not None and container.pod_uid:
-            commands.append(f"kubectl delete pod --field-selector metadata.uid={container.pod_uid} -A")
         else:
             pids.append(process.pid)
     if pids:
@@ -113,7 +112,8 @@ def plan_json(gpus: Sequence[Gpu], targets: Sequence[GpuTarget], plan: Plan,
         "gpus": [{
             "index": gpu.index, "uuid": gpu.uuid, "name": gpu.name, "now": gpu_summary(gpu),
             "target": {"mig_enabled": target.mig_enabled, "layout": [p.name for p in target.profiles]},
-            "expected": [asdict(slot) for slot in planned[gpu.index].expected] if gpu.index in planned else None,
+            "expected": ([asdict(slot) for slot in planned[gpu.index].expected]
+                         if gpu.index in planned else None),
         } for gpu, target in zip(gpus, targets, strict=True)],
         "steps": [to_json(step) for step in plan.steps],
         "blockers": [{

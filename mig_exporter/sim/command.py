@@ -1,16 +1,42 @@
-"""The ``fleet``subcommand (being built)."""
+"""``mig-exporter fleet list | show NAME``: the built-in simulated fleets.
+
+``list`` says what each fleet is for; ``show`` prints its YAML as shipped, comments included, so
+``mig-exporter fleet show seed-incident > lab.yaml`` gives a fleet file to edit and pass to
+``--fleet lab.yaml``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+
+from mig_exporter.errors import InputError
+from mig_exporter.sim.fleet import builtin_names, builtin_text, load_fleet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("fleet", help="(being built)")
-    parser.set_defaults(run=run)
+    parser = subparsers.add_parser(
+        "fleet",
+        help="list or show the built-in simulated fleets",
+        description="The built-in simulated fleets, for --fleet NAME. "
+        "'show' prints one as a fleet file to edit.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="name and description of each built-in fleet").set_defaults(run=run_list)
+    show = actions.add_parser("show", help="print a built-in fleet's YAML")
+    show.add_argument("name", metavar="NAME", help="a name from 'mig-exporter fleet list'")
+    show.set_defaults(run=run_show)
 
 
-def run(args: argparse.Namespace) -> int:
-    print("mig-exporter fleet: not built yet", file=sys.stderr)
-    return 2
+def run_list(args: argparse.Namespace) -> int:
+    names = builtin_names()
+    width = max(len(name) for name in names)
+    for name in names:
+        print(f"{name:<{width}}  {load_fleet(name).description or ''}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    if args.name not in builtin_names():
+        raise InputError(f"{args.name}: not a built-in fleet (built-in: {', '.join(builtin_names())})")
+    print(builtin_text(args.name), end="")
+    return 0

@@ -54,26 +54,34 @@ def occupied_slices(model: GpuModel, instances: Iterable[SimGpuInstance]) -> set
     return taken
 
 
-def free_starts(model: GpuModel, instances: Iterable[SimGpuInstance], profile: GpuInstanceProfile) -> list[int]:
+def free_starts(
+    model: GpuModel, instances: Iterable[SimGpuInstance], profile: GpuInstanceProfile
+) -> list[int]:
     """Valid starts of ``profile`` whose memory slices are all free."""
     taken = occupied_slices(model, instances)
     return [s for s in profile.placement_starts if taken.isdisjoint(memory_span(profile, s))]
 
 
-def remaining_capacity(model: GpuModel, instances: tuple[SimGpuInstance, ...], profile: GpuInstanceProfile) -> int:
+def remaining_capacity(
+    model: GpuModel, instances: tuple[SimGpuInstance, ...], profile: GpuInstanceProfile
+) -> int:
     """How many more instances of ``profile`` fit: the free starts (the spans of one profile never
     overlap each other), capped by the profile's instance count."""
     existing = sum(1 for gi in instances if gi.profile_id == profile.id)
     return max(0, min(len(free_starts(model, instances, profile)), profile.max_count - existing))
 
 
-def auto_placement(model: GpuModel, instances: tuple[SimGpuInstance, ...], profile: GpuInstanceProfile) -> int | None:
+def auto_placement(
+    model: GpuModel, instances: tuple[SimGpuInstance, ...], profile: GpuInstanceProfile
+) -> int | None:
     """The start the driver picks for ``profile``, or None when it does not fit (see module doc)."""
     if remaining_capacity(model, instances, profile) == 0:
         return None
     taken = occupied_slices(model, instances)
     still_possible = [
-        set(memory_span(p, s)) for p in model.profiles for s in p.placement_starts
+        set(memory_span(p, s))
+        for p in model.profiles
+        for s in p.placement_starts
         if taken.isdisjoint(memory_span(p, s))
     ]
 
@@ -92,11 +100,15 @@ def compute_starts(gpu_instance_slices: int, compute_slices: int) -> tuple[int, 
     return tuple(s for s in range(0, gpu_instance_slices, align) if s + compute_slices <= gpu_instance_slices)
 
 
-def free_compute_starts(gpu_instance_slices: int, existing: Iterable[SimComputeInstance],
-                        compute_slices: int) -> list[int]:
+def free_compute_starts(
+    gpu_instance_slices: int, existing: Iterable[SimComputeInstance], compute_slices: int
+) -> list[int]:
     taken = {s for ci in existing for s in range(ci.start, ci.start + ci.slices)}
-    return [s for s in compute_starts(gpu_instance_slices, compute_slices)
-            if taken.isdisjoint(range(s, s + compute_slices))]
+    return [
+        s
+        for s in compute_starts(gpu_instance_slices, compute_slices)
+        if taken.isdisjoint(range(s, s + compute_slices))
+    ]
 
 
 def compute_multiprocessors(profile: GpuInstanceProfile, one_slice_sms: int, compute_slices: int) -> int:

@@ -133,9 +133,10 @@ class SimGpu:
     processes: tuple[SimProcess, ...] = ()  # on the whole GPU, MIG off
     instances: tuple[SimGpuInstance, ...] = ()
     telemetry: Telemetry = field(default_factory=Telemetry)
-    memory_used_mib: int | None = None  # overrides the computed used memory of the whole GPU
-    serial: str | None = None
-    pci_bus_id: str | None = None
+    # Overrides the computed used memory of the whole GPU, until its processes or MIG mode change.
+    memory_used_mib: int | None = None
+    serial: str | None = None  # None: NVML answers NOT_SUPPORTED
+    pci_bus_id: str | None = None  # "00000000:07:00.0"; None: NOT_SUPPORTED
     lost: bool = False  # fell off the bus: every call on it answers GPU_IS_LOST
     held_by: tuple[str, ...] = ()  # clients holding the device open that are not listed processes
 
@@ -184,7 +185,7 @@ class Fleet:
     attributions: tuple[ProcessAttribution, ...] = ()
 
     def with_gpu(self, index: int, gpu: SimGpu) -> Fleet:
-        return replace(self, gpus=self.gpus[:index] + (gpu,) + self.gpus[index + 1:])
+        return replace(self, gpus=(*self.gpus[:index], gpu, *self.gpus[index + 1 :]))
 
     def attribution(self, pid: int) -> ProcessAttribution | None:
         return next((a for a in self.attributions if a.pid == pid), None)
@@ -193,19 +194,32 @@ class Fleet:
         return next((p.name for g in self.gpus for p in g.all_processes if p.pid == pid and p.name), None)
 
     def without_process(self, pid: int) -> Fleet:
-        """The fleet after process ``pid`` exited everywhere (what a test does before remediating)."""
+        """The fleet after process ``pid`` exited everywhere (what a test does before remediating).
+        A GPU it was on drops its ``memory_used_mib`` figure, which counted the process."""
         gpus = []
         for gpu in self.gpus:
             instances = tuple(
-                replace(gi, compute_instances=tuple(
-                    replace(ci, processes=tuple(p for p in ci.processes if p.pid != pid))
-                    for ci in gi.compute_instances))
+                replace(
+                    gi,
+                    compute_instances=tuple(
+                        replace(ci, processes=tuple(p for p in ci.processes if p.pid != pid))
+                        for ci in gi.compute_instances
+                    ),
+                )
                 for gi in gpu.instances
             )
-            gpus.append(replace(gpu, processes=tuple(p for p in gpu.processes if p.pid != pid),
-                                instances=instances))
-        return replace(self, gpus=tuple(gpus),
-                       attributions=tuple(a for a in self.attributions if a.pid != pid))
+            held = any(p.pid == pid for p in gpu.all_processes)
+            gpus.append(
+                replace(
+                    gpu,
+                    processes=tuple(p for p in gpu.processes if p.pid != pid),
+                    instances=instances,
+                    memory_used_mib=None if held else gpu.memory_used_mib,
+                )
+            )
+        return replace(
+            self, gpus=tuple(gpus), attributions=tuple(a for a in self.attributions if a.pid != pid)
+        )
 
 
 def default_gpu_uuid(index: int) -> str:

@@ -1,7 +1,7 @@
-"""The shipped alert rules and their promtool unit tests, read as data.
+"""The shipped alert rules, their promtool unit tests and the example Alertmanager configuration.
 
 The alert tests check conventions and unit-test coverage over these; the end-to-end test loads
-the same rule files into a real Prometheus.
+the same files into a real Prometheus and Alertmanager.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 ALERTS_DIR = REPO / "alerts"
 UNIT_TESTS_DIR = ALERTS_DIR / "tests"
 RUNBOOK = REPO / "docs" / "runbook.md"
+ALERTMANAGER_CONFIG = ALERTS_DIR / "alertmanager.yml"
+# How alerts/alertmanager.yml routes each severity: critical pages, warning files a ticket, info
+# notifies nobody.
+RECEIVER_BY_SEVERITY = {"critical": "pager", "warning": "tickets", "info": "none"}
 
 
 @dataclass(frozen=True)

@@ -134,5 +134,6 @@ def test_example_prometheus_config_loads_every_rule_file() -> None:
     config = REPO / "deploy" / "prometheus.yml"
     result = run_tool("promtool", "check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
-    checked = {Path(line.split()[1]).resolve() for line in result.stdout.splitlines() if line.startswith("Checking ")}
+    checked = {Path(line.split()[1]).resolve()
+               for line in result.stdout.splitlines() if line.startswith("Checking ")}
     assert {path for path in rule_files() if path.parent == ALERTS_DIR} <= checked

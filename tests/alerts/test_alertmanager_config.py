@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import pytest
 
-from alerts.rule_files import ALERTS_DIR, AlertingRule, alerting_rules
+from alerts.rule_files import ALERTMANAGER_CONFIG, RECEIVER_BY_SEVERITY, AlertingRule, alerting_rules
 from alerts.tools import run_tool
-
-CONFIG = ALERTS_DIR / "alertmanager.yml"
-RECEIVER_BY_SEVERITY = {"critical": "pager", "warning": "tickets", "info": "none"}
 
 
 def route_test(receiver: str, labels: dict[str, str]) -> int:
     result = run_tool(
-        "amtool", "config", "routes", "test", f"--config.file={CONFIG}", f"--verify.receivers={receiver}",
+        "amtool", "config", "routes", "test",
+        f"--config.file={ALERTMANAGER_CONFIG}", f"--verify.receivers={receiver}",
         *(f"{name}={value}" for name, value in labels.items()),
     )
     return result.returncode
 
 
 def test_config_passes_amtool_check_config() -> None:
-    result = run_tool("amtool", "check-config", str(CONFIG))
+    result = run_tool("amtool", "check-config", str(ALERTMANAGER_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 

@@ -31,7 +31,9 @@ QUERIES = panel_queries()
 # A range no panel would choose, standing for $__rate_interval so the parser can check where it is.
 RATE_INTERVAL_STANDIN = timedelta(seconds=4321)
 RATE_FUNCTIONS = {"rate", "irate", "increase"}
-TEMPLATED_DATASOURCES = ({"type": "prometheus", "uid": "${datasource}"}, {"type": "prometheus", "uid": "$datasource"})
+TEMPLATED_DATASOURCES = (
+    {"type": "prometheus", "uid": "${datasource}"}, {"type": "prometheus", "uid": "$datasource"},
+)
 # Grafana unit ids the dashboards may use (Grafana's valueFormats).
 UNITS = {"none", "short", "percent", "percentunit", "bytes", "decbytes", "s", "ms", "celsius", "watt",
          "hertz", "ops", "reqps", "dateTimeAsIso"}
@@ -164,7 +166,9 @@ def test_joins_are_parenthesised(query: PanelQuery) -> None:
     # `a + b * on(x) group_left(y) c` joins b alone: each operand of a join and the join itself,
     # inside a larger expression, must be in parentheses.
     for node, ancestors in walk(parsed(query)):
-        if isinstance(node, promql_parser.BinaryExpr) and node.modifier is not None and node.modifier.group_labels:
+        if not isinstance(node, promql_parser.BinaryExpr):
+            continue
+        if node.modifier is not None and node.modifier.group_labels:
             for side in (node.lhs, node.rhs):
                 assert isinstance(side, (promql_parser.ParenExpr, promql_parser.VectorSelector)), (
                     f"operand of a group_left/group_right join not parenthesised: {side}")

@@ -11,7 +11,7 @@ from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
 from mig_exporter.diagnose.explain import describe_gpus
 from mig_exporter.diagnose.report import build_report
 from mig_exporter.hostinfo import Attribution
-from mig_exporter.model import MIB
+from mig_exporter.model import MIB, CollectionError
 
 from .snapshots import (
     SEED_MIB,
@@ -152,26 +152,41 @@ def test_a_lost_gpu_is_critical():
     assert commands(found) == ["sudo dmesg | grep -i xid", "sudo nvidia-smi -r -i 1"]
 
 
-def test_a_workload_no_instance_holds_is_pinned_to_a_whole_gpu():
-    """70 GB × 1.2 is more than a 7g.80gb: the advice places it nowhere, the finding pins it."""
-    snap = snapshot(shared_gpu(0, {1: 70000, 2: 100}))
-    report = report_of(snap)
+def too_big_for_any_instance():
+    """PID 1 needs 68010 MiB × 1.2 = 81612 MiB: more than a 7g.80gb (80896), less than a GPU."""
+    return snapshot(shared_gpu(0, {1: 68000, 2: 100}), shared_gpu(1, {1: 10, 3: 100}))
+
+
+def test_a_workload_no_instance_holds_gets_a_whole_gpu_and_the_others_an_instance():
+    report = report_of(too_big_for_any_instance())
     assert report.advice is not None
-    unplaced = [w for w in report.advice.workloads if w.pid == 1]
-    assert unplaced[0].gpu_index is None and "whole GPU" in (unplaced[0].reason or "")
+    assert [(w.pid, w.gpu_index, w.whole_gpu, w.profile) for w in report.advice.workloads] == [
+        (1, 0, True, None), (2, 1, False, "1g.10gb"), (3, 1, False, "1g.10gb"),
+    ]
+    assert report.findings[0].next_steps[0].action.startswith("stop PIDs 1, 2, 3:")
     assert commands(report.findings[0]) == [
+        "mig-exporter remediate --fleet test-fleet --gpu 1 --layout 1g.10gb,1g.10gb",
         "CUDA_VISIBLE_DEVICES=GPU-test-0 python serve.py",
-        "mig-exporter remediate --fleet test-fleet --gpu 0 --layout 1g.10gb",
-    ] or "CUDA_VISIBLE_DEVICES=GPU-test-0 python serve.py" in commands(report.findings[0])
+    ]
 
 
-def test_unknown_attribution_is_said_in_the_steps():
-    snap = snapshot(shared_gpu(0, {1: 70000, 2: 100}))
-    unknown = {pid: Attribution(pid, "none", notes=("gone",)) for pid in (1, 2)}
+def test_without_a_command_line_the_restart_is_described_not_invented():
+    snap = too_big_for_any_instance()
+    unknown = {pid: Attribution(pid, "none", notes=("gone",)) for pid in (1, 2, 3)}
     report = build_report(snap, unknown, DEFAULT_HEADROOM_RATIO)
-    assert "CUDA_VISIBLE_DEVICES=GPU-test-0 '<its command>'" not in commands(report.findings[0])
-    assert any(c.startswith("CUDA_VISIBLE_DEVICES=GPU-test-0 ") for c in commands(report.findings[0]))
-    assert report.processes[0].gpu_visibility == "CUDA_VISIBLE_DEVICES unknown: its environment could not be read"
+    assert commands(report.findings[0]) == ["mig-exporter remediate --gpu 1 --layout 1g.10gb,1g.10gb"]
+    assert "restart PID 1 with CUDA_VISIBLE_DEVICES=GPU-test-0" in report.findings[0].next_steps[-1].action
+    assert report.processes[0].gpu_visibility == (
+        "CUDA_VISIBLE_DEVICES unknown: its environment could not be read"
+    )
+
+
+def test_a_process_spread_over_gpus_it_does_not_share_is_pinned_to_its_main_one():
+    snap = snapshot(shared_gpu(0, {7: 100}), shared_gpu(1, {7: 900}))
+    report = report_of(snap)
+    (spanning,) = report.findings
+    assert report.advice is None
+    assert commands(spanning) == ["CUDA_VISIBLE_DEVICES=GPU-test-1 python serve.py"]
 
 
 def test_headroom_changes_the_advice():
@@ -183,8 +198,6 @@ def test_headroom_changes_the_advice():
 
 
 def test_collection_errors_are_kept():
-    from mig_exporter.model import CollectionError
-
     error = CollectionError("nvmlDeviceGetPowerUsage", "Unknown Error", 0)
     report = report_of(replace(healthy(), errors=(error,)))
     assert report.collection_errors == (error,)

@@ -45,7 +45,8 @@ def test_incident_shows_spanning_processes_and_unpartitioned_sharing() -> None:
         assert registry.get_sample_value("nvml_gpu_persistence_mode", gpu_labels(gpu)) == 0
         assert registry.get_sample_value("nvml_gpu_lost", gpu_labels(gpu)) == 0
     for pid in SPANNING_PIDS:
-        assert registry.get_sample_value("nvml_process_gpus", {"pid": str(pid), "process_name": "python"}) == 4
+        labels = {"pid": str(pid), "process_name": "python"}
+        assert registry.get_sample_value("nvml_process_gpus", labels) == 4
 
 
 def test_incident_memory_per_process_is_the_incident_table() -> None:
@@ -180,5 +181,6 @@ def test_promtool_finds_nothing_to_say() -> None:
     gpus = (*incident().gpus, partitioned_gpu(4), Gpu(index=5, uuid="GPU-5", lost=True))
     exposition = generate_latest(registry_for(replace(incident(), gpus=gpus),
                                               ExporterTotals(errors_by_call={"nvmlInit": 1})))
-    result = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, check=False)
+    result = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True,
+                            check=False)
     assert (result.returncode, result.stdout + result.stderr) == (0, b"")

@@ -18,7 +18,8 @@ def test_logfmt_quotes_only_what_needs_it() -> None:
     line = LogfmtFormatter().format(record('collection "abandoned" after 10s'))
     assert line.startswith("ts=") and " level=warn logger=mig_exporter.test " in line
     assert line.endswith(r'msg="collection \"abandoned\" after 10s"')
-    assert LogfmtFormatter().format(record("started", logging.INFO)).endswith("level=info logger=mig_exporter.test msg=started")
+    plain = LogfmtFormatter().format(record("started", logging.INFO))
+    assert plain.endswith("level=info logger=mig_exporter.test msg=started")
 
 
 def test_json_lines() -> None:

@@ -73,7 +73,8 @@ def test_gzip_when_asked(state: ExporterState) -> None:
     state.publish(incident())
     with serving(state, telemetry_path="/metrics") as server, socket.create_connection(
             ("127.0.0.1", server.port), timeout=5) as connection:
-        connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+        connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n"
+                           b"Connection: close\r\n\r\n")
         response = b""
         while chunk := connection.recv(65536):
             response += chunk
@@ -133,15 +134,16 @@ def test_client_certificates_are_required_when_configured(tmp_path: Path, state:
         https, ca = url(server, "/metrics", "https"), str(server_certificate.cert_file)
         with pytest.raises(requests.exceptions.RequestException):
             requests.get(https, verify=ca, timeout=5)
-        with_cert = requests.get(https, verify=ca, cert=(str(client.cert_file), str(client.key_file)), timeout=5)
+        client_pair = (str(client.cert_file), str(client.key_file))
+        with_cert = requests.get(https, verify=ca, cert=client_pair, timeout=5)
         assert with_cert.status_code == 200
 
 
 def test_plain_http_has_no_auth_by_default(state: ExporterState) -> None:
     state.publish(incident())
     with serving(state, telemetry_path="/metrics", web_config=WebConfig()) as server:
-        anyone = requests.get(url(server, "/metrics"),
-                              headers={"Authorization": "Basic " + base64.b64encode(b"a:b").decode()}, timeout=5)
+        credentials = {"Authorization": "Basic " + base64.b64encode(b"a:b").decode()}
+        anyone = requests.get(url(server, "/metrics"), headers=credentials, timeout=5)
         assert anyone.status_code == 200
 
 
@@ -157,5 +159,6 @@ def test_a_busy_port_is_one_line_naming_the_flag(state: ExporterState) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(InputError, match=rf"^--web\.listen-address: cannot listen on 127\.0\.0\.1:{port}: "):
+        refusal = rf"^--web\.listen-address: cannot listen on 127\.0\.0\.1:{port}: "
+        with pytest.raises(InputError, match=refusal):
             ExporterHTTPServer(ListenAddress("127.0.0.1", port), state, "/metrics")

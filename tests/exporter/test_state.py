@@ -24,7 +24,8 @@ def test_unhealthy_before_the_first_collection() -> None:
     assert health(None, now=100.0, interval_seconds=5) == Health(False, "no collection has finished yet")
 
 
-@pytest.mark.parametrize(("age", "healthy"), [(0.0, True), (14.9, True), (15.0, True), (15.1, False), (600, False)])
+@pytest.mark.parametrize(("age", "healthy"),
+                         [(0.0, True), (14.9, True), (15.0, True), (15.1, False), (600, False)])
 def test_unhealthy_when_no_collection_finished_for_three_intervals(age: float, healthy: bool) -> None:
     verdict = health(1000.0, now=1000.0 + age, interval_seconds=5)
     assert verdict.healthy is healthy

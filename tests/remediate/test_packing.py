@@ -28,8 +28,12 @@ def test_an_order_that_fails_for_the_driver_is_placed() -> None:
     placed = pack(A100_SXM4_80GB, [], profiles(A100_SXM4_80GB, "1g", "1g", "2g", "3g"))
     assert placed is not None
     # largest first, each at the highest free start
-    assert [(s.profile, s.start) for s in placed] == [("3g.40gb", 4), ("2g.20gb", 2), ("1g.10gb", 1),
-                                                      ("1g.10gb", 0)]
+    assert [(s.profile, s.start) for s in placed] == [
+        ("3g.40gb", 4),
+        ("2g.20gb", 2),
+        ("1g.10gb", 1),
+        ("1g.10gb", 0),
+    ]
 
 
 def test_the_driver_observed_mixed_placement() -> None:
@@ -42,7 +46,8 @@ def test_no_memory_slice_left_is_said_as_such() -> None:
     wanted = profiles(A100_SXM4_80GB, "3g.40gb", "3g.40gb", "1g.10gb")
     assert pack(A100_SXM4_80GB, [], wanted) is None
     assert misfit_reason(A100_SXM4_80GB, [], wanted) == (
-        "no memory slice left for another 1g.10gb (taken: 3g.40gb@4, 3g.40gb@0)")
+        "no memory slice left for another 1g.10gb (taken: 3g.40gb@4, 3g.40gb@0)"
+    )
 
 
 def test_a_busy_instance_in_the_only_place_is_said_as_such() -> None:
@@ -50,12 +55,14 @@ def test_a_busy_instance_in_the_only_place_is_said_as_such() -> None:
     wanted = profiles(A100_SXM4_80GB, "4g")
     assert pack(A100_SXM4_80GB, [busy], wanted) is None
     assert misfit_reason(A100_SXM4_80GB, [busy], wanted) == (
-        "no free place for another 4g.40gb: it needs 4 memory slice(s) starting at 0 (taken: 3g.40gb@0)")
+        "no free place for another 4g.40gb: it needs 4 memory slice(s) starting at 0 (taken: 3g.40gb@0)"
+    )
 
 
 def test_instance_counts_are_limited() -> None:
     assert misfit_reason(A100_SXM4_80GB, [], profiles(A100_SXM4_80GB, *["1g"] * 8)) == (
-        "at most 7 1g.10gb fit on a A100-SXM4-80GB")
+        "at most 7 1g.10gb fit on a A100-SXM4-80GB"
+    )
     assert misfit_reason(A30, [], profiles(A30, "1g+me", "1g.6gb+me")) == "at most 1 1g.6gb+me fit on a A30"
 
 
@@ -63,7 +70,7 @@ def brute_force_fits(model: GpuModel, wanted: list[GpuInstanceProfile]) -> bool:
     """Try every combination of starts: the oracle the search must agree with."""
     for starts in product(*(p.placement_starts for p in wanted)):
         slots = [Slot.of(p, s) for p, s in zip(wanted, starts, strict=True)]
-        no_overlap = all(not a.overlaps(b) for i, a in enumerate(slots) for b in slots[i + 1:])
+        no_overlap = all(not a.overlaps(b) for i, a in enumerate(slots) for b in slots[i + 1 :])
         counts_ok = all(sum(q.id == p.id for q in wanted) <= p.max_count for p in wanted)
         if no_overlap and counts_ok:
             return True
@@ -84,7 +91,8 @@ def test_search_finds_a_fit_exactly_when_one_exists(case: tuple[GpuModel, list[G
     assert (placed is not None) == brute_force_fits(model, wanted)
     if placed is not None:
         assert sorted(s.profile_id for s in placed) == sorted(p.id for p in wanted)
-        assert all(s.start in model.profile_by_id(s.profile_id).placement_starts for s in placed)  # type: ignore[union-attr]
-        assert all(not a.overlaps(b) for i, a in enumerate(placed) for b in placed[i + 1:])
+        starts = {p.id: p.placement_starts for p in model.profiles}
+        assert all(s.start in starts[s.profile_id] for s in placed)
+        assert all(not a.overlaps(b) for i, a in enumerate(placed) for b in placed[i + 1 :])
     else:
         assert misfit_reason(model, [], wanted)

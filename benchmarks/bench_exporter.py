@@ -1,0 +1,301 @@
+"""Exporter benchmark (issue 2, "Performance"): prints figures, asserts nothing.
+
+    python3 benchmarks/bench_exporter.py                       # large and large-1000, as in docs/benchmarks.md
+    python3 benchmarks/bench_exporter.py --fleet seed-incident --collections 200
+
+For each fleet:
+
+- Collections, in a child process so that its resident memory is the exporter's alone: the
+  collection job of ``serve`` (read NVML on a worker thread, render and gzip the exposition) runs
+  ``--collections`` times back to back. Reported: the read and the whole cycle per collection,
+  NVML calls per collection (pynvml functions, and C functions from the simulator's
+  ``call_counts``, which counts the two calls of each INSUFFICIENT_SIZE list query), whether any
+  pynvml function is called twice with the same arguments in one collection, and RSS every 100
+  collections with its trend (least-squares slope from the 200th on, after warm-up).
+- ``/metrics`` latency: ``mig-exporter serve --fleet F`` and a plain ``http.server`` serving the
+  same bytes (HTTP/1.1 keep-alive like the exporter, no gzip for either) each run in their own
+  process; ``--scrapers`` threads scrape one of them at a time, in alternating rounds, in this
+  same run. Reported: p50 and p99 of each and their ratio (goal: within 1.5x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import functools
+import http.client
+import inspect
+import json
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+MIB = 1024 * 1024
+
+
+# --- child process: collections ------------------------------------------------------------------
+
+def collections(fleet: str, count: int) -> dict[str, Any]:
+    """Run the serve job ``count`` times over ``fleet``; figures as a JSON-able dict."""
+    import pynvml
+
+    from mig_exporter.exporter.collector import ExporterSettings
+    from mig_exporter.exporter.schedule import CollectionJob
+    from mig_exporter.exporter.state import ExporterState
+    from mig_exporter.nvml import read
+    from mig_exporter.nvml.session import NvmlSession
+
+    process = psutil.Process()
+    with NvmlSession(fleet) as session:
+        assert session.simulator is not None
+        state = ExporterState(ExporterSettings(interval_seconds=5))
+        job = CollectionJob(lambda: read.read_snapshot(session), state, timeout_seconds=60)
+        c_calls, cycles, reads, pynvml_calls, rss = [], [], [], [], []
+        for n in range(1, count + 1):
+            c_before = sum(session.simulator.call_counts.values())
+            started = time.perf_counter()
+            job()
+            cycles.append(time.perf_counter() - started)
+            snapshot = state.snapshot
+            assert snapshot is not None and snapshot.nvml_up and not snapshot.errors, snapshot and snapshot.errors
+            reads.append(snapshot.duration_seconds)
+            pynvml_calls.append(snapshot.nvml_calls)
+            c_calls.append(sum(session.simulator.call_counts.values()) - c_before)
+            if n % 100 == 0:
+                rss.append((n, process.memory_info().rss))
+        repeated = _repeated_calls(read, pynvml, lambda: read.read_snapshot(session))
+        exposition = state.exposition
+        gpus = snapshot.gpus
+    return {
+        "fleet": fleet, "collections": count,
+        "gpus": len(gpus), "mig_devices": sum(len(g.mig_instances) for g in gpus),
+        "process_series": sum(1 for g in gpus for p in g.processes if p.used_memory_bytes is not None),
+        "exposition_bytes": len(exposition.plain), "exposition_gzip_bytes": len(exposition.gzipped),
+        "first": {"pynvml_calls": pynvml_calls[0], "c_calls": c_calls[0], "read_s": reads[0], "cycle_s": cycles[0]},
+        "steady_pynvml_calls": sorted(set(pynvml_calls[1:])), "steady_c_calls": sorted(set(c_calls[1:])),
+        "read_s": reads[1:], "cycle_s": cycles[1:], "rss": rss, "repeated": repeated,
+    }
+
+
+def _repeated_calls(read_module: Any, pynvml: Any, collect: Callable[[], Any]) -> list[str]:
+    """One more collection with every pynvml function the reader uses wrapped: the calls made
+    more than once with the same arguments (handles by address; fresh output buffers by type)."""
+    seen: Counter[tuple[Any, ...]] = Counter()
+
+    def key(argument: Any) -> Any:
+        if isinstance(argument, ctypes._Pointer):
+            return ctypes.cast(argument, ctypes.c_void_p).value
+        return argument if isinstance(argument, (int, str, bytes)) else type(argument).__name__
+
+    def recording(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def wrapper(*args: Any) -> Any:
+            seen[(function.__name__, *map(key, args))] += 1
+            return function(*args)
+        return wrapper
+
+    names = {n for n in re.findall(r"pynvml\.(nvml\w+)", inspect.getsource(read_module))
+             if callable(getattr(pynvml, n))}
+    originals = {n: getattr(pynvml, n) for n in names}
+    try:
+        for name, function in originals.items():
+            setattr(pynvml, name, recording(function))
+        collect()
+    finally:
+        for name, function in originals.items():
+            setattr(pynvml, name, function)
+    return [f"{call} x{times}" for call, times in seen.items() if times > 1]
+
+
+# --- child process: the plain HTTP server -----------------------------------------------------------
+
+def plain_server(body_file: str) -> None:
+    """The baseline: the standard library's threaded server answering every GET with the bytes."""
+    body = Path(body_file).read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # as the exporter: without it every response waits 40 ms
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = socket.SOMAXCONN  # as the exporter: 20 scrapers connect at once
+
+    server = Server(("127.0.0.1", 0), Handler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+# --- parent: load generation ----------------------------------------------------------------------
+
+def scrape(port: int, scrapers: int, per_scraper: int) -> list[float]:
+    """Latencies of ``scrapers`` threads each scraping ``per_scraper`` times on one connection."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start = threading.Barrier(scrapers)
+
+    def scraper() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.connect()  # latency of scrapes, not of TCP handshakes
+        mine = []
+        start.wait()
+        for _ in range(per_scraper):
+            began = time.perf_counter()
+            connection.request("GET", "/metrics", headers={"Accept-Encoding": "identity"})
+            response = connection.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - began)
+            assert response.status == 200, response.status
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=scraper) for _ in range(scrapers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies
+
+
+def wait_healthy(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"the exporter on port {port} never became healthy")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def latency(fleet: str, scrapers: int, per_scraper: int, rounds: int) -> dict[str, Any]:
+    port = free_port()
+    exporter = subprocess.Popen([sys.executable, "-m", "mig_exporter", "serve", "--fleet", fleet,
+                                 "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn"])
+    baseline: subprocess.Popen[str] | None = None
+    try:
+        wait_healthy(port)
+        connection = http.client.HTTPConnection("127.0.0.1", port)
+        connection.request("GET", "/metrics", headers={"Accept-Encoding": "identity"})
+        body = connection.getresponse().read()
+        with tempfile.NamedTemporaryFile(suffix=".prom", delete=False) as file:
+            file.write(body)
+        baseline = subprocess.Popen([sys.executable, __file__, "--plain-server", file.name],
+                                    stdout=subprocess.PIPE, text=True)
+        assert baseline.stdout is not None
+        baseline_port = int(baseline.stdout.readline())
+        ours: list[float] = []
+        plain: list[float] = []
+        scrape(port, scrapers, 5)  # warm-up: connections, caches
+        scrape(baseline_port, scrapers, 5)
+        for _ in range(rounds):
+            ours += scrape(port, scrapers, per_scraper)
+            plain += scrape(baseline_port, scrapers, per_scraper)
+        exporter_rss = psutil.Process(exporter.pid).memory_info().rss
+    finally:
+        exporter.terminate()
+        exporter.wait(30)
+        if baseline is not None:
+            baseline.terminate()
+            baseline.wait(30)
+    return {"ours": _percentiles(ours), "plain": _percentiles(plain), "requests": len(ours),
+            "body_bytes": len(body), "exporter_rss": exporter_rss}
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(latencies, n=100)
+    return {"p50": statistics.median(latencies), "p99": cuts[98]}
+
+
+# --- report -------------------------------------------------------------------------------------
+
+def report(figures: dict[str, Any], scraped: dict[str, Any], scrapers: int, per_scraper: int, rounds: int) -> None:
+    ms = 1000
+    read_cuts, cycle_cuts = _percentiles(figures["read_s"]), _percentiles(figures["cycle_s"])
+    rss = figures["rss"]
+    tail = [(n, r) for n, r in rss if n >= 200] or rss
+    slope = statistics.linear_regression([n for n, _ in tail], [r for _, r in tail]).slope if len(tail) > 1 else 0.0
+    first = figures["first"]
+    print(f"fleet {figures['fleet']}: {figures['gpus']} GPUs, {figures['mig_devices']} MIG devices, "
+          f"{figures['process_series']} process series; exposition {figures['exposition_bytes'] / 1024:.0f} KiB "
+          f"({figures['exposition_gzip_bytes'] / 1024:.0f} KiB gzip)")
+    print(f"  collection, {figures['collections']} cycles: read p50 {read_cuts['p50'] * ms:.1f} ms, "
+          f"p99 {read_cuts['p99'] * ms:.1f} ms; whole cycle (read + render + gzip) p50 "
+          f"{cycle_cuts['p50'] * ms:.1f} ms, p99 {cycle_cuts['p99'] * ms:.1f} ms; "
+          f"first cycle {first['cycle_s'] * ms:.1f} ms")
+    print(f"  NVML calls per cycle: first {first['pynvml_calls']} pynvml / {first['c_calls']} C, then "
+          f"{_listing(figures['steady_pynvml_calls'])} pynvml / {_listing(figures['steady_c_calls'])} C; "
+          f"repeated within a cycle: {', '.join(figures['repeated']) or 'none'}")
+    print(f"  RSS: {', '.join(f'{r / MIB:.1f} MiB after {n}' for n, r in rss[:: max(1, len(rss) // 5)])}; "
+          f"{rss[-1][1] / MIB:.1f} MiB after {rss[-1][0]}; trend {slope * 100 / 1024:+.1f} KiB per 100 collections")
+    ours, plain = scraped["ours"], scraped["plain"]
+    print(f"  /metrics, {scrapers} concurrent scrapers x {per_scraper} x {rounds} rounds "
+          f"({scraped['body_bytes'] / 1024:.0f} KiB, no gzip): mig-exporter p50 {ours['p50'] * ms:.2f} ms, "
+          f"p99 {ours['p99'] * ms:.2f} ms; plain http.server p50 {plain['p50'] * ms:.2f} ms, "
+          f"p99 {plain['p99'] * ms:.2f} ms; ratio p50 {ours['p50'] / plain['p50']:.2f}x, "
+          f"p99 {ours['p99'] / plain['p99']:.2f}x; serve RSS {scraped['exporter_rss'] / MIB:.1f} MiB")
+
+
+def _listing(values: list[int]) -> str:
+    return "/".join(map(str, values))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fleet", action="append", help="built-in fleet or fleet file (default: large, large-1000)")
+    parser.add_argument("--collections", type=int, default=1000)
+    parser.add_argument("--scrapers", type=int, default=20)
+    parser.add_argument("--scrapes", type=int, default=50, help="scrapes per scraper per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child-collections", metavar="FLEET", help=argparse.SUPPRESS)
+    parser.add_argument("--plain-server", metavar="FILE", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain_server:
+        plain_server(args.plain_server)
+        return
+    if args.child_collections:
+        print(json.dumps(collections(args.child_collections, args.collections)))
+        return
+    print(f"mig-exporter benchmark on {psutil.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    for fleet in args.fleet or ["large", "large-1000"]:
+        child = subprocess.run([sys.executable, __file__, "--child-collections", fleet,
+                                "--collections", str(args.collections)], capture_output=True, text=True, check=True)
+        figures = json.loads(child.stdout)
+        scraped = latency(fleet, args.scrapers, args.scrapes, args.rounds)
+        report(figures, scraped, args.scrapers, args.scrapes, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

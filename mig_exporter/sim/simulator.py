@@ -1,0 +1,195 @@
+"""``SimulatedNvml``: the object installed as ``pynvml.nvmlLib``.
+
+Attribute access returns the simulated C functions (plain functions, so pynvml can set
+``restype`` on them as it does on ctypes functions). Around every call it counts the call, injects
+the fleet's faults, answers GPU_IS_LOST for a lost GPU and serialises access to the state with a
+lock, released while an injected delay sleeps so a hung call does not block other threads. A
+simulator over a fleet file keeps the file and the state in step: every successful mutation is
+written back atomically (the original bytes when the state is back to the state as loaded), and an
+edit of the file on disk is picked up at ``nvmlInit`` and at each ``nvmlDeviceGetCount``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pynvml
+
+from mig_exporter.sim.calls import NvmlFailure, Target
+from mig_exporter.sim.faults import FaultInjector
+from mig_exporter.sim.fleet import (
+    FleetError,
+    FleetSource,
+    dump_fleet,
+    open_fleet,
+    parse_fleet,
+    write_atomically,
+)
+from mig_exporter.sim.handles import decode, value
+from mig_exporter.sim.library import NvmlLibrary, c_function_targets
+from mig_exporter.sim.state import Fleet, MigMode, ProcessAttribution
+
+log = logging.getLogger(__name__)
+
+# Calls that work before nvmlInit (everything else answers UNINITIALIZED, as NVML does).
+_WITHOUT_INIT = frozenset({"nvmlInitWithFlags", "nvmlErrorString"})
+# Calls at which an edit of the fleet file is picked up.
+_RELOAD_AT = frozenset({"nvmlInitWithFlags", "nvmlDeviceGetCount_v2"})
+
+
+class SimulatedNvml:
+    """A simulated ``libnvidia-ml`` over a fleet. See the package docstring for the public API."""
+
+    def __init__(self, source: FleetSource) -> None:
+        self.spec = source.spec
+        self.path = source.path
+        self.read_only = source.path is None
+        self.call_counts: Counter[str] = Counter()
+        self._lock = threading.RLock()
+        self._fleet = source.fleet
+        self._loaded = source  # the file as last read: its bytes and state
+        self._file_stamp = self._stamp()
+        self._faults = FaultInjector(source.fleet.faults)
+        self._library = NvmlLibrary(self)
+        self._targets = c_function_targets()
+        self._functions = {name: self._c_function(name) for name in self._targets}
+
+    @classmethod
+    def open(cls, spec: str) -> SimulatedNvml:
+        return cls(open_fleet(spec))
+
+    # ---- the state ------------------------------------------------------------------------------
+
+    @property
+    def fleet(self) -> Fleet:
+        """The current state. Assign a new ``Fleet`` (for example ``fleet.without_process(pid)``)
+        to change the simulated world; it is written back like a mutation."""
+        with self._lock:
+            return self._fleet
+
+    @fleet.setter
+    def fleet(self, fleet: Fleet) -> None:
+        self.commit(fleet)
+
+    def commit(self, fleet: Fleet) -> None:
+        """Make ``fleet`` the state and write it back to the fleet file (not to a built-in)."""
+        with self._lock:
+            self._fleet = fleet
+            if self.path is None:
+                return
+            data = self._loaded.data if fleet == self._loaded.fleet else dump_fleet(fleet).encode()
+            write_atomically(self.path, data)
+            self._loaded = FleetSource(self._loaded.spec, self.path, data, fleet)
+            self._file_stamp = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_mtime_ns, info.st_size, info.st_ino
+
+    def _reload_if_changed(self) -> None:
+        """Pick up an edit of the fleet file. A broken edit is logged and the last good state
+        kept, so a typo does not take the simulated host down."""
+        stamp = self._stamp()
+        if self.path is None or stamp is None or stamp == self._file_stamp:
+            return
+        self._file_stamp = stamp
+        try:
+            data = self.path.read_bytes()
+            if data == self._loaded.data:
+                return
+            fleet = parse_fleet(data, self.spec)
+        except (OSError, FleetError) as error:
+            log.warning("fleet file changed but cannot be used, keeping the last good state: %s", error)
+            return
+        log.info("fleet file %s changed on disk: reloaded", self.path)
+        self._loaded = FleetSource(self.spec, self.path, data, fleet)
+        self._fleet = fleet
+        self._faults = FaultInjector(fleet.faults)
+
+    # ---- operations outside NVML ----------------------------------------------------------------
+
+    def reset_gpu(self, index: int) -> None:
+        """``nvidia-smi -r -i N``: raises ``pynvml.NVMLError`` IN_USE while processes, other clients
+        (``held_by``) or persistence mode hold the GPU; else applies the pending MIG mode and
+        clears the GPU and compute instances (they never survive a reset)."""
+        with self._lock:
+            fleet = self._fleet
+            if not 0 <= index < len(fleet.gpus):
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            gpu = fleet.gpus[index]
+            if gpu.lost:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+            if gpu.all_processes or gpu.held_by or gpu.persistence:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_IN_USE)
+            mode = MigMode.of(gpu.mig.pending, gpu.mig.pending)
+            self.commit(fleet.with_gpu(index, replace(gpu, mig=mode, instances=(), memory_used_mib=None)))
+
+    def attribution(self, pid: int) -> ProcessAttribution | None:
+        """Who runs ``pid``, as the fleet file says; None when it says nothing of it."""
+        return self.fleet.attribution(pid)
+
+    def c_function_names(self) -> tuple[str, ...]:
+        """The C symbols implemented (for the contract test)."""
+        return tuple(sorted(self._functions))
+
+    # ---- the C library --------------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        functions = self.__dict__.get("_functions", {})
+        if name in functions:
+            return functions[name]
+        raise AttributeError(name)  # pynvml turns this into FUNCTION_NOT_FOUND
+
+    def _c_function(self, name: str) -> Callable[..., Any]:
+        implementation = getattr(self._library, name)
+        where = self._targets[name]
+
+        @functools.wraps(implementation)
+        def call(*args: Any) -> Any:
+            with self._lock:
+                self.call_counts[name] += 1
+                if name in _RELOAD_AT:
+                    self._reload_if_changed()
+                if name not in _WITHOUT_INIT and self._library.init_count == 0:
+                    return pynvml.NVML_ERROR_UNINITIALIZED
+                gpu = self._gpu_of_call(where, args)
+                firing = self._faults.fire(name, gpu)
+            if firing.delay_seconds:
+                time.sleep(firing.delay_seconds)
+            if firing.error is not None:
+                return firing.error
+            with self._lock:
+                if gpu is not None and gpu < len(self._fleet.gpus) and self._fleet.gpus[gpu].lost:
+                    return pynvml.NVML_ERROR_GPU_IS_LOST
+                try:
+                    return implementation(*args)
+                except NvmlFailure as failure:
+                    return failure.code
+
+        return call
+
+    def _gpu_of_call(self, where: Target, args: tuple[Any, ...]) -> int | None:
+        """The GPU index a call concerns, for faults with ``gpu:`` and for lost GPUs."""
+        if where is Target.NONE or not args:
+            return None
+        if where is Target.INDEX:
+            index = value(args[0])
+            return index if isinstance(index, int) else None
+        if where is Target.UUID:
+            text = value(args[0])
+            return self._library.gpu_index_of_uuid(text.decode() if isinstance(text, bytes) else str(text))
+        handle = decode(args[0])
+        return None if handle is None else handle.gpu

@@ -1,0 +1,57 @@
+"""``mig-exporter serve``'s refusals: one line, exit status 2, before NVML or a port is touched."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pynvml
+import pytest
+
+from mig_exporter.cli import main
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """``serve`` configures the root logger; leave it as the next test expects it."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--collect.interval", "5x"], "--collect.interval: '5x' is not a duration"),
+    (["--collect.timeout", "0s"], "--collect.timeout: '0s' must be longer than zero"),
+    (["--web.listen-address", "9458"], "--web.listen-address: '9458' is not host:port or :port"),
+    (["--web.telemetry-path", "metrics"], "--web.telemetry-path: 'metrics' must be a path"),
+    (["--web.max-requests", "many"], "--web.max-requests: 'many' is not a whole number"),
+    (["--collect.max-process-series", "-5"], "--collect.max-process-series: '-5' is not a whole number"),
+    (["--log.level", "verbose"], "--log.level: 'verbose' is not one of debug, info, warn, error"),
+    (["--log.format", "xml"], "--log.format: 'xml' is not one of logfmt, json"),
+    (["--web.config.file", "/nonexistent/web.yml"], "/nonexistent/web.yml: cannot read the web config"),
+])
+def test_bad_flags_are_one_line_and_exit_2(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def must_not_initialise() -> None:
+        raise AssertionError("NVML opened before the flags were checked")
+
+    monkeypatch.setattr(pynvml, "nvmlInit", must_not_initialise)
+    assert main(["serve", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mig-exporter serve: error: {message}") and err.count("\n") == 1
+
+
+def test_without_a_driver_it_says_how_to_try_a_simulated_fleet(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_library() -> None:  # what pynvml raises where libnvidia-ml.so.1 cannot be loaded
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", no_library)
+    assert main(["serve", "--web.listen-address", "127.0.0.1:0"]) == 2
+    assert capsys.readouterr().err == (
+        "mig-exporter serve: error: no NVIDIA driver found (NVML: Library Not Found); "
+        "to try mig-exporter without a GPU, use --fleet seed-incident\n")

@@ -1,0 +1,156 @@
+"""``mig-exporter serve`` as a subprocess, scraped over real HTTP on a free loopback port: the
+incident's series, promtool, a hung NVML call, a lost GPU, an edited fleet file, TLS with basic
+auth, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import bcrypt
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from mig_exporter.sim import builtin_text
+
+from .certificates import self_signed
+from .snapshots import INCIDENT_MIB, SPANNING_PIDS
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[bytes], base_url: str, **request_options: object) -> None:
+        self.process = process
+        self.base_url = base_url
+        self.request_options = request_options
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.base_url + path, timeout=5, **self.request_options)  # type: ignore[arg-type]
+
+    def samples(self) -> Samples:
+        response = self.get("/metrics")
+        assert response.status_code == 200
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.samples().get((name, frozenset(labels.items())))
+
+
+@contextmanager
+def serve(fleet: str, *flags: str, scheme: str = "http", **request_options: object) -> Iterator[Served]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mig_exporter", "serve", "--fleet", fleet,
+         "--web.listen-address", f"127.0.0.1:{port}", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    served = Served(process, f"{scheme}://127.0.0.1:{port}", **request_options)
+    try:
+        wait_for(lambda: _answers(served), what="the exporter to answer /health with 200")
+        yield served
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output.decode()
+
+
+def _answers(served: Served) -> bool:
+    try:
+        return served.get("/health").status_code == 200
+    except requests.ConnectionError:
+        assert served.process.poll() is None, served.process.communicate()[0].decode()
+        return False
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_seed_incident_through_a_real_scrape() -> None:
+    with serve("seed-incident") as served:
+        samples = served.samples()
+        exposition = served.get("/metrics").content
+    uuids = {dict(labels)["gpu"]: dict(labels)["uuid"] for name, labels in samples if name == "nvml_gpu_info"}
+    assert sorted(uuids) == ["0", "1", "2", "3"]
+    assert samples[("nvml_processes_spanning_gpus", frozenset())] == 2
+    for gpu, uuid in uuids.items():
+        assert samples[("nvml_gpu_unpartitioned_sharing", frozenset({("gpu", gpu), ("uuid", uuid)}))] == 1
+    assert samples[("nvml_process_gpus", frozenset({("pid", "78914"), ("process_name", "python")}))] == 4
+    for gpu, per_pid in INCIDENT_MIB.items():
+        for pid, mib in zip(SPANNING_PIDS, per_pid, strict=True):
+            labels = {"gpu": str(gpu), "uuid": uuids[str(gpu)], "gpu_instance_id": "",
+                      "compute_instance_id": "", "pid": str(pid), "process_name": "python"}
+            assert samples[("nvml_process_memory_bytes", frozenset(labels.items()))] == mib * 1048576
+    promtool = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True,
+                              check=False)
+    assert (promtool.returncode, promtool.stdout + promtool.stderr) == (0, b"")
+
+
+def test_a_hung_nvml_call_keeps_metrics_served_and_turns_health_503(tmp_path: Path) -> None:
+    fleet = tmp_path / "hangs.yaml"
+    # the second collection's device count hangs for a minute
+    fleet.write_text(builtin_text("seed-incident")
+                     + "faults:\n  - {call: nvmlDeviceGetCount_v2, delay_seconds: 60, skip: 1}\n")
+    with serve(str(fleet), "--collect.interval", "500ms", "--collect.timeout", "500ms") as served:
+        wait_for(lambda: served.get("/health").status_code == 503, what="/health to turn 503")
+        assert served.get("/health").text.startswith("no collection has finished for ")
+        samples = served.samples()  # answered from the last snapshot
+        assert samples[("nvml_up", frozenset())] == 1
+        assert samples[("nvml_processes_spanning_gpus", frozenset())] == 2
+        assert samples[("mig_exporter_collection_timeouts_total", frozenset())] >= 1
+
+
+def test_a_lost_gpu_leaves_the_others_exported(tmp_path: Path) -> None:
+    fleet = tmp_path / "lost.yaml"
+    text = builtin_text("seed-incident").split("  - model:")
+    text[3] = text[3].replace("mig: disabled\n", "mig: disabled\n    lost: true\n", 1)  # GPU 2
+    fleet.write_text("  - model:".join(text))
+    with serve(str(fleet)) as served:
+        samples = served.samples()
+    lost = {dict(labels)["gpu"]: value for (name, labels), value in samples.items()
+            if name == "nvml_gpu_lost"}
+    assert lost == {"0": 0, "1": 0, "2": 1, "3": 0}
+    used = {dict(labels)["gpu"] for name, labels in samples if name == "nvml_gpu_memory_used_bytes"}
+    assert used == {"0", "1", "3"}
+    assert samples[("nvml_process_gpus", frozenset({("pid", "78914"), ("process_name", "python")}))] == 3
+
+
+def test_an_edited_fleet_file_shows_in_the_next_collection(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(builtin_text("seed-incident"))
+    with serve(str(fleet), "--collect.interval", "500ms") as served:
+        assert served.value("nvml_processes_spanning_gpus") == 2
+        fleet.write_text("\n".join(line for line in builtin_text("seed-incident").splitlines()
+                                   if "pid: 81007" not in line) + "\n")
+        wait_for(lambda: served.value("nvml_processes_spanning_gpus") == 1, what="the edit to show")
+        assert served.value("nvml_gpu_unpartitioned_sharing", gpu="0", uuid=next(
+            dict(labels)["uuid"] for name, labels in served.samples() if name == "nvml_gpu_info")) == 0
+
+
+def test_tls_and_basic_auth_from_the_web_config_file(tmp_path: Path) -> None:
+    certificate = self_signed(tmp_path, "server")
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "web.yml").write_text(f"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+                                      f"basic_auth_users:\n  prometheus: {hashed}\n")
+    with serve("seed-incident", "--web.config.file", str(tmp_path / "web.yml"), scheme="https",
+               verify=str(certificate.cert_file), auth=("prometheus", "s3cret")) as served:
+        assert served.value("nvml_processes_spanning_gpus") == 2
+        anonymous = requests.get(served.base_url + "/metrics", verify=str(certificate.cert_file), timeout=5)
+        assert anonymous.status_code == 401

@@ -1,0 +1,32 @@
+"""The exporter assembled in-process over the simulator: scrapes never reach NVML."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from mig_exporter.exporter.flags import ListenAddress
+from mig_exporter.exporter.service import Exporter, ServeConfig
+from mig_exporter.nvml.session import NvmlSession
+
+
+def test_scrapes_never_call_nvml() -> None:
+    with NvmlSession("seed-incident") as session:
+        assert session.simulator is not None
+        exporter = Exporter(session, ServeConfig(ListenAddress("127.0.0.1", 0), interval_seconds=3600,
+                                                 timeout_seconds=5))
+        exporter.start()
+        try:
+            base = f"http://127.0.0.1:{exporter.server.port}"
+            deadline = time.monotonic() + 10
+            while requests.get(base + "/health", timeout=5).status_code != 200:
+                assert time.monotonic() < deadline, "the first collection did not finish"
+                time.sleep(0.02)
+            calls_after_collecting = sum(session.simulator.call_counts.values())
+            for path in ("/metrics", "/health", "/") * 20:
+                assert requests.get(base + path, timeout=5).status_code == 200
+            assert calls_after_collecting > 0
+            assert sum(session.simulator.call_counts.values()) == calls_after_collecting
+        finally:
+            exporter.stop()

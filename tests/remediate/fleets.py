@@ -1,0 +1,57 @@
+"""Fleet files in tmp dirs, the ``remediate`` command run on them, and the hardware read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mig_exporter.cli import main
+from mig_exporter.model import Snapshot
+from mig_exporter.nvml.read import read_snapshot
+from mig_exporter.nvml.session import NvmlSession
+from mig_exporter.sim import builtin_text
+
+
+def incident_copy(directory: Path) -> Path:
+    """``mig-exporter fleet show seed-incident > fleet.yaml``."""
+    path = directory / "fleet.yaml"
+    path.write_text(builtin_text("seed-incident"))
+    return path
+
+
+def write_fleet(directory: Path, document: dict[str, Any], name: str = "fleet.yaml") -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def incident_document(without_processes_on: tuple[int, ...] = ()) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(builtin_text("seed-incident"))
+    for index in without_processes_on:
+        document["gpus"][index].pop("processes")
+        document["gpus"][index].pop("memory_used_mib", None)
+    return document
+
+
+def remediate(directory: Path, fleet: Path, *arguments: str) -> int:
+    """``mig-exporter remediate --fleet FLEET …`` with its journal and lock in ``directory``."""
+    return main(
+        [
+            "remediate",
+            "--fleet",
+            str(fleet),
+            "--journal",
+            str(directory / "journal.jsonl"),
+            "--lock",
+            str(directory / "remediate.lock"),
+            *arguments,
+        ]
+    )
+
+
+def read(fleet: Path) -> Snapshot:
+    """The simulated hardware as the reader sees it."""
+    with NvmlSession(str(fleet)) as session:
+        return read_snapshot(session)

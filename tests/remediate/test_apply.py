@@ -1,0 +1,120 @@
+"""The applier on the simulator: resets only where needed, journals each step, reports failed undos."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mig_exporter.errors import InputError
+from mig_exporter.nvml.read import read_snapshot
+from mig_exporter.nvml.session import NvmlSession
+from mig_exporter.nvml.write import HardwareWriter, MigModeChange
+from mig_exporter.remediate.apply import Applier
+from mig_exporter.remediate.journal import Journal
+from mig_exporter.remediate.layout import layout_targets
+from mig_exporter.remediate.lock import HostLock
+from mig_exporter.remediate.plan import make_plan
+from mig_exporter.remediate.steps import ResetGpu, SetMigMode, SetPersistence
+
+from .fleets import incident_document, read, remediate, write_fleet
+
+
+class HolderLeavesAfterModeChange(HardwareWriter):
+    """The client holding a GPU exits just after the mode change was asked for, as a monitoring
+    agent stopped by the operator would: the mode is pending, and a reset can now apply it."""
+
+    def __init__(self, session: NvmlSession) -> None:
+        super().__init__(session)
+        self.session = session
+
+    def set_mig_mode(self, gpu_index: int, enabled: bool) -> MigModeChange:
+        change = super().set_mig_mode(gpu_index, enabled)
+        simulator = self.session.simulator
+        assert simulator is not None
+        simulator.fleet = simulator.fleet.with_gpu(
+            gpu_index, replace(simulator.fleet.gpus[gpu_index], held_by=())
+        )
+        return change
+
+
+def held_fleet(tmp_path: Path) -> Path:
+    document = incident_document(without_processes_on=(0, 1))
+    document["gpus"][0].update(held_by=["nvidia-persistenced"], persistence=True)
+    return write_fleet(tmp_path, document)
+
+
+def test_reset_only_the_pending_gpu_with_persistence_off_around_it(tmp_path: Path) -> None:
+    fleet = held_fleet(tmp_path)
+    with NvmlSession(str(fleet)) as session, Journal(tmp_path / "journal.jsonl") as journal:
+        found = read_snapshot(session)
+        plan = make_plan(found, layout_targets("0,1", "3g,3g", found), privileged=True, persistence=True)
+        outcome = Applier(HolderLeavesAfterModeChange(session), journal, found, allow_reset=True).apply(plan)
+    steps = [executed.step for executed in outcome.executed]
+    assert outcome.failure is None and outcome.pending == ()
+    assert steps[:4] == [
+        SetMigMode(0, True, restore=False),
+        SetPersistence(0, False),
+        ResetGpu(0),
+        SetPersistence(0, True),
+    ]
+    assert [s for s in steps if isinstance(s, ResetGpu)] == [ResetGpu(0)]  # GPU 1 needed none
+    after = read(fleet)
+    assert all(g.mig_enabled and len(g.gpu_instances) == 2 for g in after.gpus[:2])
+    assert after.gpu(0).persistence_mode is True
+
+
+def test_without_reset_a_pending_gpu_waits_and_the_others_go_on(tmp_path: Path) -> None:
+    fleet = held_fleet(tmp_path)
+    with NvmlSession(str(fleet)) as session, Journal(tmp_path / "journal.jsonl") as journal:
+        found = read_snapshot(session)
+        plan = make_plan(found, layout_targets("0,1", "3g,3g", found), privileged=True, persistence=True)
+        outcome = Applier(HardwareWriter(session), journal, found, allow_reset=False).apply(plan)
+    assert [(p.gpu_index, p.reason) for p in outcome.pending] == [(0, "In use by another client (IN_USE)")]
+    assert [e.step.gpu_index for e in outcome.executed] == [0, 1, 1, 1, 1, 1, 1]
+    after = read(fleet)
+    assert (after.gpu(0).mig_mode_current, after.gpu(0).mig_mode_pending) == (False, True)
+    assert len(after.gpu(1).gpu_instances) == 2
+
+
+def test_the_journal_has_each_step_before_and_after(tmp_path: Path) -> None:
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply") == 0
+    events = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["run-start"] + ["begin", "done"] * 4 + ["run-end"]
+    assert len({e["run"] for e in events}) == 1
+    assert [e["step"]["action"] for e in events if e["event"] == "begin"] == [
+        "SetMigMode",
+        "SetPersistence",
+        "CreateGpuInstance",
+        "CreateComputeInstance",
+    ]
+
+
+def test_an_undo_that_fails_is_reported_not_hidden(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = incident_document(without_processes_on=(0,))
+    document["faults"] = [
+        {"call": "nvmlDeviceCreateGpuInstanceWithPlacement", "error": "UNKNOWN", "skip": 1, "count": 1},
+        {"call": "nvmlGpuInstanceDestroy", "error": "UNKNOWN", "count": 1},
+    ]
+    fleet = write_fleet(tmp_path, document)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g,3g", "--apply") == 2
+    out = capsys.readouterr().out
+    assert "NOT undone (the GPUs are not as found; see the journal):" in out
+    assert (
+        "GPU 0: destroy GPU instance 2 (3g.40gb at memory slice 4): nvmlGpuInstanceDestroy: Unknown Error"
+        in out
+    )
+
+
+def test_one_remediate_per_host(tmp_path: Path) -> None:
+    held = pytest.raises(InputError, match=rf"another mig-exporter remediate \(pid {os.getpid()}\)")
+    with HostLock(tmp_path / "lock"), held, HostLock(tmp_path / "lock"):
+        pass
+    with HostLock(tmp_path / "lock"):  # released on exit
+        pass

@@ -1,0 +1,246 @@
+"""``mig-exporter remediate`` end to end: the real CLI, reader, write side and simulator, on fleet
+files in tmp dirs (the fleet file is the hardware)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mig_exporter.model import MIB
+from mig_exporter.sim import load_fleet
+
+from .fleets import incident_copy, incident_document, read, remediate, write_fleet
+
+
+def test_incident_plan_names_the_processes_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = incident_copy(tmp_path)
+    before = fleet.read_bytes()
+    assert remediate(tmp_path, fleet, "--gpu", "0,1", "--layout", "3g.40gb,3g.40gb") == 0
+    out = capsys.readouterr().out
+    assert "78914 python 3752 MiB" in out and "81007 python 3780 MiB" in out
+    assert "stop them first: kill 78914 81007" in out
+    assert fleet.read_bytes() == before
+    assert not (tmp_path / "journal.jsonl").exists()
+
+
+def test_incident_apply_is_refused_and_the_file_is_byte_for_byte_unchanged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = incident_copy(tmp_path)
+    before = fleet.read_bytes()
+    assert remediate(tmp_path, fleet, "--gpu", "0,1", "--layout", "3g.40gb,3g.40gb", "--apply", "--yes") == 3
+    out = capsys.readouterr().out
+    assert "78914" in out and "81007" in out and "Refused: nothing was changed." in out
+    assert fleet.read_bytes() == before
+
+
+def test_incident_without_its_processes_is_partitioned_as_by_hand_then_nothing_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0, 1)))
+    untouched = load_fleet(str(fleet)).gpus[2:]
+    assert remediate(tmp_path, fleet, "--gpu", "0,1", "--layout", "3g.40gb,3g.40gb", "--apply") == 0
+    out = capsys.readouterr().out
+
+    after = read(fleet)
+    for index in (0, 1):
+        gpu = after.gpu(index)
+        assert gpu.mig_mode_current and gpu.mig_mode_pending and gpu.persistence_mode
+        assert [(gi.gpu_instance_id, gi.placement_start, gi.profile) for gi in gpu.gpu_instances] == [
+            (1, 0, "3g.40gb"),
+            (2, 4, "3g.40gb"),
+        ]
+        assert {(m.memory_total_bytes, m.multiprocessors) for m in gpu.mig_instances} == {(40192 * MIB, 42)}
+        for mig in gpu.mig_instances:  # every UUID printed with its assignment
+            assert f"CUDA_VISIBLE_DEVICES={mig.mig_uuid}" in out
+    assert load_fleet(str(fleet)).gpus[2:] == untouched
+
+    # created as the driver did in the incident: ID 2 at placement 4 first, then ID 1 at placement 0
+    journal = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    begun = {e["seq"]: e["step"] for e in journal if e["event"] == "begin"}
+    created = [
+        (begun[e["seq"]]["gpu_index"], begun[e["seq"]]["start"], e["created_id"])
+        for e in journal
+        if e["event"] == "done" and begun[e["seq"]]["action"] == "CreateGpuInstance"
+    ]
+    assert created == [(0, 4, 2), (0, 0, 1), (1, 4, 2), (1, 0, 1)]
+
+    once = fleet.read_bytes()
+    assert remediate(tmp_path, fleet, "--gpu", "0,1", "--layout", "3g,3g", "--apply") == 0
+    assert "Nothing to do" in capsys.readouterr().out
+    assert fleet.read_bytes() == once
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("3g.40gb,3g.40gb,1g.10gb", "no memory slice left for another 1g.10gb"),
+        ("3g.40gb,5g.40gb", "unknown profile '5g.40gb' for GPU 0 (A100-SXM4-80GB)"),
+    ],
+)
+def test_bad_layouts_exit_2_before_any_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], layout: str, message: str
+) -> None:
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+    before = fleet.read_bytes()
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", layout, "--apply", "--yes") == 2
+    assert message in capsys.readouterr().err
+    assert fleet.read_bytes() == before
+
+
+def test_a_gpu_without_mig_exits_2_before_any_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A GPU without MIG (an L4, a T4) answers NOT_SUPPORTED to nvmlDeviceGetMigMode.
+    document = incident_document(without_processes_on=(0,))
+    document["faults"] = [{"call": "nvmlDeviceGetMigMode", "gpu": 0, "error": "NOT_SUPPORTED"}]
+    fleet = write_fleet(tmp_path, document)
+    before = fleet.read_bytes()
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g", "--apply", "--yes") == 2
+    assert "GPU 0 (NVIDIA A100-SXM4-80GB) does not support MIG" in capsys.readouterr().err
+    assert fleet.read_bytes() == before
+
+
+def test_a_partial_reading_is_not_planned_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = incident_document(without_processes_on=(0,))
+    document["faults"] = [{"call": "nvmlDeviceGetComputeRunningProcesses_v3", "gpu": 0, "error": "UNKNOWN"}]
+    fleet = write_fleet(tmp_path, document)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g", "--apply") == 2
+    assert (
+        "GPU 0 could not be read completely (nvmlDeviceGetComputeRunningProcesses" in capsys.readouterr().err
+    )
+
+
+def test_a_fault_on_the_second_gpu_instance_rolls_everything_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = incident_document(without_processes_on=(0, 1))
+    document["faults"] = [
+        {"call": "nvmlDeviceCreateGpuInstanceWithPlacement", "error": "UNKNOWN", "skip": 1, "count": 1}
+    ]
+    fleet = write_fleet(tmp_path, document)
+    before, state = fleet.read_bytes(), load_fleet(str(fleet))
+    assert remediate(tmp_path, fleet, "--gpu", "0,1", "--layout", "3g.40gb,3g.40gb", "--apply", "--yes") == 2
+    captured = capsys.readouterr()
+    assert (
+        "GPU 0: create GPU instance 3g.40gb at memory slice 0: nvmlDeviceCreateGpuInstanceWithPlacement: "
+        "Unknown Error (UNKNOWN)"
+    ) in captured.err
+    assert "Every GPU is as it was found." in captured.out
+    assert load_fleet(str(fleet)) == state
+    assert fleet.read_bytes() == before
+
+
+def test_a_busy_instance_is_kept_when_another_is_added_beside_it(tmp_path: Path) -> None:
+    document = incident_document(without_processes_on=(0,))
+    document["gpus"][0].update(
+        mig="enabled",
+        persistence=True,
+        instances=[
+            {
+                "profile": "3g.40gb",
+                "placement": 0,
+                "processes": [{"pid": 5001, "name": "python", "used_memory_mib": 12000}],
+            }
+        ],
+    )
+    fleet = write_fleet(tmp_path, document)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g.40gb,3g.40gb", "--apply") == 0
+    gpu = read(fleet).gpu(0)
+    assert [(gi.gpu_instance_id, gi.placement_start) for gi in gpu.gpu_instances] == [(1, 0), (2, 4)]
+    assert [(p.pid, p.gpu_instance_id) for p in gpu.processes] == [(5001, 1)]
+
+
+def test_a_gpu_held_by_an_unlisted_client_waits_for_a_reset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = incident_document(without_processes_on=(0,))
+    document["gpus"][0]["held_by"] = ["nvidia-persistenced"]
+    fleet = write_fleet(tmp_path, document)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g,3g", "--apply") == 4
+    out = capsys.readouterr().out
+    assert "GPU 0: the MIG mode is pending (In use by another client (IN_USE))" in out
+    assert "--apply --reset" in out
+    gpu = read(fleet).gpu(0)
+    assert (gpu.mig_mode_current, gpu.mig_mode_pending, gpu.gpu_instances) == (False, True, ())
+
+    # while it is held, a reset is refused too, and the mode stays pending
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g,3g", "--apply", "--reset") == 4
+    assert "the reset was refused" in capsys.readouterr().out
+
+    document = yaml.safe_load(fleet.read_text())
+    del document["gpus"][0]["held_by"]
+    write_fleet(tmp_path, document)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g,3g", "--apply", "--reset") == 0
+    gpu = read(fleet).gpu(0)
+    assert gpu.mig_enabled and [gi.placement_start for gi in gpu.gpu_instances] == [0, 4]
+
+
+def test_built_in_fleets_are_refused_for_apply(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert remediate(tmp_path, Path("seed-incident"), "--gpu", "0", "--layout", "3g", "--apply") == 2
+    assert "mig-exporter fleet show seed-incident > fleet.yaml" in capsys.readouterr().err
+
+
+def test_json_output_and_artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0, 1)))
+    out_dir = tmp_path / "out"
+    assert (
+        remediate(
+            tmp_path,
+            fleet,
+            "--gpu",
+            "0,1",
+            "--layout",
+            "3g,3g",
+            "--apply",
+            "--format",
+            "json",
+            "--output-dir",
+            str(out_dir),
+        )
+        == 0
+    )
+    document = json.loads(capsys.readouterr().out)
+    uuids = {m.mig_uuid for g in read(fleet).gpus[:2] for m in g.mig_instances}
+    assert {a["mig_uuid"] for a in document["assignments"]} == uuids
+    assert all(a["new"] and a["resource"] == "nvidia.com/mig-3g.40gb" for a in document["assignments"])
+    assert len(document["plan"]["steps"]) == 12 and document["outcome"]["failure"] is None
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "docker-compose.mig.yml",
+        "kubernetes.yaml",
+        "mig-devices.txt",
+        "mig-parted.yaml",
+        "runbook.md",
+    ]
+    compose = yaml.safe_load((out_dir / "docker-compose.mig.yml").read_text())
+    assert {s["environment"]["CUDA_VISIBLE_DEVICES"] for s in compose["services"].values()} == uuids
+    assert {s["runtime"] for s in compose["services"].values()} == {"nvidia"}
+
+
+class Terminal(io.StringIO):
+    """Standard input as a person at a terminal would give it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_at_a_terminal_the_operator_confirms_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+    before = fleet.read_bytes()
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply") == 1
+    captured = capsys.readouterr()
+    assert "Apply these 4 steps to GPU 0? [y/N]" in captured.err
+    assert "Declined: nothing was changed." in captured.out
+    assert fleet.read_bytes() == before
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply") == 0
+    assert read(fleet).gpu(0).gpu_instances[0].profile == "7g.80gb"

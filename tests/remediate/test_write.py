@@ -1,0 +1,61 @@
+"""The write side: NVML failures named, and a real GPU's reset run as ``nvidia-smi -r -i N``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mig_exporter.nvml.session import NvmlSession
+from mig_exporter.nvml.write import HardwareWriter, WriteFailed
+
+from .fleets import incident_copy
+
+IN_USE_OUTPUT = """The following GPUs could not be reset:
+  GPU 00000000:07:00.0: In use by another client
+
+1 device is currently being used by one or more other processes (e.g., Fabric Manager, CUDA application)."""
+
+
+@pytest.fixture
+def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
+    """Puts a fake ``nvidia-smi`` first on PATH; returns a function that sets what it does."""
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    program = directory / "nvidia-smi"
+    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
+
+    def behave(script: str) -> Path:
+        program.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path / 'arguments'}\n{script}\n")
+        program.chmod(0o755)
+        return tmp_path / "arguments"
+
+    return behave
+
+
+def test_reset_without_simulator_runs_nvidia_smi_as_an_argument_list(
+    nvidia_smi: Callable[[str], Path],
+) -> None:
+    arguments = nvidia_smi("exit 0")
+    HardwareWriter(NvmlSession()).reset_gpu(3)
+    assert arguments.read_text().split("\n")[:3] == ["-r", "-i", "3"]
+
+
+def test_a_refused_reset_says_why_and_that_the_gpu_is_in_use(nvidia_smi: Callable[[str], Path]) -> None:
+    nvidia_smi(f"cat <<'END'\n{IN_USE_OUTPUT}\nEND\nexit 255")
+    with pytest.raises(WriteFailed) as raised:
+        HardwareWriter(NvmlSession()).reset_gpu(0)
+    assert raised.value.in_use and raised.value.call == "nvidia-smi -r -i 0"
+    assert "GPU 00000000:07:00.0: In use by another client" in raised.value.reason
+
+
+def test_nvml_failures_name_the_call_and_the_error(tmp_path: Path) -> None:
+    with NvmlSession(str(incident_copy(tmp_path))) as session:
+        writer = HardwareWriter(session)
+        with pytest.raises(WriteFailed) as raised:
+            writer.create_gpu_instance(0, 2, 4, 4)  # MIG is disabled on GPU 0
+        assert str(raised.value) == (
+            "GPU 0: nvmlDeviceCreateGpuInstanceWithPlacement failed: Not Supported (NOT_SUPPORTED)")
+        assert writer.set_mig_mode(0, True).activated is False  # processes hold the GPU
