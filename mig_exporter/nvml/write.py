@@ -111,11 +111,16 @@ class HardwareWriter:
             self._call(gpu_index, simulator.reset_gpu, gpu_index)
             return
         command = ["nvidia-smi", "-r", "-i", str(gpu_index)]
+        # An initialised NVML client holds every GPU open, and a reset is refused while anything
+        # does (NVSentinel #1691): this process lets go of NVML for the reset.
+        pynvml.nvmlShutdown()
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=RESET_TIMEOUT_SECONDS,
                                   check=False)
         except (OSError, subprocess.TimeoutExpired) as error:
             raise WriteFailed(" ".join(command), gpu_index, str(error)) from None
+        finally:
+            pynvml.nvmlInit()
         if done.returncode != 0:
             said = " ".join((done.stdout + done.stderr).split()) or f"exit status {done.returncode}"
             raise WriteFailed(" ".join(command), gpu_index, said, in_use="in use" in said.lower())

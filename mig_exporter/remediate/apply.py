@@ -10,7 +10,10 @@ for the reset since it holds the GPU open (gpu-operator #118).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
 
@@ -66,6 +69,28 @@ class StepFailed(Exception):
         return Failure(self.step.describe(), f"{self.error.call}: {self.error.reason}")
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived during the run; acted on once the step under way has finished."""
+
+
+@contextmanager
+def deferred_signals() -> Iterator[list[int]]:
+    """Note SIGINT and SIGTERM instead of letting them cut a step in half: a mutation interrupted
+    inside the driver call is one the journal could not say was made. The signals received are
+    listed in the yielded list; outside the main thread (where handlers cannot be set) it is empty."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {number: signal.signal(number, lambda got, _frame: received.append(got))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 @dataclass(frozen=True)
 class Outcome:
     executed: tuple[Executed, ...]  # the steps that ran and stay done (none after a rollback)
@@ -76,6 +101,8 @@ class Outcome:
 
 
 class Applier:
+    """Runs a plan's steps through the write side and keeps what it needs to undo them."""
+
     def __init__(
         self, writer: HardwareWriter, journal: Journal, found: Snapshot, *, allow_reset: bool,
     ) -> None:
@@ -89,18 +116,27 @@ class Applier:
         self._persistence = {gpu.index: bool(gpu.persistence_mode) for gpu in found.gpus}
         self._done: list[Executed] = []
         self._pending: list[PendingMode] = []
+        self._signals: list[int] = []
 
     def apply(self, plan: Plan) -> Outcome:
-        """Run every step; on the first failure, undo what this run did and say what failed."""
-        try:
-            for gpu_plan in plan.gpus:
-                self._apply_gpu(gpu_plan.steps)
-        except StepFailed as failed:
-            return self.roll_back(failed.failure())
+        """Run every step; on the first failure or an interruption, undo what this run did."""
+        with deferred_signals() as self._signals:
+            try:
+                for gpu_plan in plan.gpus:
+                    self._apply_gpu(gpu_plan.steps)
+            except StepFailed as failed:
+                return self.roll_back(failed.failure())
+            except Interrupted as interrupted:
+                return self.roll_back(Failure("interrupted", str(interrupted)))
         return Outcome(tuple(self._done), tuple(self._pending))
 
     def roll_back(self, failure: Failure) -> Outcome:
-        """Undo this run's steps, newest first. An undo that fails is reported and the rest go on."""
+        """Undo this run's steps, newest first. An undo that fails is reported and the rest go on;
+        signals wait until the undo is over."""
+        with deferred_signals():
+            return self._roll_back(failure)
+
+    def _roll_back(self, failure: Failure) -> Outcome:
         self._journal.record("rollback", reason=f"{failure.what}: {failure.error}")
         undone, not_undone = [], []
         for executed in reversed(self._done):
@@ -162,6 +198,9 @@ class Applier:
                              pending_reason=None if change is None else change.reason)
         if not undoing:
             self._done.append(executed)
+            if self._signals:
+                names = ", ".join(signal.Signals(number).name for number in self._signals)
+                raise Interrupted(f"{names} received after: {step.describe()}")
         return executed
 
     def _perform(self, step: Step) -> Executed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import socket
 import sys
 import tempfile
@@ -56,8 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "remediate", help="partition GPUs with MIG: plan, then apply safely",
         description="Partition GPUs with MIG. Without --apply, print the plan and change nothing.",
-        epilog="Exit status with --apply: 0 done or nothing to do, 2 error (nothing left changed), "
-               "3 refused as unsafe (nothing changed), 4 a reset or reboot is needed to finish.")
+        epilog="Exit status with --apply: 0 done or nothing to do, 1 declined at the prompt, 2 error "
+               "(this run's changes undone), 3 refused as unsafe (nothing changed), 4 a reset or reboot "
+               "is needed to finish.")
     add = parser.add_argument
     add("--fleet", metavar="F", help="a fleet file or built-in fleet to simulate instead of the GPUs")
     add("--gpu", metavar="SPEC", help="GPUs to partition: indices (0,1), UUIDs, or all")
@@ -93,7 +95,7 @@ class Output:
             print(text)
 
     def finish(self) -> None:
-        if self.json:
+        if self.json and self.document:  # nothing to say when the run stopped before planning
             print(json.dumps(self.document, indent=2))
 
 
@@ -259,9 +261,9 @@ def _result_text(args: argparse.Namespace, plan: Plan, execution: Execution, mad
         if verified:
             lines.append(f"Verified by reading NVML again: GPU {', '.join(verified)} as planned.")
     for index in sorted(pending):
-        lines.append(f"To finish GPU {index}: stop what holds it (processes, nvidia-persistenced, "
-                     f"monitoring agents), then run: {command_line(args, reset=True)}; "
-                     "or reboot and run the same command.")
+        lines.append(f"To finish GPU {index}: stop what holds it (processes, nvidia-persistenced, NVML "
+                     "clients such as mig-exporter serve or dcgm-exporter), then run: "
+                     f"{command_line(args, reset=True)}; or reboot and run the same command.")
     if made:
         lines.append("MIG devices (pin each workload to one):")
         lines += [f"  GPU {a.gpu_index} {a.profile} GPU instance {a.gpu_instance_id}"
@@ -288,7 +290,7 @@ def command_line(args: argparse.Namespace, reset: bool | None = None) -> str:
                      ("--no-persistence", args.no_persistence)):
         if on:
             parts.append(flag)
-    return " ".join(parts)
+    return shlex.join(parts)
 
 
 def default_journal() -> Path:

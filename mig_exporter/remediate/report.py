@@ -16,7 +16,7 @@ from mig_exporter.remediate.steps import to_json
 
 
 def gpu_summary(gpu: Gpu) -> str:
-    """``MIG disabled, persistence off; processes: 78914 python 3752 MiB, 81007 python 3780 MiB``."""
+    """``MIG disabled; persistence off; processes: 78914 python 3752 MiB, 81007 python 3780 MiB``."""
     if gpu.lost:
         return "lost"
     if not gpu.mig_supported:

@@ -48,6 +48,9 @@ def _gpu_differences(fresh: Snapshot, gpu_plan: GpuPlan) -> list[str]:
     if SetPersistence(index, True) in gpu_plan.steps and gpu.persistence_mode is not True:
         persistence = _word(gpu.persistence_mode, "on", "off")
         found.append(f"GPU {index}: persistence mode is {persistence}; expected on")
+    errors = [f"{e.call}: {e.error}" for e in fresh.errors if e.gpu_index == index]
+    if found and errors:  # the reading itself may be what differs
+        found.append(f"GPU {index} was read with errors ({', '.join(errors)})")
     return found
 
 

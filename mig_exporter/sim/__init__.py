@@ -19,8 +19,8 @@ API for the rest of the project (only ``nvml/`` and tests should need it):
   mutating call (the file's original bytes when the state is back to the state as loaded) and
   re-reads the file when it changed on disk (at ``nvmlInit`` and each ``nvmlDeviceGetCount``).
 
-NVML behaviour worth knowing (mig-facts.md, plus the choices documented in ``placement`` and
-``library``): a lost GPU (``lost: true``) answers GPU_IS_LOST to every call, handle by index
+NVML behaviour worth knowing (mig-facts.md, plus the choices documented in ``placement``,
+``device_calls`` and ``mig_calls``): a lost GPU (``lost: true``) answers GPU_IS_LOST to every call, handle by index
 included; utilization and encoder/decoder queries are NOT_SUPPORTED on a MIG-enabled GPU and on
 MIG device handles; board-level queries (temperature, power, clocks, ECC, PCI, persistence, MIG
 mode) on a MIG device handle are NOT_SUPPORTED; ``nvmlDeviceGetAttributes`` only takes MIG

@@ -55,7 +55,8 @@ class SimulatedNvml:
         self.call_counts: Counter[str] = Counter()
         self._lock = threading.RLock()
         self._fleet = source.fleet
-        self._loaded = source  # the file as last read: its bytes and state
+        self._loaded = source  # the file as last read from disk: its bytes and state
+        self._on_disk = source.data  # what the file holds now, as last read or written
         self._file_stamp = self._stamp()
         self._faults = FaultInjector(source.fleet.faults)
         self._library = NvmlLibrary(self)
@@ -82,12 +83,14 @@ class SimulatedNvml:
     def commit(self, fleet: Fleet) -> None:
         """Make ``fleet`` the state and write it back to the fleet file (not to a built-in)."""
         with self._lock:
+            if fleet.faults != self._fleet.faults:
+                self._faults = FaultInjector(fleet.faults)
             self._fleet = fleet
             if self.path is None:
                 return
             data = self._loaded.data if fleet == self._loaded.fleet else dump_fleet(fleet).encode()
             write_atomically(self.path, data)
-            self._loaded = FleetSource(self._loaded.spec, self.path, data, fleet)
+            self._on_disk = data
             self._file_stamp = self._stamp()
 
     def _stamp(self) -> tuple[int, int, int] | None:
@@ -108,7 +111,7 @@ class SimulatedNvml:
         self._file_stamp = stamp
         try:
             data = self.path.read_bytes()
-            if data == self._loaded.data:
+            if data == self._on_disk:
                 return
             fleet = parse_fleet(data, self.spec)
         except (OSError, FleetError) as error:
@@ -116,6 +119,7 @@ class SimulatedNvml:
             return
         log.info("fleet file %s changed on disk: reloaded", self.path)
         self._loaded = FleetSource(self.spec, self.path, data, fleet)
+        self._on_disk = data
         self._fleet = fleet
         self._faults = FaultInjector(fleet.faults)
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import cached_property
 
 from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel
 
@@ -191,7 +192,12 @@ class Fleet:
         return next((a for a in self.attributions if a.pid == pid), None)
 
     def process_name(self, pid: int) -> str | None:
-        return next((p.name for g in self.gpus for p in g.all_processes if p.pid == pid and p.name), None)
+        return self._process_names.get(pid)
+
+    @cached_property
+    def _process_names(self) -> dict[int, str]:
+        """pid → name, built once per state: the reader asks for every pid of every collection."""
+        return {p.pid: p.name for g in self.gpus for p in g.all_processes if p.name is not None}
 
     def without_process(self, pid: int) -> Fleet:
         """The fleet after process ``pid`` exited everywhere (what a test does before remediating).

@@ -105,6 +105,8 @@ def test_dashboard_is_classic_json_with_stable_uid_tags_and_title(dashboard: dic
     assert "mig-exporter" in dashboard["tags"]
     ids = [panel["id"] for panel in panels(dashboard)]
     assert len(ids) == len(set(ids))
+    titles = [panel["title"] for panel in panels(dashboard)]
+    assert len(titles) == len(set(titles))
 
 
 @pytest.mark.parametrize("dashboard", DASHBOARDS, ids=by_uid)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,12 @@ from mig_exporter.sim import builtin_text
 
 
 def incident_copy(directory: Path) -> Path:
-    """``mig-exporter fleet show seed-incident > fleet.yaml``."""
+    """``mig-exporter fleet show seed-incident > fleet.yaml``, as the refusal of built-ins says."""
+    shown = io.StringIO()
+    with redirect_stdout(shown):
+        assert main(["fleet", "show", "seed-incident"]) == 0
     path = directory / "fleet.yaml"
-    path.write_text(builtin_text("seed-incident"))
+    path.write_text(shown.getvalue())
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -118,3 +119,51 @@ def test_one_remediate_per_host(tmp_path: Path) -> None:
         pass
     with HostLock(tmp_path / "lock"):  # released on exit
         pass
+
+
+def test_success_is_only_claimed_after_reading_back_and_a_mismatch_is_undone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The third GetInfo on GPU 0 is the verification's read (the first two are the creations').
+    document = incident_document(without_processes_on=(0,))
+    document["faults"] = [
+        {"call": "nvmlGpuInstanceGetInfo", "gpu": 0, "error": "UNKNOWN", "skip": 2, "count": 1}
+    ]
+    fleet = write_fleet(tmp_path, document)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g,3g", "--apply") == 2
+    captured = capsys.readouterr()
+    assert "verification: GPU 0: GPU instances are 3g.40gb@4; expected 3g.40gb@0, 3g.40gb@4" in captured.err
+    assert "GPU 0 was read with errors (nvmlGpuInstanceGetInfo: Unknown Error)" in captured.err
+    assert "Every GPU is as it was found." in captured.out
+    gpu = read(fleet).gpu(0)
+    assert (gpu.mig_enabled, gpu.gpu_instances, gpu.persistence_mode) == (False, (), False)
+
+
+class InterruptedDuringCreation(HardwareWriter):
+    """An operator presses Ctrl-C while the driver is creating the first GPU instance."""
+
+    def create_gpu_instance(self, gpu_index: int, profile_enum: int, start: int, size: int) -> int:
+        created = super().create_gpu_instance(gpu_index, profile_enum, start, size)
+        os.kill(os.getpid(), signal.SIGINT)
+        return created
+
+
+def test_an_interrupt_waits_for_the_step_under_way_then_everything_is_undone(tmp_path: Path) -> None:
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+    with NvmlSession(str(fleet)) as session, Journal(tmp_path / "journal.jsonl") as journal:
+        found = read_snapshot(session)
+        plan = make_plan(found, layout_targets("0", "3g,3g", found), privileged=True, persistence=True)
+        outcome = Applier(InterruptedDuringCreation(session), journal, found, allow_reset=False).apply(plan)
+    assert outcome.failure is not None and outcome.failure.what == "interrupted"
+    assert (
+        outcome.failure.error == "SIGINT received after: GPU 0: create GPU instance 3g.40gb at memory slice 4"
+    )
+    assert [e.step.describe() for e in outcome.undone] == [
+        "GPU 0: destroy GPU instance 2 (3g.40gb at memory slice 4)",
+        "GPU 0: turn persistence mode off",
+        "GPU 0: disable MIG mode",
+    ]
+    assert not outcome.not_undone
+    gpu = read(fleet).gpu(0)
+    assert (gpu.mig_enabled, gpu.gpu_instances, gpu.persistence_mode) == (False, (), False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back

@@ -244,3 +244,41 @@ def test_at_a_terminal_the_operator_confirms_first(
     monkeypatch.setattr("sys.stdin", Terminal("y\n"))
     assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply") == 0
     assert read(fleet).gpu(0).gpu_instances[0].profile == "7g.80gb"
+
+
+def test_the_mig_parted_config_written_reproduces_the_layout_on_another_host(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    fleet = write_fleet(first, incident_document(without_processes_on=(0, 1)))
+    assert (
+        remediate(
+            first,
+            fleet,
+            "--gpu",
+            "0,1",
+            "--layout",
+            "4g,2g,1g",
+            "--apply",
+            "--output-dir",
+            str(first / "out"),
+        )
+        == 0
+    )
+    other = write_fleet(second, incident_document(without_processes_on=(0, 1)))
+    config = str(first / "out" / "mig-parted.yaml")
+    assert (
+        remediate(
+            second,
+            other,
+            "--mig-parted-config",
+            config,
+            "--config",
+            "custom-1x4g.40gb_1x2g.20gb_1x1g.10gb",
+            "--apply",
+        )
+        == 0
+    )
+    layouts = [[(gi.profile, gi.placement_start) for gi in g.gpu_instances] for g in read(other).gpus]
+    assert layouts == [[(gi.profile, gi.placement_start) for gi in g.gpu_instances] for g in read(fleet).gpus]
+    assert layouts[0] == [("4g.40gb", 0), ("2g.20gb", 4), ("1g.10gb", 6)]

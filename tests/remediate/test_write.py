@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mig_exporter.nvml.session import NvmlSession
 from mig_exporter.nvml.write import HardwareWriter, WriteFailed
+from mig_exporter.sim import SimulatedNvml
 
 from .fleets import incident_copy
 
@@ -35,18 +36,38 @@ def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str
     return behave
 
 
-def test_reset_without_simulator_runs_nvidia_smi_as_an_argument_list(
-    nvidia_smi: Callable[[str], Path],
+@pytest.fixture
+def host_session(tmp_path: Path) -> Iterator[tuple[NvmlSession, SimulatedNvml]]:
+    """A session as on a host with a driver: NVML answers (from a simulated fleet), but the session
+    has no simulator, so a reset goes to ``nvidia-smi``."""
+    with NvmlSession(str(incident_copy(tmp_path))) as session:
+        simulator = session.simulator
+        assert simulator is not None
+        session.simulator = None
+        try:
+            yield session, simulator
+        finally:
+            session.simulator = simulator
+
+
+def test_reset_on_a_host_runs_nvidia_smi_as_an_argument_list_with_nvml_let_go(
+    nvidia_smi: Callable[[str], Path], host_session: tuple[NvmlSession, SimulatedNvml]
 ) -> None:
     arguments = nvidia_smi("exit 0")
-    HardwareWriter(NvmlSession()).reset_gpu(3)
+    session, simulator = host_session
+    initialised = simulator.call_counts["nvmlInitWithFlags"]
+    HardwareWriter(session).reset_gpu(3)
     assert arguments.read_text().split("\n")[:3] == ["-r", "-i", "3"]
+    assert simulator.call_counts["nvmlShutdown"] == 1
+    assert simulator.call_counts["nvmlInitWithFlags"] == initialised + 1  # and NVML is back for the rest
 
 
-def test_a_refused_reset_says_why_and_that_the_gpu_is_in_use(nvidia_smi: Callable[[str], Path]) -> None:
+def test_a_refused_reset_says_why_and_that_the_gpu_is_in_use(
+    nvidia_smi: Callable[[str], Path], host_session: tuple[NvmlSession, SimulatedNvml]
+) -> None:
     nvidia_smi(f"cat <<'END'\n{IN_USE_OUTPUT}\nEND\nexit 255")
     with pytest.raises(WriteFailed) as raised:
-        HardwareWriter(NvmlSession()).reset_gpu(0)
+        HardwareWriter(host_session[0]).reset_gpu(0)
     assert raised.value.in_use and raised.value.call == "nvidia-smi -r -i 0"
     assert "GPU 00000000:07:00.0: In use by another client" in raised.value.reason
 

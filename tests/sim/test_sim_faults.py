@@ -10,6 +10,7 @@ from dataclasses import replace
 import pynvml
 import pytest
 
+from mig_exporter.sim.state import Fault
 from tests.sim.conftest import StartNvml
 from tests.sim.fleets import fleet, gpu
 
@@ -127,3 +128,15 @@ def test_a_missing_versioned_symbol_is_a_library_mismatch(start_nvml: StartNvml)
     )
     with pytest.raises(pynvml.NVMLLibraryMismatchError):
         pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(0))
+
+
+def test_faults_given_with_a_new_fleet_apply_from_then_on(start_nvml: StartNvml) -> None:
+    """The fault contract lives in the fleet: assigning a fleet with new faults (as a test does to
+    break NVML half-way through) makes them fire on the next calls."""
+    simulator = start_nvml(TWO_GPUS)
+    device = pynvml.nvmlDeviceGetHandleByIndex(0)
+    assert pynvml.nvmlDeviceGetPowerUsage(device) == 65000
+    fault = Fault(call="nvmlDeviceGetPowerUsage", error=pynvml.NVML_ERROR_GPU_IS_LOST)
+    simulator.fleet = replace(simulator.fleet, faults=(fault,))
+    with pytest.raises(pynvml.NVMLError_GpuIsLost):
+        pynvml.nvmlDeviceGetPowerUsage(device)
