@@ -118,6 +118,8 @@ def _plan_gpu(
                               f"GPU {gpu.index} could not be read completely ({calls}); a plan made from a "
                               "partial reading could destroy what it did not see")]
     if target.model is None:
+        if not target.mig_enabled:  # a GPU without MIG already is what "MIG disabled" asks for
+            return None, []
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} ({gpu.name or 'unknown model'}) does not support MIG")]
     blockers = _mode_change_blockers(gpu, target)

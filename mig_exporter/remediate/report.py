@@ -92,7 +92,9 @@ def plan_text(gpus: Sequence[Gpu], targets: Sequence[GpuTarget], plan: Plan,
 
 
 def _wanted(target: GpuTarget) -> str:
-    return f"MIG enabled: {target.layout}" if target.mig_enabled else "MIG disabled"
+    if target.model is None and target.mig_enabled:
+        return "MIG, which this GPU does not support"
+    return f"MIG enabled: {target.layout or 'no GPU instances'}" if target.mig_enabled else "MIG disabled"
 
 
 def _attributed(attribution: Attribution | None) -> str:

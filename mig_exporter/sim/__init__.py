@@ -20,13 +20,14 @@ API for the rest of the project (only ``nvml/`` and tests should need it):
   re-reads the file when it changed on disk (at ``nvmlInit`` and each ``nvmlDeviceGetCount``).
 
 NVML behaviour worth knowing (mig-facts.md, plus the choices documented in ``placement``,
-``device_calls`` and ``mig_calls``): a lost GPU (``lost: true``) answers GPU_IS_LOST to every call, handle by index
-included; utilization and encoder/decoder queries are NOT_SUPPORTED on a MIG-enabled GPU and on
-MIG device handles; board-level queries (temperature, power, clocks, ECC, PCI, persistence, MIG
-mode) on a MIG device handle are NOT_SUPPORTED; ``nvmlDeviceGetAttributes`` only takes MIG
-device handles; MIG device slots are the instance's first compute slice, so they have gaps; a
-pid the fleet gives no ``name`` makes ``nvmlSystemGetProcessName`` answer NOT_FOUND; memory info
-v2 ``reserved`` is 0 and ``used`` is what nvidia-smi shows (107 MiB on an idle 3g.40gb).
+``device_calls`` and ``mig_calls``): a lost GPU (``lost: true``) answers GPU_IS_LOST to every
+call, handle by index included; utilization and encoder/decoder queries are NOT_SUPPORTED on a
+MIG-enabled GPU and on MIG device handles; board-level queries (temperature, power, clocks, ECC,
+PCI, persistence, MIG mode) on a MIG device handle are NOT_SUPPORTED; ``nvmlDeviceGetAttributes``
+only takes MIG device handles; MIG device slots are the instance's first compute slice, so they
+have gaps; a pid the fleet gives no ``name`` makes ``nvmlSystemGetProcessName`` answer NOT_FOUND;
+memory info v2 ``reserved`` is 0 and ``used`` is what nvidia-smi shows (107 MiB on an idle
+3g.40gb).
 
 Faults (fleet file ``faults:``): ``{call: <C symbol>, gpu: <index>, error: NOT_SUPPORTED | <code>,
 delay_seconds: <s>, skip: <n>, count: <n>}``. ``call: nvmlInitWithFlags, error:

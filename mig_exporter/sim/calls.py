@@ -50,11 +50,11 @@ class World(Protocol):
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def c_function(targets: Target) -> Callable[[F], F]:
+def c_function(where: Target) -> Callable[[F], F]:
     """Mark a method as the C symbol of the same name, saying where its GPU is found."""
 
     def mark(function: F) -> F:
-        function._nvml_target = targets  # type: ignore[attr-defined]
+        function._nvml_target = where  # type: ignore[attr-defined]
         return function
 
     return mark

@@ -152,6 +152,8 @@ def test_mig_less_and_lost_gpus_are_impossible() -> None:
         (BlockerKind.IMPOSSIBLE, 1),
     ]
     assert "GPU 0 (NVIDIA L4) does not support MIG" in plan.blockers[0].reason
+    disabled = make_plan(snap, [GpuTarget(0, None, False, ())], privileged=True, persistence=True)
+    assert disabled.nothing_to_do  # "MIG disabled" on a GPU without MIG: nothing to do
 
 
 def test_not_root_blocks_only_when_something_would_change() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mig_exporter.hostinfo import Attribution, Container
+from mig_exporter.model import Gpu
 from mig_exporter.remediate.layout import layout_targets
 from mig_exporter.remediate.plan import make_plan
 from mig_exporter.remediate.report import gpu_summary, plan_json, plan_text, stop_command
@@ -48,3 +49,16 @@ def test_gpu_summary_of_a_mig_gpu_names_instances_and_their_processes() -> None:
     summary = gpu_summary(busy_gpu)
     assert summary == ("MIG enabled: 3g.40gb@0 (GPU instance 1); persistence on; "
                        "processes: 5 python 99 MiB in GPU instance 1")
+
+
+def test_a_gpu_without_mig_is_said_to_be_one() -> None:
+    no_mig = Gpu(index=0, uuid="GPU-0", name="NVIDIA L4", persistence_mode=True, mig_mode_current=None)
+    snap = snapshot(no_mig)
+    targets = layout_targets("0", "3g", snap)
+    text = plan_text(snap.gpus, targets, make_plan(snap, targets, privileged=True, persistence=True), {})
+    assert text.splitlines()[1:] == [
+        "  now:  MIG not supported; persistence on; processes: none",
+        "  want: MIG, which this GPU does not support",
+        "Blockers:",
+        "  - GPU 0 (NVIDIA L4) does not support MIG",
+    ]
