@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,19 +63,22 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
         assert session.simulator is not None
         state = ExporterState(ExporterSettings(interval_seconds=5))
         job = CollectionJob(lambda: read.read_snapshot(session), state, timeout_seconds=60)
-        c_calls, cycles, reads, pynvml_calls, rss = [], [], [], [], []
-        for n in range(1, count + 1):
+        # preallocated flat arrays: the benchmark's own bookkeeping must not grow with the RSS it measures
+        cycles, reads = array("d", [0.0]) * count, array("d", [0.0]) * count
+        pynvml_calls, c_calls = array("q", [0]) * count, array("q", [0]) * count
+        rss = array("q", [0]) * (count // 100)
+        for n in range(count):
             c_before = sum(session.simulator.call_counts.values())
             started = time.perf_counter()
             job()
-            cycles.append(time.perf_counter() - started)
+            cycles[n] = time.perf_counter() - started
             snapshot = state.snapshot
             assert snapshot is not None and snapshot.nvml_up and not snapshot.errors, snapshot and snapshot.errors
-            reads.append(snapshot.duration_seconds)
-            pynvml_calls.append(snapshot.nvml_calls)
-            c_calls.append(sum(session.simulator.call_counts.values()) - c_before)
-            if n % 100 == 0:
-                rss.append((n, process.memory_info().rss))
+            reads[n] = snapshot.duration_seconds
+            pynvml_calls[n] = snapshot.nvml_calls
+            c_calls[n] = sum(session.simulator.call_counts.values()) - c_before
+            if (n + 1) % 100 == 0:
+                rss[n // 100] = process.memory_info().rss
         repeated = _repeated_calls(read, pynvml, lambda: read.read_snapshot(session))
         exposition = state.exposition
         gpus = snapshot.gpus
@@ -85,7 +89,8 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
         "exposition_bytes": len(exposition.plain), "exposition_gzip_bytes": len(exposition.gzipped),
         "first": {"pynvml_calls": pynvml_calls[0], "c_calls": c_calls[0], "read_s": reads[0], "cycle_s": cycles[0]},
         "steady_pynvml_calls": sorted(set(pynvml_calls[1:])), "steady_c_calls": sorted(set(c_calls[1:])),
-        "read_s": reads[1:], "cycle_s": cycles[1:], "rss": rss, "repeated": repeated,
+        "read_s": list(reads[1:]), "cycle_s": list(cycles[1:]),
+        "rss": [(100 * (i + 1), value) for i, value in enumerate(rss)], "repeated": repeated,
     }
 
 
