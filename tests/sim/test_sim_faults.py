@@ -11,8 +11,8 @@ import pynvml
 import pytest
 
 from mig_exporter.sim.state import Fault
-from tests.sim.conftest import StartNvml
-from tests.sim.fleets import fleet, gpu
+from sim.conftest import StartNvml
+from sim.fleets import fleet, gpu
 
 TWO_GPUS = fleet(gpu(mig="disabled"), gpu(mig="enabled"))
 

@@ -26,8 +26,8 @@ from mig_exporter.sim import (
     uninstall,
 )
 from mig_exporter.sim.state import MigMode
-from tests.sim.conftest import StartNvml
-from tests.sim.fleets import fleet, gpu, one_gpu
+from sim.conftest import StartNvml
+from sim.fleets import fleet, gpu, one_gpu
 
 MIB = 1024 * 1024
 SEED_TABLE = {0: (3752, 3780), 1: (5082, 5082), 2: (4992, 5066), 3: (4234, 4236)}

@@ -10,8 +10,8 @@ import pynvml
 import pytest
 
 from mig_exporter.sim import install, uninstall
-from tests.sim.conftest import StartNvml
-from tests.sim.fleets import fleet, gpu, one_gpu
+from sim.conftest import StartNvml
+from sim.fleets import fleet, gpu, one_gpu
 
 MIB = 1024 * 1024
 INCIDENT_GPU = gpu(

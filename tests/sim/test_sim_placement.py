@@ -8,8 +8,8 @@ from typing import Any
 import pynvml
 import pytest
 
-from tests.sim.conftest import StartNvml
-from tests.sim.fleets import fleet, gpu, one_gpu
+from sim.conftest import StartNvml
+from sim.fleets import fleet, gpu, one_gpu
 
 # Memory slices a GPU instance of each A100 profile ID occupies (mig-facts.md, "Placements").
 MEMORY_SLICES = {0: 8, 5: 4, 9: 4, 14: 2, 15: 2, 19: 1, 20: 1}

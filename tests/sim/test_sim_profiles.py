@@ -13,7 +13,7 @@ from typing import Any
 import pynvml
 import pytest
 
-from tests.sim.conftest import StartNvml
+from sim.conftest import StartNvml
 
 # One GPU of every model, at the index used below.
 ALL_MODELS = """

@@ -9,8 +9,8 @@ from typing import Any
 import pynvml
 import pytest
 
-from tests.sim.conftest import StartNvml
-from tests.sim.fleets import one_gpu
+from sim.conftest import StartNvml
+from sim.fleets import one_gpu
 
 THREE_PROCESSES = one_gpu(
     mig="disabled",
