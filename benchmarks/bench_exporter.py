@@ -1,7 +1,7 @@
 """Exporter benchmark (issue 2, "Performance"): prints figures, asserts nothing.
 
-    python3 benchmarks/bench_exporter.py                       # large and large-1000, as in docs/benchmarks.md
-    python3 benchmarks/bench_exporter.py --fleet seed-incident --collections 200
+    python3 benchmarks/bench_exporter.py        # large and large-1000, as in docs/benchmarks.md
+    python3 benchmarks/bench_exporter.py --fleet seed-incident --collections 300
 
 For each fleet:
 
@@ -73,7 +73,7 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
             job()
             cycles[n] = time.perf_counter() - started
             snapshot = state.snapshot
-            assert snapshot is not None and snapshot.nvml_up and not snapshot.errors, snapshot and snapshot.errors
+            assert snapshot is not None and snapshot.nvml_up and not snapshot.errors, snapshot
             reads[n] = snapshot.duration_seconds
             pynvml_calls[n] = snapshot.nvml_calls
             c_calls[n] = sum(session.simulator.call_counts.values()) - c_before
@@ -87,7 +87,7 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
         "gpus": len(gpus), "mig_devices": sum(len(g.mig_instances) for g in gpus),
         "process_series": sum(1 for g in gpus for p in g.processes if p.used_memory_bytes is not None),
         "exposition_bytes": len(exposition.plain), "exposition_gzip_bytes": len(exposition.gzipped),
-        "first": {"pynvml_calls": pynvml_calls[0], "c_calls": c_calls[0], "read_s": reads[0], "cycle_s": cycles[0]},
+        "first": {"pynvml_calls": pynvml_calls[0], "c_calls": c_calls[0], "cycle_s": cycles[0]},
         "steady_pynvml_calls": sorted(set(pynvml_calls[1:])), "steady_c_calls": sorted(set(c_calls[1:])),
         "read_s": list(reads[1:]), "cycle_s": list(cycles[1:]),
         "rss": [(100 * (i + 1), value) for i, value in enumerate(rss)], "repeated": repeated,
@@ -246,15 +246,18 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 
 # --- report -------------------------------------------------------------------------------------
 
-def report(figures: dict[str, Any], scraped: dict[str, Any], scrapers: int, per_scraper: int, rounds: int) -> None:
+def report(
+    figures: dict[str, Any], scraped: dict[str, Any], scrapers: int, per_scraper: int, rounds: int,
+) -> None:
     ms = 1000
     read_cuts, cycle_cuts = _percentiles(figures["read_s"]), _percentiles(figures["cycle_s"])
     rss = figures["rss"]
     tail = [(n, r) for n, r in rss if n >= 200] or rss
-    slope = statistics.linear_regression([n for n, _ in tail], [r for _, r in tail]).slope if len(tail) > 1 else 0.0
+    slope = statistics.linear_regression([n for n, _ in tail], [r for _, r in tail]).slope
     first = figures["first"]
     print(f"fleet {figures['fleet']}: {figures['gpus']} GPUs, {figures['mig_devices']} MIG devices, "
-          f"{figures['process_series']} process series; exposition {figures['exposition_bytes'] / 1024:.0f} KiB "
+          f"{figures['process_series']} process series; exposition "
+          f"{figures['exposition_bytes'] / 1024:.0f} KiB "
           f"({figures['exposition_gzip_bytes'] / 1024:.0f} KiB gzip)")
     print(f"  collection, {figures['collections']} cycles: read p50 {read_cuts['p50'] * ms:.1f} ms, "
           f"p99 {read_cuts['p99'] * ms:.1f} ms; whole cycle (read + render + gzip) p50 "
@@ -264,7 +267,8 @@ def report(figures: dict[str, Any], scraped: dict[str, Any], scrapers: int, per_
           f"{_listing(figures['steady_pynvml_calls'])} pynvml / {_listing(figures['steady_c_calls'])} C; "
           f"repeated within a cycle: {', '.join(figures['repeated']) or 'none'}")
     print(f"  RSS: {', '.join(f'{r / MIB:.1f} MiB after {n}' for n, r in rss[:: max(1, len(rss) // 5)])}; "
-          f"{rss[-1][1] / MIB:.1f} MiB after {rss[-1][0]}; trend {slope * 100 / 1024:+.1f} KiB per 100 collections")
+          f"{rss[-1][1] / MIB:.1f} MiB after {rss[-1][0]}; "
+          f"trend {slope * 100 / 1024:+.1f} KiB per 100 collections")
     ours, plain = scraped["ours"], scraped["plain"]
     print(f"  /metrics, {scrapers} concurrent scrapers x {per_scraper} x {rounds} rounds "
           f"({scraped['body_bytes'] / 1024:.0f} KiB, no gzip): mig-exporter p50 {ours['p50'] * ms:.2f} ms, "
@@ -278,8 +282,10 @@ def _listing(values: list[int]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fleet", action="append", help="built-in fleet or fleet file (default: large, large-1000)")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fleet", action="append",
+                        help="built-in fleet or fleet file (default: large, large-1000)")
     parser.add_argument("--collections", type=int, default=1000)
     parser.add_argument("--scrapers", type=int, default=20)
     parser.add_argument("--scrapes", type=int, default=50, help="scrapes per scraper per round")
@@ -287,6 +293,8 @@ def main() -> None:
     parser.add_argument("--child-collections", metavar="FLEET", help=argparse.SUPPRESS)
     parser.add_argument("--plain-server", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.collections < 300:
+        parser.error("--collections: at least 300, for an RSS trend past the warm-up")
     if args.plain_server:
         plain_server(args.plain_server)
         return
@@ -296,7 +304,8 @@ def main() -> None:
     print(f"mig-exporter benchmark on {psutil.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     for fleet in args.fleet or ["large", "large-1000"]:
         child = subprocess.run([sys.executable, __file__, "--child-collections", fleet,
-                                "--collections", str(args.collections)], capture_output=True, text=True, check=True)
+                                "--collections", str(args.collections)],
+                               capture_output=True, text=True, check=True)
         figures = json.loads(child.stdout)
         scraped = latency(fleet, args.scrapers, args.scrapes, args.rounds)
         report(figures, scraped, args.scrapers, args.scrapes, args.rounds)
