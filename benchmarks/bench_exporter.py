@@ -188,13 +188,15 @@ def scrape(port: int, scrapers: int, per_scraper: int) -> list[float]:
 def wait_healthy(port: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             connection.request("GET", "/health")
             if connection.getresponse().status == 200:
                 return
         except OSError:
             pass
+        finally:
+            connection.close()
         time.sleep(0.1)
     raise SystemExit(f"the exporter on port {port} never became healthy")
 
@@ -215,6 +217,7 @@ def latency(fleet: str, scrapers: int, per_scraper: int, rounds: int) -> dict[st
         connection = http.client.HTTPConnection("127.0.0.1", port)
         connection.request("GET", "/metrics", headers={"Accept-Encoding": "identity"})
         body = connection.getresponse().read()
+        connection.close()
         with tempfile.NamedTemporaryFile(suffix=".prom", delete=False) as file:
             file.write(body)
         baseline = subprocess.Popen([sys.executable, __file__, "--plain-server", file.name],

@@ -21,7 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from mig_exporter.exporter.state import ExporterState
-from mig_exporter.model import Snapshot
+from mig_exporter.model import CollectionError, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class CollectionJob:
         self._state = state
         self._timeout_seconds = timeout_seconds
         self._in_flight: concurrent.futures.Future[Snapshot] | None = None
+        self._last_errors: frozenset[CollectionError] = frozenset()
 
     @property
     def read_in_flight(self) -> bool:
@@ -58,8 +59,21 @@ class CollectionJob:
             log.exception("collection failed")
             return
         self._state.publish(snapshot)
+        self._log_error_changes(snapshot)
         log.debug("collected %d GPUs in %.3fs with %d NVML calls and %d errors", len(snapshot.gpus),
                   snapshot.duration_seconds, snapshot.nvml_calls, len(snapshot.errors))
+
+    def _log_error_changes(self, snapshot: Snapshot) -> None:
+        """A line when the errors differ from the last collection's, not one every interval."""
+        errors = frozenset(snapshot.errors)
+        if errors != self._last_errors:
+            if errors:
+                log.warning("NVML %s: %s", "unreachable" if not snapshot.nvml_up else "errors", "; ".join(
+                    f"{e.call}{'' if e.gpu_index is None else f' on GPU {e.gpu_index}'}: {e.error}"
+                    for e in snapshot.errors))
+            else:
+                log.info("NVML answers without errors again")
+        self._last_errors = errors
 
     def _run_read(self, future: concurrent.futures.Future[Snapshot]) -> None:
         try:

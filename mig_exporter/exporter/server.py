@@ -15,6 +15,7 @@ import logging
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -69,6 +70,15 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client going away mid-request is routine (a scraper timing out, a health probe
+        closing early): a debug line. Anything else is a bug worth its traceback in the log."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError, ssl.SSLError)):
+            log.debug("connection from %s ended: %s", client_address, error)
+        else:
+            log.exception("error while serving %s", client_address)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         context = self.web_config.ssl_context

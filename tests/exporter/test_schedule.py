@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from dataclasses import replace
+
+import pytest
 
 from mig_exporter.exporter.collector import ExporterSettings
 from mig_exporter.exporter.schedule import CollectionJob, start_collecting
 from mig_exporter.exporter.state import ExporterState
-from mig_exporter.model import Snapshot
+from mig_exporter.model import CollectionError, Snapshot
 
 from .snapshots import incident
 
@@ -88,3 +92,16 @@ def test_the_first_collection_runs_at_start() -> None:
         assert (job.max_instances, job.coalesce) == (1, True)
     finally:
         scheduler.shutdown(wait=False)
+
+
+def test_errors_are_logged_when_they_change_not_every_collection(caplog: pytest.LogCaptureFixture) -> None:
+    failing = replace(incident(), errors=(CollectionError("nvmlDeviceGetPowerUsage", "Unknown Error", 1),))
+    results = iter([failing, failing, incident()])
+    job = CollectionJob(lambda: next(results), new_state(), timeout_seconds=5)
+    with caplog.at_level(logging.INFO, logger="mig_exporter.exporter.schedule"):
+        for _ in range(3):
+            job()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "NVML errors: nvmlDeviceGetPowerUsage on GPU 1: Unknown Error"),
+        ("INFO", "NVML answers without errors again"),
+    ]

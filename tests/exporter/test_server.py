@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import gzip
+import logging
 import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,3 +165,19 @@ def test_a_busy_port_is_one_line_naming_the_flag(state: ExporterState) -> None:
         refusal = rf"^--web\.listen-address: cannot listen on 127\.0\.0\.1:{port}: "
         with pytest.raises(InputError, match=refusal):
             ExporterHTTPServer(ListenAddress("127.0.0.1", port), state, "/metrics")
+
+
+def test_a_client_resetting_its_connection_is_a_debug_line_not_a_traceback(
+        state: ExporterState, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    with caplog.at_level(logging.DEBUG, logger="mig_exporter.exporter.server"), serving(
+            state, telemetry_path="/metrics") as server:
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        client.sendall(b"GET /metrics HTTP/1.1\r\n")  # half a request, then a reset
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        deadline = time.monotonic() + 5
+        while not any("ended" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the reset was not logged"
+            time.sleep(0.01)
+    assert [r.levelno for r in caplog.records if r.name == "mig_exporter.exporter.server"] == [logging.DEBUG]
+    assert "Traceback" not in capfd.readouterr().err
