@@ -85,17 +85,15 @@ class RemediateStep:
     gpu_indices: tuple[int, ...]
     layout: tuple[str, ...]
 
-    def argv(self, fleet: str | None = None) -> tuple[str, ...]:
-        """The command's arguments; ``fleet`` is the ``--fleet`` diagnose ran on, if any."""
+    def command(self, fleet: str | None = None) -> str:
+        """The shell line; ``fleet`` is the ``--fleet`` diagnose ran on, if any (quoted: a fleet
+        file's path may hold spaces)."""
         fleet_args = ("--fleet", fleet) if fleet is not None else ()
-        return (
+        return shlex.join((
             "mig-exporter", "remediate", *fleet_args,
             "--gpu", ",".join(str(i) for i in self.gpu_indices),
             "--layout", ",".join(self.layout),
-        )
-
-    def command(self, fleet: str | None = None) -> str:
-        return shlex.join(self.argv(fleet))
+        ))
 
 
 @dataclass(frozen=True)
@@ -193,8 +191,9 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
     """The host-level advice, or None when no GPU is shared without MIG.
 
     The workloads are the processes on GPUs shared without MIG. Largest first, each goes into an
-    instance on the first of the GPUs they occupy that still has room (first fit in index order,
-    each GPU with the profiles of its own model), so they fill as few GPUs as possible. A workload
+    instance on the first GPU, among all the GPUs the workloads occupy with MIG off, that still has
+    room (first fit in index order, each GPU with the profiles of its own model), so they fill as
+    few GPUs as possible. A workload
     no instance can hold (too large, or no GPU that takes MIG) gets a GPU of its own, whole. The
     GPUs the workloads leave are freed for other work.
     """
@@ -233,7 +232,9 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
     )
     gpus_of = {w.pid: w.gpu_indices for w in workloads}
     stuck = {i for u in unplaced for i in gpus_of[u.pid]}
-    kept = {layout.gpu_index for layout in layouts} | set(whole) | stuck
+    # a MIG GPU a workload leaves may still run other processes in its other instances
+    busy = {i for i in affected if not snapshot.gpu(i).pids <= set(workload_pids)}
+    kept = {layout.gpu_index for layout in layouts} | set(whole) | stuck | busy
     return Advice(
         headroom_ratio=headroom_ratio,
         workloads=workloads,

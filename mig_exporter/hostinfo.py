@@ -9,6 +9,7 @@ said in ``notes``, never guessed: a field is None exactly when it is unknown.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Protocol, TypeVar
 import psutil
 
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+# Set by the NVIDIA container toolkit and Kubernetes' device plugin: the GPUs mounted into a container.
+NVIDIA_VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 # psutil derives start times from the boot time in whole seconds (/proc/stat btime), so a start
 # time may read up to a second late; a pid is only called reused beyond that.
 START_TIME_SLACK_SECONDS = 1.0
@@ -52,26 +55,40 @@ class Attribution:
     container: Container | None = None
     environment_read: bool = False  # False: CUDA_VISIBLE_DEVICES is unknown, not absent
     cuda_visible_devices: str | None = None
+    nvidia_visible_devices: str | None = None
     notes: tuple[str, ...] = ()  # what could not be read, and why
 
     @property
     def gpu_visibility(self) -> str:
         """The conclusion CUDA_VISIBLE_DEVICES supports about which GPUs the process may use."""
-        return gpu_visibility(self.environment_read, self.cuda_visible_devices)
+        if not self.environment_read:
+            return "CUDA_VISIBLE_DEVICES unknown: its environment could not be read"
+        if self.cuda_visible_devices is not None:
+            return _cuda_visibility(self.cuda_visible_devices)
+        if self.container is None:
+            return "no CUDA_VISIBLE_DEVICES: this process sees every GPU"
+        # In a container "every GPU" is every GPU mounted into it, which may be fewer than the host's.
+        mounted = self.nvidia_visible_devices
+        given = f" ({NVIDIA_VISIBLE_DEVICES}={mounted})" if mounted else ""
+        return f"no CUDA_VISIBLE_DEVICES: this process sees every GPU its container was given{given}"
 
 
-def gpu_visibility(environment_read: bool, cuda_visible_devices: str | None) -> str:
-    if not environment_read:
-        return "CUDA_VISIBLE_DEVICES unknown: its environment could not be read"
-    if cuda_visible_devices is None:
-        return "no CUDA_VISIBLE_DEVICES: this process sees every GPU"
-    devices = [d.strip() for d in cuda_visible_devices.split(",") if d.strip()]
-    if not devices:
+def _cuda_visibility(value: str) -> str:
+    """CUDA enumerates the entries up to the first invalid one (CUDA programming guide), so a
+    negative index such as the common ``-1`` hides it and every entry after it."""
+    if not value.strip():
         return "CUDA_VISIBLE_DEVICES is empty: this process sees no GPU"
+    devices = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry or entry.startswith("-"):
+            break
+        devices.append(entry)
+    if not devices:
+        return f"CUDA_VISIBLE_DEVICES={value}: this process sees no GPU"
     if len(devices) == 1:
         kind = "MIG instance" if devices[0].startswith("MIG-") else "GPU"
-        return f"CUDA_VISIBLE_DEVICES={cuda_visible_devices}: this process sees one {kind}"
-    return f"CUDA_VISIBLE_DEVICES={cuda_visible_devices}: this process sees {len(devices)} GPUs"
+        return f"CUDA_VISIBLE_DEVICES={value}: this process sees one {kind}"
+    return f"CUDA_VISIBLE_DEVICES={value}: this process sees {len(devices)} GPUs"
 
 
 # A container ID is 64 hex digits; the word before it names the runtime, in both the systemd
@@ -151,11 +168,12 @@ def attribute_host_process(pid: int, not_started_after: float | None = None) -> 
         pid=pid,
         source="host",
         user=user[0],
-        cmdline=tuple(cmdline[0]) if cmdline[0] is not None else None,
+        cmdline=tuple(cmdline[0] or ()) or None,  # a kernel thread's is empty: nothing to show
         started_at=started_at,
         container=container,
         environment_read=environ[0] is not None,
         cuda_visible_devices=(environ[0] or {}).get(CUDA_VISIBLE_DEVICES),
+        nvidia_visible_devices=(environ[0] or {}).get(NVIDIA_VISIBLE_DEVICES),
         notes=notes,
     )
 
@@ -199,19 +217,32 @@ def attribute_simulated_process(pid: int, fields: FleetProcessFields | None) -> 
     if fields is None:
         return Attribution(pid, "none", notes=(f"{simulated}, and the fleet file gives no user, command "
                                                 "line, container or environment for it",))
-    cmdline = fields.cmdline
     missing = [name for name in ("user", "cmdline", "container", "env") if getattr(fields, name) is None]
     notes = (f"{simulated}; the fleet file does not give: {', '.join(missing)}",) if missing else ()
     return Attribution(
         pid=pid,
         source="fleet file",
         user=fields.user,
-        cmdline=tuple(cmdline.split()) if isinstance(cmdline, str) else tuple(cmdline) if cmdline else None,
+        cmdline=_fleet_cmdline(fields.cmdline),
         container=_fleet_container(fields.container),
         environment_read=fields.env is not None,
         cuda_visible_devices=(fields.env or {}).get(CUDA_VISIBLE_DEVICES),
+        nvidia_visible_devices=(fields.env or {}).get(NVIDIA_VISIBLE_DEVICES),
         notes=notes,
     )
+
+
+def _fleet_cmdline(cmdline: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """A fleet file gives a command line as a list or as one shell line; the shell line is split
+    as a shell would, so the restart command diagnose prints from it pastes back as written."""
+    if cmdline is None:
+        return None
+    if not isinstance(cmdline, str):
+        return tuple(cmdline) or None
+    try:
+        return tuple(shlex.split(cmdline)) or None
+    except ValueError:  # unbalanced quotes: keep the words as written
+        return tuple(cmdline.split()) or None
 
 
 def _fleet_container(text: str | None) -> Container | None:

@@ -217,3 +217,13 @@ def test_smallest_profile_holds_the_need_and_nothing_smaller_does(model_key, nee
     else:
         assert chosen.memory_mib >= needed_mib
         assert all(p.memory_mib >= chosen.memory_mib for p in holding)
+
+
+def test_a_mig_gpu_a_workload_leaves_is_not_freed_while_others_run_on_it():
+    """PID 1 also runs in a MIG instance of GPU 1, beside PID 9: moving PID 1 does not free GPU 1."""
+    partitioned = gpu(1, "A100-SXM4-80GB", {1: 1000, 9: 1000}, mig=True)
+    alone = gpu(2, "A100-SXM4-80GB", {1: 1000}, mig=True)
+    advice = advise(snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000, 2: 1000}), partitioned, alone))
+    assert advice is not None
+    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [(0, ("1g.10gb", "1g.10gb"))]
+    assert advice.freed_gpus == (2,)

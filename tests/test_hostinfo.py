@@ -105,6 +105,9 @@ def test_a_process_without_cuda_visible_devices_sees_every_gpu(sleeper):
         ("", "CUDA_VISIBLE_DEVICES is empty: this process sees no GPU"),
         ("0,1", "CUDA_VISIBLE_DEVICES=0,1: this process sees 2 GPUs"),
         ("2", "CUDA_VISIBLE_DEVICES=2: this process sees one GPU"),
+        # CUDA enumerates up to the first invalid entry: "-1" hides every GPU, "0,-1,1" shows only 0
+        ("-1", "CUDA_VISIBLE_DEVICES=-1: this process sees no GPU"),
+        ("0,-1,1", "CUDA_VISIBLE_DEVICES=0,-1,1: this process sees one GPU"),
     ],
 )
 def test_cuda_visible_devices_conclusions(sleeper, value, conclusion):
@@ -182,8 +185,28 @@ def test_simulated_process_uses_the_fleet_file_fields_only():
     assert attribution.cmdline == ("python", "serve.py", "--port", "8000")
     assert attribution.container == Container("containerd", OTHER_ID)
     assert attribution.started_at is None
-    assert attribution.gpu_visibility == "no CUDA_VISIBLE_DEVICES: this process sees every GPU"
+    assert attribution.gpu_visibility == ("no CUDA_VISIBLE_DEVICES: this process sees every GPU its "
+                                          "container was given")
     assert attribution.notes == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "conclusion"),
+    [
+        ({}, "no CUDA_VISIBLE_DEVICES: this process sees every GPU its container was given"),
+        ({"NVIDIA_VISIBLE_DEVICES": "GPU-5266"},
+         "no CUDA_VISIBLE_DEVICES: this process sees every GPU its container was given "
+         "(NVIDIA_VISIBLE_DEVICES=GPU-5266)"),
+        ({"NVIDIA_VISIBLE_DEVICES": "all", "CUDA_VISIBLE_DEVICES": "MIG-x"},
+         "CUDA_VISIBLE_DEVICES=MIG-x: this process sees one MIG instance"),
+    ],
+)
+def test_in_a_container_every_gpu_means_the_container_s(env, conclusion):
+    """A container sees only the GPUs mounted into it, so "every GPU" is not the host's."""
+    fields = SimpleNamespace(user=None, cmdline=None, container=f"docker://{DOCKER_ID}", env=env)
+    attribution = attribute_simulated_process(7, fields)
+    assert attribution.gpu_visibility == conclusion
+    assert attribution.nvidia_visible_devices == env.get("NVIDIA_VISIBLE_DEVICES")
 
 
 def test_simulated_process_without_fields_says_what_is_missing():
@@ -196,6 +219,22 @@ def test_simulated_process_without_fields_says_what_is_missing():
     nothing = attribute_simulated_process(78914, None)
     assert nothing.source == "none" and nothing.user is None
     assert "simulated process: not on this host" in nothing.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "expected"),
+    [
+        ("python -c 'import server; server.run()'", ("python", "-c", "import server; server.run()")),
+        ("python 'unbalanced", ("python", "'unbalanced")),
+        (["python", "my server.py"], ("python", "my server.py")),
+        ("", None),
+        ([], None),
+    ],
+)
+def test_a_fleet_command_line_is_split_as_a_shell_would(cmdline, expected):
+    """So the restart command printed from it pastes back as the fleet file wrote it."""
+    fields = SimpleNamespace(user=None, cmdline=cmdline, container=None, env=None)
+    assert attribute_simulated_process(5, fields).cmdline == expected
 
 
 def test_a_fleet_container_given_as_a_cgroup_path_is_parsed():

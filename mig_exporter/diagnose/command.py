@@ -24,7 +24,7 @@ from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
 
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%?\s*$")
+_PERCENT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*%?\s*$")  # [0-9]: \d would take any script's digits
 MAX_HEADROOM_PERCENT = 400  # beyond this the advice would be for some other workload
 
 
@@ -67,8 +67,17 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.write(render_json(report))
     else:
-        sys.stdout.write(render_text(report, color=use_color(args.color, sys.stdout, os.environ)))
+        text = render_text(report, color=use_color(args.color, sys.stdout, os.environ))
+        sys.stdout.write(encodable(text, sys.stdout.encoding))
     return report.exit_status
+
+
+def encodable(text: str, encoding: str | None) -> str:
+    """Command lines and user names come from the host and may hold characters the terminal's
+    encoding lacks (an ASCII locale); they are escaped rather than failing the whole report."""
+    if not encoding:
+        return text
+    return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def parse_headroom(text: str) -> float:

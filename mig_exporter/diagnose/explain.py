@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from mig_exporter.advice import Advice, RemediateStep, process_names
 from mig_exporter.findings import Finding, Kind
 from mig_exporter.hostinfo import Attribution
-from mig_exporter.model import Snapshot
+from mig_exporter.model import Gpu, Snapshot
 from mig_exporter.profiles import match_profile, model_by_nvml_name
 
 
@@ -117,9 +117,14 @@ def _pending(finding: Finding, ctx: _Context) -> Explanation:
     steps = []
     if holders:
         steps.append(NextStep(f"stop {describe_pids(holders)}: a reset fails while a process holds the GPU"))
+    if gpu.persistence_mode:
+        steps.append(NextStep("turn persistence mode off for the reset: it holds the GPU open",
+                              f"sudo nvidia-smi -i {gpu_index} -pm 0"))
     steps += [
-        NextStep("stop nvidia-persistenced and any agent that keeps the GPU open, or reboot instead"),
-        NextStep(f"reset GPU {gpu_index} so the new mode takes effect", f"sudo nvidia-smi -r -i {gpu_index}"),
+        NextStep("stop nvidia-persistenced, and any other agent that keeps the GPU open",
+                 "sudo systemctl stop nvidia-persistenced"),
+        NextStep(f"reset GPU {gpu_index} so the new mode takes effect{_or_reboot(gpu, target)}",
+                 f"sudo nvidia-smi -r -i {gpu_index}"),
     ]
     return Explanation(
         summary=f"GPU {gpu_index}: MIG mode {target} is pending a reset",
@@ -130,6 +135,15 @@ def _pending(finding: Finding, ctx: _Context) -> Explanation:
                "mode or nvidia-persistenced holds the GPU.",
         next_steps=tuple(steps),
     )
+
+
+def _or_reboot(gpu: Gpu, target: str) -> str:
+    """A reboot finishes a pending change too, except enabling MIG on Hopper and later, where the
+    mode does not survive the driver unload (mig-facts.md): there the reboot ends with MIG off."""
+    model = model_by_nvml_name(gpu.name) if gpu.name else None
+    if target == "enabled" and (model is None or model.architecture != "ampere"):
+        return " (not a reboot: on this GPU the MIG mode does not survive one)" if model else ""
+    return ", or reboot"
 
 
 def _without_instances(finding: Finding, ctx: _Context) -> Explanation:

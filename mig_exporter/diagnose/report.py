@@ -75,6 +75,7 @@ class ProcessSection:
     container: Container | None  # None: not in a container, or unknown (see notes)
     environment_read: bool
     cuda_visible_devices: str | None
+    nvidia_visible_devices: str | None
     gpu_visibility: str  # the conclusion CUDA_VISIBLE_DEVICES supports
     notes: tuple[str, ...]
 
@@ -221,6 +222,7 @@ def _process_sections(
             container=who.container,
             environment_read=who.environment_read,
             cuda_visible_devices=who.cuda_visible_devices,
+            nvidia_visible_devices=who.nvidia_visible_devices,
             gpu_visibility=who.gpu_visibility,
             notes=who.notes,
         ))

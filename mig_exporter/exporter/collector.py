@@ -30,6 +30,7 @@ MIG_LABELS = ["gpu", "uuid", "mig_uuid", "gpu_instance_id", "compute_instance_id
 PROCESS_LABELS = ["gpu", "uuid", "gpu_instance_id", "compute_instance_id", "pid", "process_name"]
 
 T = TypeVar("T")
+Family = TypeVar("Family", GaugeMetricFamily, CounterMetricFamily)
 
 
 @dataclass(frozen=True)
@@ -87,22 +88,27 @@ class SnapshotCollector(Collector):
         return list(metric_families(snapshot, totals, self._settings))
 
 
-def _gauge(
-    name: str, documentation: str, labels: list[str], samples: Iterable[tuple[list[str], float]],
-) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation, labels=labels)
+def _family(
+    kind: type[Family], name: str, documentation: str, labels: list[str],
+    samples: Iterable[tuple[list[str], float]],
+) -> Family:
+    family = kind(name, documentation, labels=labels)
     for label_values, value in samples:
         family.add_metric(label_values, value)
     return family
+
+
+def _gauge(
+    name: str, documentation: str, labels: list[str], samples: Iterable[tuple[list[str], float]],
+) -> GaugeMetricFamily:
+    return _family(GaugeMetricFamily, name, documentation, labels, samples)
 
 
 def _counter(
     name: str, documentation: str, labels: list[str], samples: Iterable[tuple[list[str], float]],
 ) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, documentation, labels=labels)
-    for label_values, value in samples:
-        family.add_metric(label_values, value)
-    return family
+    """A counter family: prometheus_client appends ``_total`` to ``name``."""
+    return _family(CounterMetricFamily, name, documentation, labels, samples)
 
 
 def _package_version(distribution: str) -> str:

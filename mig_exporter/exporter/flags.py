@@ -17,16 +17,21 @@ _DURATION = re.compile(
     r"(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$"
 )
 _UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+# The scheduler's timedelta and the thread waits overflow on durations far longer than this, and
+# no collection interval or timeout is meant to be longer.
+_MAX_DURATION_SECONDS = _UNIT_SECONDS["y"]
 
 
 def parse_duration(flag: str, text: str) -> float:
-    """Seconds in a positive Prometheus duration: ``500ms``, ``5s``, ``1m30s``, ``1h``."""
+    """Seconds in a positive Prometheus duration of at most a year: ``500ms``, ``5s``, ``1m30s``."""
     match = _DURATION.match(text.strip())
     if not text.strip() or match is None:
         raise InputError(f"{flag}: {text!r} is not a duration (write it as Prometheus does: 500ms, 5s, 1m)")
     seconds = sum(int(value) * _UNIT_SECONDS[unit] for unit, value in match.groupdict().items() if value)
     if seconds <= 0:
         raise InputError(f"{flag}: {text!r} must be longer than zero")
+    if seconds > _MAX_DURATION_SECONDS:
+        raise InputError(f"{flag}: {text!r} is too long (at most 1y)")
     return float(seconds)
 
 
@@ -63,6 +68,10 @@ def parse_count(flag: str, text: str) -> int:
 
 
 def parse_telemetry_path(flag: str, text: str) -> str:
-    if not text.startswith("/") or text in ("/", "/health") or any(c.isspace() for c in text):
-        raise InputError(f"{flag}: {text!r} must be a path starting with / other than / and /health")
+    """A path the server can match: requests are routed on the path alone, so a query (``?``) or a
+    fragment (``#``) in the flag would make the metrics unreachable."""
+    if (not text.startswith("/") or text in ("/", "/health")
+            or any(c.isspace() or c in "?#" for c in text)):
+        raise InputError(f"{flag}: {text!r} must be a path starting with / other than / and /health, "
+                         "without spaces, ? or #")
     return text

@@ -35,6 +35,7 @@ class CollectionJob:
         self._timeout_seconds = timeout_seconds
         self._in_flight: concurrent.futures.Future[Snapshot] | None = None
         self._last_errors: frozenset[CollectionError] = frozenset()
+        self._hang_reported = False
 
     @property
     def read_in_flight(self) -> bool:
@@ -43,8 +44,13 @@ class CollectionJob:
 
     def __call__(self) -> None:
         if self.read_in_flight:
-            log.warning("the previous NVML read is still hung; not starting another")
+            # Once per hang, not every interval: a GPU can stay hung for hours, and /health and
+            # the timeouts counter already say so.
+            if not self._hang_reported:
+                log.warning("the previous NVML read is still hung; no new read starts until it returns")
+                self._hang_reported = True
             return
+        self._hang_reported = False
         future: concurrent.futures.Future[Snapshot] = concurrent.futures.Future()
         self._in_flight = future
         threading.Thread(target=self._run_read, args=(future,), name="nvml-read", daemon=True).start()

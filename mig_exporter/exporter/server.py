@@ -98,14 +98,16 @@ class ExporterHTTPServer(ThreadingHTTPServer):
 
 
 def _family_and_host(address: ListenAddress) -> tuple[socket.AddressFamily, str]:
-    """Every interface means IPv6 and IPv4 where the host has IPv6 (node_exporter's ``:9458``)."""
+    """Every interface means IPv6 and IPv4 where the host has IPv6 (node_exporter's ``:9458``).
+    A name with both kinds of address (``localhost``) listens on its IPv4 one, as Go's
+    ``net.Listen`` does for node_exporter, so a Prometheus scraping ``127.0.0.1`` finds it."""
     if not address.host:
         return (socket.AF_INET6, "::") if socket.has_dualstack_ipv6() else (socket.AF_INET, "0.0.0.0")
     try:
         infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
         raise InputError(f"--web.listen-address: cannot resolve {address.host!r}: {error.strerror}") from None
-    family, _, _, _, sockaddr = infos[0]
+    family, _, _, _, sockaddr = next((info for info in infos if info[0] == socket.AF_INET), infos[0])
     return family, str(sockaddr[0])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import ssl
 import threading
 from collections.abc import Mapping
@@ -40,6 +41,8 @@ _TOP_KEYS = {"tls_server_config", "basic_auth_users"}
 # as a wrong password and response times do not reveal which users exist.
 _DECOY_HASH = b"$2b$10$oQsh3TIzweGsBRpDm6ic2u3srYRxAvO0FrSnvS8GZ6l3eF7vWt5Gu"
 _MAX_REMEMBERED = 1024
+_BCRYPT_MAX_BYTES = 72
+_KEY_LIKE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 
 class BasicAuth:
@@ -65,7 +68,9 @@ class BasicAuth:
         with self._lock:
             if digest in self._verified:
                 return True
-        if not bcrypt.checkpw(password, hashed or _DECOY_HASH) or hashed is None:
+        # bcrypt only ever hashes the first 72 bytes (htpasswd and Go's bcrypt cut there too);
+        # bcrypt 5 raises instead of cutting, which would drop the connection without an answer.
+        if not bcrypt.checkpw(password[:_BCRYPT_MAX_BYTES], hashed or _DECOY_HASH) or hashed is None:
             return False
         with self._lock:
             if len(self._verified) >= _MAX_REMEMBERED:
@@ -115,7 +120,10 @@ def _check_mapping(path: str, where: str, value: Any, allowed: set[str]) -> None
         raise InputError(f"{path}: {where or 'the file'}: expected a mapping of keys")
     for key in value:
         if key not in allowed:
-            raise InputError(f"{path}: {where + '.' if where else ''}{key}: unknown or unsupported key "
+            # Only a key that looks like one is echoed: a wrong file given by mistake (a password
+            # file, say) must not end up in the logs.
+            shown = key if isinstance(key, str) and _KEY_LIKE.fullmatch(key) else "(not a key name)"
+            raise InputError(f"{path}: {where + '.' if where else ''}{shown}: unknown or unsupported key "
                              f"(supported: {', '.join(sorted(allowed))})")
 
 

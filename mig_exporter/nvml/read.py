@@ -193,11 +193,19 @@ def _read_processes(
     collection: _Collection, handle: Any, gpu_index: int, gpu_uuid: str, mig: tuple[int, int] | None,
 ) -> tuple[GpuProcess, ...]:
     """Compute processes on ``handle``: the whole GPU when MIG is off, else one MIG device whose
-    (GPU instance ID, compute instance ID) is ``mig``."""
+    (GPU instance ID, compute instance ID) is ``mig``.
+
+    A pid NVML lists twice on one device is kept once (the first entry): two identical label sets
+    in one exposition would make Prometheus reject the second sample of the scrape.
+    """
     infos = collection.call(pynvml.nvmlDeviceGetComputeRunningProcesses, handle, gpu=gpu_index) or ()
     processes = []
+    seen: set[tuple[int, int, int]] = set()
     for info in infos:
         gpu_instance_id, compute_instance_id = mig or (info.gpuInstanceId, info.computeInstanceId)
+        if (info.pid, gpu_instance_id, compute_instance_id) in seen:
+            continue
+        seen.add((info.pid, gpu_instance_id, compute_instance_id))
         processes.append(GpuProcess(
             pid=info.pid, name=collection.process_name(info.pid), gpu_index=gpu_index, gpu_uuid=gpu_uuid,
             used_memory_bytes=info.usedGpuMemory,  # pynvml turns "not available" into None

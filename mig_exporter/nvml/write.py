@@ -84,22 +84,35 @@ class HardwareWriter:
                               ctypes.byref(placement))
         return int(self._call(gpu_index, pynvml.nvmlGpuInstanceGetInfo, instance).id)
 
-    def create_compute_instance(self, gpu_index: int, gpu_instance_id: int, slices: int) -> int:
-        """Create a compute instance of ``slices`` in the GPU instance and return its ID."""
+    def create_compute_instance(
+        self, gpu_index: int, gpu_instance_id: int, slices: int, start: int | None = None,
+    ) -> int:
+        """Create a compute instance of ``slices`` in the GPU instance and return its ID: at compute
+        slice ``start`` when given (an undo puts it back where it was), else where the driver picks."""
         gpu_instance = self._gpu_instance(gpu_index, gpu_instance_id)
         info = self._call(gpu_index, pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo, gpu_instance,
                           COMPUTE_PROFILE_ENUM_BY_SLICES[slices],
                           pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
-        compute = self._call(gpu_index, pynvml.nvmlGpuInstanceCreateComputeInstance, gpu_instance, info.id)
+        if start is None:
+            compute = self._call(gpu_index, pynvml.nvmlGpuInstanceCreateComputeInstance, gpu_instance,
+                                 info.id)
+        else:
+            placement = pynvml.c_nvmlComputeInstancePlacement_t(start, slices)
+            compute = self._call(gpu_index, pynvml.nvmlGpuInstanceCreateComputeInstanceWithPlacement,
+                                 gpu_instance, info.id, ctypes.byref(placement))
         return int(self._call(gpu_index, pynvml.nvmlComputeInstanceGetInfo, compute).id)
 
     def destroy_compute_instance(
         self, gpu_index: int, gpu_instance_id: int, compute_instance_id: int,
-    ) -> None:
+    ) -> int:
+        """Destroy it and return the compute slice it started at, so an undo can put it back there
+        (the Snapshot knows compute instances by ID only)."""
         gpu_instance = self._gpu_instance(gpu_index, gpu_instance_id)
         compute = self._call(gpu_index, pynvml.nvmlGpuInstanceGetComputeInstanceById, gpu_instance,
                              compute_instance_id)
+        start = int(self._call(gpu_index, pynvml.nvmlComputeInstanceGetInfo, compute).placement.start)
         self._call(gpu_index, pynvml.nvmlComputeInstanceDestroy, compute)
+        return start
 
     def destroy_gpu_instance(self, gpu_index: int, gpu_instance_id: int) -> None:
         self._call(gpu_index, pynvml.nvmlGpuInstanceDestroy, self._gpu_instance(gpu_index, gpu_instance_id))
@@ -113,14 +126,14 @@ class HardwareWriter:
         command = ["nvidia-smi", "-r", "-i", str(gpu_index)]
         # An initialised NVML client holds every GPU open, and a reset is refused while anything
         # does (NVSentinel #1691): this process lets go of NVML for the reset.
-        pynvml.nvmlShutdown()
+        self._call(gpu_index, pynvml.nvmlShutdown)
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=RESET_TIMEOUT_SECONDS,
                                   check=False)
         except (OSError, subprocess.TimeoutExpired) as error:
             raise WriteFailed(" ".join(command), gpu_index, str(error)) from None
         finally:
-            pynvml.nvmlInit()
+            self._call(gpu_index, pynvml.nvmlInit)
         if done.returncode != 0:
             said = " ".join((done.stdout + done.stderr).split()) or f"exit status {done.returncode}"
             raise WriteFailed(" ".join(command), gpu_index, said, in_use="in use" in said.lower())

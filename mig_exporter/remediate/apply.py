@@ -20,7 +20,7 @@ from itertools import count
 from mig_exporter.model import Snapshot
 from mig_exporter.nvml.write import HardwareWriter, MigModeChange, WriteFailed
 from mig_exporter.remediate.journal import Journal
-from mig_exporter.remediate.plan import Plan
+from mig_exporter.remediate.plan import GpuPlan, Plan
 from mig_exporter.remediate.steps import (
     CreateComputeInstance,
     CreateGpuInstance,
@@ -40,7 +40,11 @@ class Executed:
     step: Step
     created_id: int | None = None  # the ID the driver gave a created GPU or compute instance
     gpu_instance_id: int | None = None  # for a created compute instance: the GPU instance it is in
+    compute_start: int | None = None  # for a destroyed compute instance: the compute slice it began at
     mode_change: MigModeChange | None = None
+
+    def inverse(self) -> Step | None:
+        return undo(self.step, self.created_id, self.gpu_instance_id, self.compute_start)
 
 
 @dataclass(frozen=True)
@@ -119,15 +123,20 @@ class Applier:
         self._signals: list[int] = []
 
     def apply(self, plan: Plan) -> Outcome:
-        """Run every step; on the first failure or an interruption, undo what this run did."""
+        """Run every step; on the first failure or an interruption, undo what this run did.
+
+        Any other exception is a fault of this program, not of the hardware; the GPUs are still
+        put back before it is reported, rather than left half-changed behind a traceback."""
         with deferred_signals() as self._signals:
             try:
                 for gpu_plan in plan.gpus:
-                    self._apply_gpu(gpu_plan.steps)
+                    self._apply_gpu(gpu_plan)
             except StepFailed as failed:
                 return self.roll_back(failed.failure())
             except Interrupted as interrupted:
                 return self.roll_back(Failure("interrupted", str(interrupted)))
+            except Exception as error:  # a bug here: see the docstring
+                return self.roll_back(Failure("internal error", f"{type(error).__name__}: {error}"))
         return Outcome(tuple(self._done), tuple(self._pending))
 
     def roll_back(self, failure: Failure) -> Outcome:
@@ -140,13 +149,17 @@ class Applier:
         self._journal.record("rollback", reason=f"{failure.what}: {failure.error}")
         undone, not_undone = [], []
         for executed in reversed(self._done):
-            inverse = undo(executed.step, executed.created_id, executed.gpu_instance_id)
+            inverse = executed.inverse()
             if inverse is None:
                 continue
             try:
                 result = self._run(inverse, undoing=True)
             except StepFailed as failed:
                 not_undone.append(failed.failure())
+                continue
+            except Exception as error:  # one undo's fault must not stop the others
+                why = f"internal error: {type(error).__name__}: {error}"
+                not_undone.append(Failure(inverse.describe(), why))
                 continue
             undone.append(result)
             if result.mode_change is not None and not result.mode_change.activated:
@@ -156,13 +169,21 @@ class Applier:
         self._pending.clear()
         return Outcome((), (), failure, tuple(undone), tuple(not_undone))
 
-    def _apply_gpu(self, steps: Sequence[Step]) -> None:
-        for step in steps:
+    def _apply_gpu(self, gpu_plan: GpuPlan) -> None:
+        for step in gpu_plan.steps:
             executed = self._run(step)
             change = executed.mode_change
             if change is None or change.activated:
                 continue
-            still_pending = self._reset(step.gpu_index) if self._allow_reset else change.reason
+            if gpu_plan.kept:
+                # A reset clears every instance, and the plan promised to keep these (busy ones
+                # among them): only the operator can decide to lose them.
+                kept = ", ".join(f"{gi.profile}@{gi.placement_start}" for gi in gpu_plan.kept)
+                still_pending = f"{change.reason}; not reset, which would destroy the GPU instances {kept}"
+            elif self._allow_reset:
+                still_pending = self._reset(step.gpu_index)
+            else:
+                still_pending = change.reason
             if still_pending is not None:
                 self._pending.append(PendingMode(step.gpu_index, still_pending))
                 return
@@ -219,11 +240,15 @@ class Applier:
                 writer.destroy_gpu_instance(gpu, step.gpu_instance_id)
                 del self._gpu_instance_ids[gpu, step.start]
             case CreateComputeInstance():
-                gpu_instance_id = self._gpu_instance_ids[gpu, step.gpu_instance_start]
-                created = writer.create_compute_instance(gpu, gpu_instance_id, step.slices)
+                gpu_instance_id = self._gpu_instance_ids.get((gpu, step.gpu_instance_start))
+                if gpu_instance_id is None:  # an undo whose GPU instance could not be re-created
+                    missing = f"not called: no GPU instance at memory slice {step.gpu_instance_start}"
+                    raise WriteFailed("nvmlGpuInstanceCreateComputeInstance", gpu, missing)
+                created = writer.create_compute_instance(gpu, gpu_instance_id, step.slices, step.start)
                 return Executed(step, created_id=created, gpu_instance_id=gpu_instance_id)
             case DestroyComputeInstance():
-                writer.destroy_compute_instance(gpu, step.gpu_instance_id, step.compute_instance_id)
+                start = writer.destroy_compute_instance(gpu, step.gpu_instance_id, step.compute_instance_id)
+                return Executed(step, compute_start=start)
             case ResetGpu():
                 writer.reset_gpu(gpu)
                 # a reset clears every GPU and compute instance of the GPU

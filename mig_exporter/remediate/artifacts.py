@@ -26,7 +26,6 @@ from mig_exporter.remediate.steps import (
     CreateComputeInstance,
     CreateGpuInstance,
     DestroyComputeInstance,
-    undo,
 )
 
 NVIDIA_PCI_VENDOR_ID = 0x10DE
@@ -138,7 +137,7 @@ def undo_commands(executed: Sequence[Executed]) -> tuple[str, ...]:
     """The ``nvidia-smi`` commands that reverse ``executed``, newest first."""
     commands = []
     for e in reversed(executed):
-        inverse = undo(e.step, e.created_id, e.gpu_instance_id)
+        inverse = e.inverse()
         if isinstance(inverse, CreateComputeInstance):
             assert isinstance(e.step, DestroyComputeInstance)
             # recreated at its old placement, the GPU instance gets its old ID back

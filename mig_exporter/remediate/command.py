@@ -16,7 +16,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from mig_exporter.remediate.journal import Journal
 from mig_exporter.remediate.layout import GpuTarget, layout_targets, mig_parted_targets
 from mig_exporter.remediate.lock import HostLock
 from mig_exporter.remediate.plan import BlockerKind, Plan, make_plan
-from mig_exporter.remediate.verify import differences
+from mig_exporter.remediate.verify import differences, unrestored
 
 EXIT_DONE = 0
 EXIT_DECLINED = 1
@@ -146,10 +146,15 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def _read(session: NvmlSession) -> Snapshot:
+    """The hardware to plan from. No GPU at all is an error, not "nothing to do": NVML failed to
+    count them, or this host has none to partition."""
     snapshot = read_snapshot(session)
+    reasons = "; ".join(f"{e.call}: {e.error}" for e in snapshot.errors) or "unknown error"
     if not snapshot.nvml_up:
-        reasons = "; ".join(f"{e.call}: {e.error}" for e in snapshot.errors) or "unknown error"
         raise InputError(f"NVML could not be read ({reasons})")
+    if not snapshot.gpus:
+        why = f" ({reasons})" if snapshot.errors else ""
+        raise InputError(f"NVML lists no GPU on this host{why}; nothing can be partitioned")
     return snapshot
 
 
@@ -189,6 +194,7 @@ def _apply(
     if plan.unsafe:
         output.add("refused", True, "Refused: nothing was changed.")
         return EXIT_UNSAFE
+    _check_output_dir(args.output_dir)
     if plan.nothing_to_do:
         execution = Execution(Outcome(()), found, args.journal or default_journal(), "none")
     elif not _confirmed(args, plan):
@@ -204,11 +210,31 @@ def _apply(
         print(f"mig-exporter remediate: error: {failure.what}: {failure.error}", file=sys.stderr)
         return EXIT_ERROR
     made = assignments(execution.fresh, plan, created_instances(outcome.executed))
-    files = _write_artifacts(args, plan, execution, made)
+    unwritten: str | None = None
+    try:
+        files = _write_artifacts(args, plan, execution, made)
+    except OSError as error:  # the hardware is done and verified: say so, then the error
+        files, unwritten = (), f"--output-dir {args.output_dir}: {error.strerror}: {error.filename}"
     output.add("outcome", report.outcome_json(outcome), _result_text(args, plan, execution, made, files))
     output.document["assignments"] = [_assignment_json(a) for a in made]
     output.document["files"] = [str(f) for f in files]
+    if unwritten is not None:
+        print(f"mig-exporter remediate: error: {unwritten}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_RESET_NEEDED if outcome.pending else EXIT_DONE
+
+
+def _check_output_dir(directory: Path | None) -> None:
+    """Create ``--output-dir`` before the first change: a typo found after the GPUs were
+    partitioned would leave the operator without the MIG assignments."""
+    if directory is None:
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--output-dir {directory}: {error.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"--output-dir {directory}: not writable")
 
 
 def _confirmed(args: argparse.Namespace, plan: Plan) -> bool:
@@ -227,14 +253,19 @@ def _execute(args: argparse.Namespace, session: NvmlSession, found: Snapshot, pl
         journal.record("run-start", command=command_line(args), steps=len(plan.steps))
         applier = Applier(HardwareWriter(session), journal, found, allow_reset=args.reset)
         outcome = applier.apply(plan)
-        fresh = found
+        fresh = read_snapshot(session)
         if outcome.failure is None:
-            fresh = read_snapshot(session)
             problems = differences(fresh, plan, {p.gpu_index for p in outcome.pending})
             if problems:
                 outcome = applier.roll_back(Failure("verification", "; ".join(problems)))
+                fresh = read_snapshot(session)
+        if outcome.failure is not None:  # "as found" is only said once the hardware reads so
+            changed = unrestored(found, fresh, [gpu_plan.gpu.index for gpu_plan in plan.gpus])
+            not_undone = tuple(Failure("read back after the undo", line) for line in changed)
+            outcome = replace(outcome, not_undone=outcome.not_undone + not_undone)
         journal.record("run-end", failed=outcome.failure is not None,
-                       pending=[p.gpu_index for p in outcome.pending])
+                       pending=[p.gpu_index for p in outcome.pending],
+                       not_undone=[f"{f.what}: {f.error}" for f in outcome.not_undone])
     return Execution(outcome, fresh, journal_path, journal.run_id)
 
 

@@ -138,7 +138,7 @@ def outcome_text(outcome: Outcome, journal: str) -> str:
             lines.append("NOT undone (the GPUs are not as found; see the journal):")
             lines += [f"  - {failure.what}: {failure.error}" for failure in outcome.not_undone]
         else:
-            lines.append("Every GPU is as it was found.")
+            lines.append("Every GPU is as it was found (read back from NVML).")
     else:
         lines.append(f"Applied {len(outcome.executed)} step(s).")
     for pending in outcome.pending:

@@ -77,10 +77,12 @@ class CreateComputeInstance:
     gpu_index: int
     gpu_instance_start: int  # the GPU instance, by placement: it may not exist yet at plan time
     slices: int  # compute slices; equal to the GPU instance's for a full-size compute instance
+    start: int | None = None  # the compute slice it starts at; None: where the driver puts it
 
     def describe(self) -> str:
-        return (f"GPU {self.gpu_index}: create a {self.slices}-slice compute instance in the GPU instance "
-                f"at memory slice {self.gpu_instance_start}")
+        at = "" if self.start is None else f" at compute slice {self.start}"
+        return (f"GPU {self.gpu_index}: create a {self.slices}-slice compute instance{at} in the GPU "
+                f"instance at memory slice {self.gpu_instance_start}")
 
     def command_for(self, gpu_instance_id: int) -> list[str]:
         # CI profile IDs equal their enums (mig-facts.md).
@@ -122,12 +124,15 @@ Step = (SetPersistence | SetMigMode | CreateGpuInstance | DestroyGpuInstance | C
         | DestroyComputeInstance | ResetGpu)
 
 
-def undo(step: Step, created_id: int | None, gpu_instance_id: int | None) -> Step | None:
+def undo(
+    step: Step, created_id: int | None, gpu_instance_id: int | None, compute_start: int | None = None,
+) -> Step | None:
     """The step that reverses ``step`` once it has run; None for a reset, which cannot be reversed.
 
     ``created_id`` is the ID the driver gave a created instance; ``gpu_instance_id`` the ID of the
-    GPU instance a compute instance was created in. Recreated instances get their old placement,
-    hence (IDs following placement) their old GPU instance ID, but a new MIG UUID.
+    GPU instance a compute instance was created in; ``compute_start`` the compute slice a destroyed
+    compute instance started at. Recreated instances get their old placement, hence (IDs following
+    placement) their old IDs, but a new MIG UUID.
     """
     if isinstance(step, SetPersistence):
         return SetPersistence(step.gpu_index, not step.enabled)
@@ -144,7 +149,7 @@ def undo(step: Step, created_id: int | None, gpu_instance_id: int | None) -> Ste
         return DestroyComputeInstance(step.gpu_index, gpu_instance_id, step.gpu_instance_start,
                                       created_id, step.slices)
     if isinstance(step, DestroyComputeInstance):
-        return CreateComputeInstance(step.gpu_index, step.gpu_instance_start, step.slices)
+        return CreateComputeInstance(step.gpu_index, step.gpu_instance_start, step.slices, compute_start)
     return None
 
 

@@ -2,14 +2,17 @@
 
 Success is only claimed after this (mig-parted #18 and HAMi #2131 reported success with nothing
 created): every planned GPU has the MIG mode wanted, exactly the GPU instances planned at their
-placements, each with a compute instance, and persistence on where the plan turned it on.
+placements, each with a compute instance, and persistence on where the plan turned it on. A GPU
+left waiting for a reset must read back with that mode pending. After a rollback, "every GPU is as
+it was found" is likewise only said once the hardware read again matches the hardware as found.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 
-from mig_exporter.model import Snapshot
+from mig_exporter.model import Gpu, Snapshot
 from mig_exporter.remediate.plan import GpuPlan, Plan
 from mig_exporter.remediate.steps import SetPersistence
 
@@ -21,7 +24,63 @@ def differences(fresh: Snapshot, plan: Plan, pending: Collection[int] = ()) -> t
     for gpu_plan in plan.gpus:
         if gpu_plan.gpu.index not in pending:
             found.extend(_gpu_differences(fresh, gpu_plan))
+        elif _pending_mode(fresh, gpu_plan.gpu.index) != gpu_plan.target.mig_enabled:
+            found.append(f"GPU {gpu_plan.gpu.index}: the MIG mode change asked for is not pending")
     return tuple(found)
+
+
+def _pending_mode(fresh: Snapshot, index: int) -> bool | None:
+    try:
+        return fresh.gpu(index).mig_mode_pending
+    except KeyError:
+        return None
+
+
+def unrestored(found: Snapshot, fresh: Snapshot, gpu_indices: Collection[int]) -> tuple[str, ...]:
+    """Each GPU of ``gpu_indices`` whose state read back after a rollback differs from ``found``:
+    MIG mode, persistence, GPU instances (ID, profile, placement) and their compute instances."""
+    lines = []
+    for index in sorted(gpu_indices):
+        try:
+            before, after = _RestorableState.of(found.gpu(index)), _RestorableState.of(fresh.gpu(index))
+        except KeyError:
+            lines.append(f"GPU {index} is no longer listed by NVML")
+            continue
+        if before != after:
+            lines.append(f"GPU {index} reads back as {after}; it was {before}")
+    return tuple(lines)
+
+
+@dataclass(frozen=True)
+class _RestorableState:
+    """What a rollback puts back (MIG UUIDs are new for re-created instances, so they are left out)."""
+
+    lost: bool
+    mig_current: bool | None
+    mig_pending: bool | None
+    persistence: bool | None
+    gpu_instances: tuple[tuple[int, str, int, tuple[int, ...]], ...]  # ID, profile, start, compute IDs
+    mig_devices: tuple[tuple[int, int, str], ...]  # GPU instance ID, compute instance ID, profile
+
+    @classmethod
+    def of(cls, gpu: Gpu) -> _RestorableState:
+        return cls(
+            gpu.lost, gpu.mig_mode_current, gpu.mig_mode_pending, gpu.persistence_mode,
+            tuple(sorted((gi.gpu_instance_id, gi.profile, gi.placement_start, gi.compute_instance_ids)
+                         for gi in gpu.gpu_instances)),
+            tuple(sorted((m.gpu_instance_id, m.compute_instance_id, m.profile) for m in gpu.mig_instances)))
+
+    def __str__(self) -> str:
+        if self.lost:
+            return "lost"
+        instances = ", ".join(f"{profile}@{start} (GPU instance {gi_id}, compute instances "
+                              f"{', '.join(map(str, compute)) or 'none'})"
+                              for gi_id, profile, start, compute in self.gpu_instances)
+        devices = ", ".join(profile for _, _, profile in self.mig_devices)
+        return (f"MIG {_word(self.mig_current, 'enabled', 'disabled')} "
+                f"(pending {_word(self.mig_pending, 'enabled', 'disabled')}), "
+                f"persistence {_word(self.persistence, 'on', 'off')}, "
+                f"GPU instances: {instances or 'none'}, MIG devices: {devices or 'none'}")
 
 
 def _gpu_differences(fresh: Snapshot, gpu_plan: GpuPlan) -> list[str]:

@@ -16,8 +16,9 @@ API for the rest of the project (only ``nvml/`` and tests should need it):
   ProcessAttribution | None`` (user, cmdline, container, env from the fleet file),
   ``.call_counts`` (``Counter`` of C function name → calls).
 - A fleet-file simulator writes the state back to the file atomically after each successful
-  mutating call (the file's original bytes when the state is back to the state as loaded) and
-  re-reads the file when it changed on disk (at ``nvmlInit`` and each ``nvmlDeviceGetCount``).
+  mutating call (the file's original bytes when the state is back to the state as loaded; a file it
+  cannot write makes the call fail with NO_PERMISSION, changing nothing, and logs why) and re-reads
+  the file when it changed on disk (at ``nvmlInit`` and each ``nvmlDeviceGetCount``).
 
 NVML behaviour worth knowing (mig-facts.md, plus the choices documented in ``placement``,
 ``device_calls`` and ``mig_calls``): a lost GPU (``lost: true``) answers GPU_IS_LOST to every

@@ -15,7 +15,16 @@ import pynvml
 
 from mig_exporter.sim import placement as driver
 from mig_exporter.sim.calls import CallsBase, NvmlFailure, Target, c_function
-from mig_exporter.sim.handles import Handle, Kind, array_capacity, target, value, write_handle, write_string
+from mig_exporter.sim.handles import (
+    Handle,
+    Kind,
+    array_capacity,
+    as_text,
+    target,
+    value,
+    write_handle,
+    write_string,
+)
 from mig_exporter.sim.state import MigMode, SimGpu, SimProcess, mig_device_uuid
 
 MIB = 1024 * 1024
@@ -114,14 +123,14 @@ class DeviceCalls(CallsBase):
     @c_function(Target.UUID)
     def nvmlDeviceGetHandleByUUID(self, uuid: Any, device: Any) -> int:
         """Takes a GPU UUID or a MIG device UUID (a MIG device handle comes back)."""
-        text = value(uuid).decode() if isinstance(value(uuid), bytes) else str(value(uuid))
+        wanted = as_text(uuid)
         for index, gpu in enumerate(self.world.fleet.gpus):
-            if gpu.uuid == text:
+            if gpu.uuid == wanted:
                 write_handle(device, Handle(Kind.DEVICE, index))
                 return pynvml.NVML_SUCCESS
             for gi in gpu.instances if gpu.mig.current else ():
                 for ci in gi.compute_instances:
-                    if mig_device_uuid(gpu.uuid, gi.id, ci.id) == text:
+                    if mig_device_uuid(gpu.uuid, gi.id, ci.id) == wanted:
                         write_handle(device, Handle(Kind.MIG_DEVICE, index, gi.id, ci.id))
                         return pynvml.NVML_SUCCESS
         return pynvml.NVML_ERROR_NOT_FOUND
@@ -271,19 +280,20 @@ class DeviceCalls(CallsBase):
         rates.memory = gpu.telemetry.utilization_memory_percent
         return pynvml.NVML_SUCCESS
 
-    @c_function(Target.HANDLE)
-    def nvmlDeviceGetEncoderUtilization(self, device: Any, utilization: Any, samplingPeriodUs: Any) -> int:
+    def _idle_engine(self, device: Any, utilization: Any, samplingPeriodUs: Any) -> int:
+        """The video engines are never busy in the simulator: 0 % over NVML's usual 167 ms period."""
         self._not_on_mig(device)
         target(utilization).value = 0
         target(samplingPeriodUs).value = 167000
         return pynvml.NVML_SUCCESS
 
     @c_function(Target.HANDLE)
+    def nvmlDeviceGetEncoderUtilization(self, device: Any, utilization: Any, samplingPeriodUs: Any) -> int:
+        return self._idle_engine(device, utilization, samplingPeriodUs)
+
+    @c_function(Target.HANDLE)
     def nvmlDeviceGetDecoderUtilization(self, device: Any, utilization: Any, samplingPeriodUs: Any) -> int:
-        self._not_on_mig(device)
-        target(utilization).value = 0
-        target(samplingPeriodUs).value = 167000
-        return pynvml.NVML_SUCCESS
+        return self._idle_engine(device, utilization, samplingPeriodUs)
 
     @c_function(Target.HANDLE)
     def nvmlDeviceGetTemperature(self, device: Any, sensorType: Any, temp: Any) -> int:

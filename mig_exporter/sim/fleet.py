@@ -9,6 +9,7 @@ Instances without a placement are placed in the order listed, where the driver w
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tempfile
@@ -69,6 +70,17 @@ _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PCI_BUS_ID = re.compile(r"^[0-9A-F]{8}:[0-9A-F]{2}:[0-9A-F]{2}\.[0-7]$")
 _CUDA_VERSION = re.compile(r"^\d+\.\d+$")
 _COMPUTE_PROFILE = re.compile(r"^(?P<slices>\d+)c(?:\.(?P<gpu_instance>.+))?$")
+# NVML's error codes by name without NVML_ERROR_ (the names a fault's ``error`` takes), and back.
+_ERROR_CODES = {
+    name.removeprefix("NVML_ERROR_"): code
+    for name, code in vars(pynvml).items()
+    if name.startswith("NVML_ERROR_") and isinstance(code, int)
+}
+_ERROR_NAMES = {code: name for name, code in _ERROR_CODES.items()}
+# Bounds of values NVML hands out in C unsigned ints, so a typo is refused rather than wrapped.
+_UINT_MAX = 0xFFFFFFFF
+_PID_MAX = 4194304  # Linux's PID_MAX_LIMIT: no process has a larger pid
+_MAX_DELAY_SECONDS = 86400.0  # a hang longer than a day is a typo (and time.sleep's limit is near)
 
 
 class FleetError(InputError):
@@ -110,6 +122,8 @@ def _builtin_dir() -> Any:
 def open_fleet(spec: str) -> FleetSource:
     """``spec`` is a fleet file path or, when no such file exists, a built-in fleet's name."""
     path = Path(spec)
+    if path.exists() and not path.is_file():
+        raise FleetError(f"{spec}: not a regular file; give a fleet file or a built-in fleet's name")
     if path.is_file():
         try:
             data = path.read_bytes()
@@ -187,11 +201,13 @@ class _FleetReader:
             raise self.error(path, f"{raw} is more than {maximum}")
         return raw
 
-    def number(self, raw: Any, path: str, minimum: float = 0.0) -> float:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+    def number(self, raw: Any, path: str, minimum: float = 0.0, maximum: float = math.inf) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
             raise self.error(path, f"{raw!r} is not a number")
         if raw < minimum:
             raise self.error(path, f"{raw} is less than {minimum:g}")
+        if raw > maximum:
+            raise self.error(path, f"{raw} is more than {maximum:g}")
         return float(raw)
 
     def boolean(self, raw: Any, path: str) -> bool:
@@ -229,10 +245,17 @@ class _FleetReader:
             gpus=gpus,
             driver_version=self.string(top.get("driver_version", DEFAULT_DRIVER_VERSION), "driver_version"),
             cuda_version=cuda_version,
-            description=self.string(top["description"], "description") if "description" in top else None,
+            description=self.description(top["description"]) if "description" in top else None,
             faults=faults,
             attributions=tuple(a for _, (a, _) in sorted(self.attributions.items())),
         )
+
+    def description(self, raw: Any) -> str:
+        """One line: ``fleet list`` shows it beside the name."""
+        text = self.string(raw, "description")
+        if "\n" in text.strip():
+            raise self.error("description", "must be one line (fleet list shows it beside the name)")
+        return text.strip()
 
     def gpu(self, raw: Any, index: int) -> SimGpu:
         path = f"gpus[{index}]"
@@ -327,16 +350,17 @@ class _FleetReader:
 
     def telemetry(self, entry: dict, path: str) -> Telemetry:
         percent = {"minimum": 0, "maximum": 100}
+        watts = _UINT_MAX / 1000  # NVML reports milliwatts in an unsigned int
         checks: dict[str, Any] = {
             "utilization_gpu_percent": lambda raw, p: self.integer(raw, p, **percent),
             "utilization_memory_percent": lambda raw, p: self.integer(raw, p, **percent),
             "temperature_celsius": lambda raw, p: self.integer(raw, p, 0, 200),
-            "power_watts": self.number,
-            "power_limit_watts": lambda raw, p: self.number(raw, p, minimum=1),
-            "clock_sm_mhz": lambda raw, p: self.integer(raw, p, 1),
-            "clock_memory_mhz": lambda raw, p: self.integer(raw, p, 1),
-            "ecc_corrected": lambda raw, p: self.integer(raw, p, 0),
-            "ecc_uncorrected": lambda raw, p: self.integer(raw, p, 0),
+            "power_watts": lambda raw, p: self.number(raw, p, maximum=watts),
+            "power_limit_watts": lambda raw, p: self.number(raw, p, minimum=1, maximum=watts),
+            "clock_sm_mhz": lambda raw, p: self.integer(raw, p, 1, _UINT_MAX),
+            "clock_memory_mhz": lambda raw, p: self.integer(raw, p, 1, _UINT_MAX),
+            "ecc_corrected": lambda raw, p: self.integer(raw, p, 0, 2**64 - 1),
+            "ecc_uncorrected": lambda raw, p: self.integer(raw, p, 0, 2**64 - 1),
         }
         return Telemetry(
             **{key: checks[key](entry[key], f"{path}.{key}") for key in TELEMETRY_KEYS if key in entry}
@@ -465,7 +489,7 @@ class _FleetReader:
 
     def process(self, raw: Any, path: str, pids_seen: dict[int, str]) -> SimProcess:
         entry = self.mapping(raw, path, PROCESS_KEYS, required=("pid", "used_memory_mib"))
-        pid = self.integer(entry["pid"], f"{path}.pid", 1)
+        pid = self.integer(entry["pid"], f"{path}.pid", 1, _PID_MAX)
         if pid in pids_seen:
             raise self.error(f"{path}.pid", f"pid {pid} is already on this GPU ({pids_seen[pid]})")
         pids_seen[pid] = path
@@ -527,7 +551,9 @@ class _FleetReader:
             call=call,
             gpu=self.gpu_index(entry["gpu"], f"{path}.gpu", gpu_count) if "gpu" in entry else None,
             error=self.error_code(entry["error"], f"{path}.error") if "error" in entry else None,
-            delay_seconds=self.number(entry.get("delay_seconds", 0), f"{path}.delay_seconds"),
+            delay_seconds=self.number(
+                entry.get("delay_seconds", 0), f"{path}.delay_seconds", maximum=_MAX_DELAY_SECONDS
+            ),
             skip=self.integer(entry.get("skip", 0), f"{path}.skip", 0),
             count=self.integer(entry["count"], f"{path}.count", 1) if "count" in entry else None,
         )
@@ -540,16 +566,11 @@ class _FleetReader:
 
     def error_code(self, raw: Any, path: str) -> int:
         """An NVML error by name without ``NVML_ERROR_`` (``NOT_SUPPORTED``) or by code (3)."""
-        codes = {
-            name.removeprefix("NVML_ERROR_"): code
-            for name, code in vars(pynvml).items()
-            if name.startswith("NVML_ERROR_") and isinstance(code, int)
-        }
-        if isinstance(raw, str) and raw.upper() in codes:
-            return codes[raw.upper()]
-        if isinstance(raw, int) and not isinstance(raw, bool) and raw in codes.values():
+        if isinstance(raw, str) and raw.upper() in _ERROR_CODES:
+            return _ERROR_CODES[raw.upper()]
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw in _ERROR_NAMES:
             return raw
-        close = difflib.get_close_matches(str(raw).upper(), codes, n=1)
+        close = difflib.get_close_matches(str(raw).upper(), _ERROR_CODES, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise self.error(
             path, f"{raw!r} is not an NVML error name or code{hint}, e.g. NOT_SUPPORTED or GPU_IS_LOST"
@@ -641,16 +662,11 @@ def dump_fleet(fleet: Fleet) -> str:
 
 
 def _fault(fault: Fault) -> dict[str, Any]:
-    names = {
-        code: name.removeprefix("NVML_ERROR_")
-        for name, code in vars(pynvml).items()
-        if name.startswith("NVML_ERROR_") and isinstance(code, int)
-    }
     out: dict[str, Any] = {"call": fault.call}
     if fault.gpu is not None:
         out["gpu"] = fault.gpu
     if fault.error is not None:
-        out["error"] = names.get(fault.error, fault.error)
+        out["error"] = _ERROR_NAMES.get(fault.error, fault.error)
     if fault.delay_seconds:
         out["delay_seconds"] = fault.delay_seconds
     if fault.skip:
@@ -662,7 +678,9 @@ def _fault(fault: Fault) -> dict[str, Any]:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so a reader sees the old file or the new one, never half of
-    one (temporary file in the same directory, fsync, rename), keeping the file's permissions."""
+    one (temporary file in the same directory, fsync, rename), keeping the file's permissions; a
+    symbolic link is followed, so the link stays and the file it points to changes."""
+    path = path.resolve()
     mode = path.stat().st_mode & 0o7777 if path.exists() else None
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

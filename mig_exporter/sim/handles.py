@@ -87,6 +87,12 @@ def value(arg: Any) -> Any:
     return arg.value if isinstance(arg, ctypes._SimpleCData) else arg
 
 
+def as_text(arg: Any) -> str:
+    """A C string input argument (``c_char_p`` or bytes, as pynvml passes them) as text."""
+    raw = value(arg)
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
 def write_string(buffer: Any, length: Any, text: str) -> bool:
     """Copy ``text`` into a caller's char buffer of ``length`` bytes; False when it does not fit
     (the caller answers INSUFFICIENT_SIZE, as NVML does)."""

@@ -173,15 +173,21 @@ class MigCalls(CallsBase):
         profile = self._profile_by_id(gpu, profileId)
         if gpuInstances is None:
             return pynvml.NVML_ERROR_INVALID_ARGUMENT
-        found = [gi for gi in gpu.instances if gi.profile_id == profile.id]
-        capacity = array_capacity(gpuInstances)
-        if capacity is not None and capacity < len(found):
-            target(count).value = len(found)
+        found = [
+            Handle(Kind.GPU_INSTANCE, index, gi.id) for gi in gpu.instances if gi.profile_id == profile.id
+        ]
+        return self._write_handles(gpuInstances, count, found)
+
+    @staticmethod
+    def _write_handles(array: Any, count: Any, handles: list[Handle]) -> int:
+        """Fill a caller's handle array; one shorter than the list gets INSUFFICIENT_SIZE and the
+        count needed, never a write past its end."""
+        capacity = array_capacity(array)
+        target(count).value = len(handles)
+        if capacity is not None and capacity < len(handles):
             return pynvml.NVML_ERROR_INSUFFICIENT_SIZE
-        array = target(gpuInstances)
-        for i, gi in enumerate(found):
-            write_handle_at(array, i, Handle(Kind.GPU_INSTANCE, index, gi.id))
-        target(count).value = len(found)
+        for i, handle in enumerate(handles):
+            write_handle_at(target(array), i, handle)
         return pynvml.NVML_SUCCESS
 
     @c_function(Target.HANDLE)
@@ -214,20 +220,22 @@ class MigCalls(CallsBase):
             raise NvmlFailure(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return slices
 
-    def _fill_compute_profile(self, out: Any, gpu: SimGpu, profile: GpuInstanceProfile, enum: int) -> str:
-        slices = self._compute_slices(profile, enum)
-        one_slice = gpu.model.profile_by_enum(0)
-        out.id = enum
-        out.sliceCount = slices
-        out.instanceCount = len(driver.compute_starts(profile.slice_count, slices))
-        out.multiprocessorCount = driver.compute_multiprocessors(
-            profile, one_slice.multiprocessors if one_slice else profile.multiprocessors, slices
-        )
+    @staticmethod
+    def _fill_shared_engines(out: Any, profile: GpuInstanceProfile) -> None:
+        """The engines a compute instance (or MIG device) shares with its whole GPU instance."""
         out.sharedCopyEngineCount = profile.copy_engines
         out.sharedDecoderCount = profile.decoders
         out.sharedEncoderCount = profile.encoders
         out.sharedJpegCount = profile.jpeg
         out.sharedOfaCount = profile.ofa
+
+    def _fill_compute_profile(self, out: Any, gpu: SimGpu, profile: GpuInstanceProfile, enum: int) -> str:
+        slices = self._compute_slices(profile, enum)
+        out.id = enum
+        out.sliceCount = slices
+        out.instanceCount = len(driver.compute_starts(profile.slice_count, slices))
+        out.multiprocessorCount = driver.compute_multiprocessors(gpu.model, profile, slices)
+        self._fill_shared_engines(out, profile)
         return profile.name if slices == profile.slice_count else f"{slices}c.{profile.name}"
 
     @c_function(Target.HANDLE)
@@ -284,12 +292,7 @@ class MigCalls(CallsBase):
         if chosen is None:
             return pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES
         compute_instance = SimComputeInstance(chosen, slices)
-        new_gi = replace(
-            gi, compute_instances=tuple(sorted((*gi.compute_instances, compute_instance), key=lambda c: c.id))
-        )
-        self._commit_gpu(
-            handle.gpu, gpu.with_instances(tuple(new_gi if g.id == gi.id else g for g in gpu.instances))
-        )
+        self._commit_compute_instances(handle.gpu, gpu, gi, (*gi.compute_instances, compute_instance))
         write_handle(out, Handle(Kind.COMPUTE_INSTANCE, handle.gpu, gi.id, compute_instance.id))
         return pynvml.NVML_SUCCESS
 
@@ -323,11 +326,19 @@ class MigCalls(CallsBase):
         handle, gpu, gi, ci = self._compute_instance(computeInstance)
         if ci.processes:
             return pynvml.NVML_ERROR_IN_USE
-        new_gi = replace(gi, compute_instances=tuple(c for c in gi.compute_instances if c.id != ci.id))
-        self._commit_gpu(
-            handle.gpu, gpu.with_instances(tuple(new_gi if g.id == gi.id else g for g in gpu.instances))
+        self._commit_compute_instances(
+            handle.gpu, gpu, gi, tuple(c for c in gi.compute_instances if c.id != ci.id)
         )
         return pynvml.NVML_SUCCESS
+
+    def _commit_compute_instances(
+        self, index: int, gpu: SimGpu, gi: SimGpuInstance, compute_instances: tuple[SimComputeInstance, ...]
+    ) -> None:
+        """Give GPU instance ``gi`` of GPU ``index`` these compute instances (kept in ID order)."""
+        new_gi = replace(gi, compute_instances=tuple(sorted(compute_instances, key=lambda c: c.id)))
+        self._commit_gpu(
+            index, gpu.with_instances(tuple(new_gi if g.id == gi.id else g for g in gpu.instances))
+        )
 
     @c_function(Target.HANDLE)
     def nvmlGpuInstanceGetComputeInstances(
@@ -337,16 +348,12 @@ class MigCalls(CallsBase):
         slices = self._compute_slices(profile, value(profileId))
         if computeInstances is None:
             return pynvml.NVML_ERROR_INVALID_ARGUMENT
-        found = [ci for ci in gi.compute_instances if ci.slices == slices]
-        capacity = array_capacity(computeInstances)
-        if capacity is not None and capacity < len(found):
-            target(count).value = len(found)
-            return pynvml.NVML_ERROR_INSUFFICIENT_SIZE
-        array = target(computeInstances)
-        for i, ci in enumerate(found):
-            write_handle_at(array, i, Handle(Kind.COMPUTE_INSTANCE, handle.gpu, gi.id, ci.id))
-        target(count).value = len(found)
-        return pynvml.NVML_SUCCESS
+        found = [
+            Handle(Kind.COMPUTE_INSTANCE, handle.gpu, gi.id, ci.id)
+            for ci in gi.compute_instances
+            if ci.slices == slices
+        ]
+        return self._write_handles(computeInstances, count, found)
 
     @c_function(Target.HANDLE)
     def nvmlGpuInstanceGetComputeInstanceById(self, gpuInstance: Any, id: Any, computeInstance: Any) -> int:
@@ -431,16 +438,9 @@ class MigCalls(CallsBase):
     def nvmlDeviceGetAttributes_v2(self, device: Any, attributes: Any) -> int:
         """MIG device handles only, as nvml.h says ("currently only supports MIG device handles")."""
         gpu, _, ci, profile = self._mig_parts(self._mig_handle(device))
-        one_slice = gpu.model.profile_by_enum(0)
         out = target(attributes)
-        out.multiprocessorCount = driver.compute_multiprocessors(
-            profile, one_slice.multiprocessors if one_slice else profile.multiprocessors, ci.slices
-        )
-        out.sharedCopyEngineCount = profile.copy_engines
-        out.sharedDecoderCount = profile.decoders
-        out.sharedEncoderCount = profile.encoders
-        out.sharedJpegCount = profile.jpeg
-        out.sharedOfaCount = profile.ofa
+        out.multiprocessorCount = driver.compute_multiprocessors(gpu.model, profile, ci.slices)
+        self._fill_shared_engines(out, profile)
         out.gpuInstanceSliceCount = profile.slice_count
         out.computeInstanceSliceCount = ci.slices
         out.memorySizeMB = profile.memory_mib

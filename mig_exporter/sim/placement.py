@@ -111,12 +111,13 @@ def free_compute_starts(
     ]
 
 
-def compute_multiprocessors(profile: GpuInstanceProfile, one_slice_sms: int, compute_slices: int) -> int:
-    """SMs of a compute instance: all of the GPU instance's when full size, else one 1g's SMs per
-    slice (A100: 14 per slice, so 1c.3g has 14 and 2c.3g 28; unconfirmed for H100/H200)."""
-    if compute_slices >= profile.slice_count:
+def compute_multiprocessors(model: GpuModel, profile: GpuInstanceProfile, compute_slices: int) -> int:
+    """SMs of a compute instance: all of the GPU instance's when full size, else the model's 1g
+    SMs per slice (A100: 14 per slice, so 1c.3g has 14 and 2c.3g 28; unconfirmed for H100/H200)."""
+    one_slice = model.profile_by_enum(0)
+    if compute_slices >= profile.slice_count or one_slice is None:
         return profile.multiprocessors
-    return min(profile.multiprocessors, one_slice_sms * compute_slices)
+    return min(profile.multiprocessors, one_slice.multiprocessors * compute_slices)
 
 
 def mig_overhead_mib(memory_slices: int) -> int:

@@ -5,12 +5,14 @@ Attribute access returns the simulated C functions (plain functions, so pynvml c
 the fleet's faults, answers GPU_IS_LOST for a lost GPU and serialises access to the state with a
 lock, released while an injected delay sleeps so a hung call does not block other threads. A
 simulator over a fleet file keeps the file and the state in step: every successful mutation is
-written back atomically (the original bytes when the state is back to the state as loaded), and an
-edit of the file on disk is picked up at ``nvmlInit`` and at each ``nvmlDeviceGetCount``.
+written back atomically (the original bytes when the state is back to the state as loaded), a
+mutation whose state cannot be written fails with NO_PERMISSION and changes nothing, and an edit of
+the file on disk is picked up at ``nvmlInit`` and at each ``nvmlDeviceGetCount``.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -33,7 +35,7 @@ from mig_exporter.sim.fleet import (
     parse_fleet,
     write_atomically,
 )
-from mig_exporter.sim.handles import decode, value
+from mig_exporter.sim.handles import as_text, decode, value
 from mig_exporter.sim.library import NvmlLibrary, c_function_targets
 from mig_exporter.sim.state import Fleet, MigMode, ProcessAttribution
 
@@ -81,17 +83,31 @@ class SimulatedNvml:
         self.commit(fleet)
 
     def commit(self, fleet: Fleet) -> None:
-        """Make ``fleet`` the state and write it back to the fleet file (not to a built-in)."""
+        """Make ``fleet`` the state, written back to the fleet file first (never to a built-in): a
+        state that cannot be saved is not taken, so the file and what NVML reports never disagree.
+        Raises ``OSError`` when the file cannot be written."""
         with self._lock:
+            if self.path is not None:
+                data = self._loaded.data if fleet == self._loaded.fleet else dump_fleet(fleet).encode()
+                write_atomically(self.path, data)
+                self._on_disk = data
+                self._file_stamp = self._stamp()
             if fleet.faults != self._fleet.faults:
                 self._faults = FaultInjector(fleet.faults)
             self._fleet = fleet
-            if self.path is None:
-                return
-            data = self._loaded.data if fleet == self._loaded.fleet else dump_fleet(fleet).encode()
-            write_atomically(self.path, data)
-            self._on_disk = data
-            self._file_stamp = self._stamp()
+
+    def _unsaved(self, call: str, error: OSError) -> int:
+        """The NVML code a mutation answers when its new state cannot be written back: NO_PERMISSION
+        for a file or directory not writable (as NVML answers a non-root caller), else UNKNOWN. The
+        reason is logged, naming the file, since NVML's code cannot carry it."""
+        log.error(
+            "%s: cannot write the new state back (%s), so %s changed nothing",
+            self.path,
+            error.strerror or error,
+            call,
+        )
+        not_writable = isinstance(error, PermissionError) or error.errno == errno.EROFS
+        return pynvml.NVML_ERROR_NO_PERMISSION if not_writable else pynvml.NVML_ERROR_UNKNOWN
 
     def _stamp(self) -> tuple[int, int, int] | None:
         if self.path is None:
@@ -139,7 +155,10 @@ class SimulatedNvml:
             if gpu.all_processes or gpu.held_by or gpu.persistence:
                 raise pynvml.NVMLError(pynvml.NVML_ERROR_IN_USE)
             mode = MigMode.of(gpu.mig.pending, gpu.mig.pending)
-            self.commit(fleet.with_gpu(index, replace(gpu, mig=mode, instances=(), memory_used_mib=None)))
+            try:
+                self.commit(fleet.with_gpu(index, replace(gpu, mig=mode, instances=(), memory_used_mib=None)))
+            except OSError as error:
+                raise pynvml.NVMLError(self._unsaved("reset_gpu", error)) from None
 
     def attribution(self, pid: int) -> ProcessAttribution | None:
         """Who runs ``pid``, as the fleet file says; None when it says nothing of it."""
@@ -182,6 +201,8 @@ class SimulatedNvml:
                     return implementation(*args)
                 except NvmlFailure as failure:
                     return failure.code
+                except OSError as error:  # a C library never raises: the failed write-back is a code
+                    return self._unsaved(name, error)
 
         return call
 
@@ -193,7 +214,6 @@ class SimulatedNvml:
             index = value(args[0])
             return index if isinstance(index, int) else None
         if where is Target.UUID:
-            text = value(args[0])
-            return self._library.gpu_index_of_uuid(text.decode() if isinstance(text, bytes) else str(text))
+            return self._library.gpu_index_of_uuid(as_text(args[0]))
         handle = decode(args[0])
         return None if handle is None else handle.gpu

@@ -23,6 +23,10 @@ from alerts.rule_files import (
     unit_test_files,
 )
 from alerts.tools import run_tool
+from mig_exporter.exporter.collector import ExporterSettings
+from mig_exporter.exporter.state import ExporterState
+from mig_exporter.nvml.read import read_snapshot
+from mig_exporter.nvml.session import NvmlSession
 
 RULES = alerting_rules()
 CASES = alert_rule_tests()
@@ -30,10 +34,36 @@ RUNBOOK_URL_BASE = "https://github.com/mig-exporter/mig-exporter/blob/main/docs/
 PREFIX = "MigExporter"
 # Labels that locate a problem; when an alert carries one, its description must name its value.
 LOCATING_LABELS = ("instance", "gpu", "uuid", "pid")
+# A series name of the exporter's two namespaces, in an expression or an annotation's query.
+# (Recording rules, `mig_exporter:…`, have a colon and do not match.)
+SERIES_NAME = re.compile(r"\b(?:nvml|mig_exporter)_[a-z0-9_]+\b")
 
 
 def by_name(rule: AlertingRule) -> str:
     return rule.name
+
+
+def served_series_names(fleet: str) -> set[str]:
+    """The names of the series ``mig-exporter serve`` writes for a simulated fleet, counters with
+    their ``_total``, taken from the exposition's TYPE lines (written for every family, even one
+    without samples)."""
+    with NvmlSession(fleet) as session:
+        snapshot = read_snapshot(session)
+    state = ExporterState(ExporterSettings(interval_seconds=5))
+    state.publish(snapshot)
+    return set(re.findall(r"^# TYPE (\S+) ", state.exposition.plain.decode(), re.M))
+
+
+def test_rules_select_only_series_the_exporter_serves() -> None:
+    # A renamed series would leave its alert silent for ever: promtool cannot see it, the
+    # unit tests feed the old name. h100-mixed has MIG instances and processes: every family.
+    served = served_series_names("h100-mixed")
+    assert {"nvml_up", "nvml_gpu_lost", "mig_exporter_last_collection_timestamp_seconds"} <= served
+    unknown = {
+        rule.name: sorted(set(SERIES_NAME.findall(" ".join([rule.expr, *rule.annotations.values()]))) - served)
+        for rule in RULES
+    }
+    assert {name: series for name, series in unknown.items() if series} == {}
 
 
 def test_rule_files_pass_promtool_check() -> None:

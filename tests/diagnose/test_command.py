@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -13,6 +16,7 @@ import pytest
 import yaml
 
 from mig_exporter.cli import main
+from mig_exporter.sim import install, uninstall
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "diagnose.schema.json").read_text())
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -213,7 +217,9 @@ def test_fleet_attribution_is_reported_and_the_host_is_not_asked(capsys, write_f
     assert (first["pid"], first["source"], first["user"]) == (me, "fleet file", "svc-llm")
     assert first["cmdline"] == ["python", "serve.py", "--port", "8000"]
     assert first["container"] == {"runtime": "cri-o", "id": "ab" * 32, "pod_uid": None}
-    assert first["gpu_visibility"] == "no CUDA_VISIBLE_DEVICES: this process sees every GPU"
+    assert first["gpu_visibility"] == ("no CUDA_VISIBLE_DEVICES: this process sees every GPU its "
+                                       "container was given")
+    assert first["nvidia_visible_devices"] is None
     assert first["started_at"] is None
     assert second["source"] == "none" and second["user"] is None
     assert "simulated process: not on this host" in second["notes"][0]
@@ -289,3 +295,42 @@ def test_a_failed_call_is_reported_and_the_rest_stands(capsys, write_fleet):
     ]
     _, out, _ = diagnose(capsys, "--fleet", fleet)
     assert out.endswith("Could not read\n  nvmlDeviceGetPowerUsage on GPU 0: Unknown Error\n")
+
+
+@pytest.fixture
+def host_nvml():
+    """The simulated library put under pynvml before diagnose runs without --fleet: diagnose then
+    takes it for this host's driver and attributes the pids from /proc, as on a real host."""
+    yield install
+    uninstall()
+
+
+def test_on_a_host_the_pids_are_read_from_proc(capsys, write_fleet, host_nvml):
+    """A real child process of the test stands in for a GPU process; another pid has exited."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    argv = [sys.executable, "-c", "import time; time.sleep(60)", "serve-model"]
+    child = subprocess.Popen(argv, env={"PATH": os.environ.get("PATH", "")})
+    try:
+        fleet = write_fleet([{"model": "A100-SXM4-80GB", "processes": [
+            {"pid": child.pid, "name": "python", "used_memory_mib": 1000},
+            {"pid": gone.pid, "name": "python", "used_memory_mib": 1000},
+        ]}])
+        host_nvml(fleet)
+        status, report = diagnose_json(capsys)
+        _, out, _ = diagnose(capsys)
+    finally:
+        child.kill()
+        child.wait()
+    assert status == 1 and report["fleet"] is None
+    by_pid = {p["pid"]: p for p in report["processes"]}
+    mine, vanished = by_pid[child.pid], by_pid[gone.pid]
+    assert (mine["source"], mine["user"]) == ("host", pwd.getpwuid(os.getuid()).pw_name)
+    assert mine["cmdline"] == argv
+    assert mine["environment_read"] is True and mine["cuda_visible_devices"] is None
+    assert mine["gpu_visibility"].startswith("no CUDA_VISIBLE_DEVICES: this process sees every GPU")
+    assert mine["started_at"] is not None
+    assert (vanished["source"], vanished["user"]) == ("none", None)
+    assert "process not found on this host" in vanished["notes"][0]
+    assert f"PID {gone.pid}  python  on GPU 0, 1000 MiB in total\n  user unknown\n" in out
+    assert "mig-exporter remediate --gpu 0 --layout 1g.10gb,1g.10gb" in out  # no --fleet on a host

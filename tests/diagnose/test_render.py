@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
-from mig_exporter.diagnose.command import parse_headroom, use_color
+from mig_exporter.diagnose.command import encodable, parse_headroom, use_color
 from mig_exporter.diagnose.render_json import render_json
 from mig_exporter.diagnose.render_text import render_text
 from mig_exporter.diagnose.report import build_report
@@ -123,7 +123,15 @@ def test_parse_headroom(text, ratio):
     assert parse_headroom(text) == ratio
 
 
-@pytest.mark.parametrize("text", ["0.2x", "-1", "401%", "twenty", ""])
+@pytest.mark.parametrize("text", ["0.2x", "-1", "401%", "twenty", "", "\u0665%"])
 def test_parse_headroom_refuses(text):
     with pytest.raises(InputError, match="--headroom"):
         parse_headroom(text)
+
+
+def test_characters_the_terminal_cannot_show_are_escaped_not_fatal():
+    """A host's command line may hold characters an ASCII locale cannot print."""
+    escaped = encodable("user j\u00f6rg: python \u6a21\u578b.py", "ascii")
+    assert escaped == "user j\\xf6rg: python \\u6a21\\u578b.py"
+    assert encodable("j\u00f6rg", "utf-8") == "j\u00f6rg"
+    assert encodable("j\u00f6rg", None) == "j\u00f6rg"

@@ -126,7 +126,20 @@ def test_pending_mode_says_a_reset_is_owed():
     assert "stays disabled until the GPU is reset" in pending.meaning
     assert "In use by another client" in pending.impact
     assert pending.next_steps[0].action.startswith("stop PID 4242")
-    assert commands(pending) == ["sudo nvidia-smi -r -i 0"]
+    assert commands(pending) == ["sudo systemctl stop nvidia-persistenced", "sudo nvidia-smi -r -i 0"]
+    assert pending.next_steps[-1].action == "reset GPU 0 so the new mode takes effect, or reboot"
+
+
+def test_pending_enable_on_hopper_turns_persistence_off_and_rules_out_a_reboot():
+    """mig-facts.md: persistence mode holds the GPU open, so the reset fails; on Hopper the MIG
+    mode does not survive a driver unload, so a reboot would end with MIG off."""
+    gpu = replace(empty_mig(0), name="NVIDIA H100 80GB HBM3", mig_mode_current=False)
+    report = report_of(snapshot(gpu))
+    (pending,) = [f for f in report.findings if f.kind == "mig_pending"]
+    assert commands(pending) == ["sudo nvidia-smi -i 0 -pm 0", "sudo systemctl stop nvidia-persistenced",
+                                 "sudo nvidia-smi -r -i 0"]
+    assert pending.next_steps[-1].action == ("reset GPU 0 so the new mode takes effect (not a reboot: on "
+                                             "this GPU the MIG mode does not survive one)")
 
 
 def test_empty_mig_gpu_is_unusable_and_gets_the_layout_of_its_sibling():

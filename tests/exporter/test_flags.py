@@ -22,7 +22,8 @@ def test_prometheus_durations(text: str, seconds: float) -> None:
     assert parse_duration("--collect.interval", text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5", "5x", "1.5s", "-1s", "1s1m", "5 s", "0s", "0ms", "s"])
+@pytest.mark.parametrize("text", ["", "5", "5x", "1.5s", "-1s", "1s1m", "5 s", "0s", "0ms", "s", "1y1ms",
+                                  "99999999999999999999y"])
 def test_bad_durations_name_the_flag(text: str) -> None:
     with pytest.raises(InputError, match=r"^--collect\.timeout: "):
         parse_duration("--collect.timeout", text)
@@ -55,6 +56,6 @@ def test_counts_and_paths() -> None:
     with pytest.raises(InputError, match=r"^--web\.max-requests: '-1'"):
         parse_count("--web.max-requests", "-1")
     assert parse_telemetry_path("--web.telemetry-path", "/gpu/metrics") == "/gpu/metrics"
-    for bad in ("metrics", "/", "/health", "/a b"):
+    for bad in ("metrics", "/", "/health", "/a b", "/metrics?x=1", "/metrics#top"):
         with pytest.raises(InputError, match=r"^--web\.telemetry-path: "):
             parse_telemetry_path("--web.telemetry-path", bad)

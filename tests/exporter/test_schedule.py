@@ -40,7 +40,8 @@ def test_a_finished_read_is_published() -> None:
     assert state.snapshot == incident() and state.health().healthy
 
 
-def test_a_hung_read_is_abandoned_and_no_second_read_starts_while_it_hangs() -> None:
+def test_a_hung_read_is_abandoned_and_no_second_read_starts_while_it_hangs(
+        caplog: pytest.LogCaptureFixture) -> None:
     state = new_state()
     state.publish(incident())
     served = state.exposition
@@ -49,9 +50,13 @@ def test_a_hung_read_is_abandoned_and_no_second_read_starts_while_it_hangs() -> 
     job()
     assert job.read_in_flight and read.calls == 1
     assert b"mig_exporter_collection_timeouts_total 1.0" in state.exposition.plain
-    job()
-    job()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mig_exporter.exporter.schedule"):
+        job()
+        job()
     assert read.calls == 1  # no pile-up
+    assert [r.getMessage() for r in caplog.records] == [  # said once, not every interval
+        "the previous NVML read is still hung; no new read starts until it returns"]
     assert state.snapshot == incident() and b"nvml_up 1.0" in state.exposition.plain
     assert served.plain.replace(b"timeouts_total 0.0", b"timeouts_total 1.0") == state.exposition.plain
 

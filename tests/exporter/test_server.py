@@ -157,6 +157,17 @@ def test_every_interface_includes_ipv4_loopback(state: ExporterState) -> None:
         assert requests.get(url(server, "/metrics"), timeout=5).status_code == 200
 
 
+def test_a_name_with_ipv6_and_ipv4_addresses_listens_on_ipv4(
+        state: ExporterState, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where /etc/hosts lists ::1 first for localhost, Prometheus scraping 127.0.0.1 must still
+    reach ``--web.listen-address localhost:PORT``."""
+    resolved = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: resolved)
+    with serving(state, host="localhost", telemetry_path="/metrics") as server:
+        assert server.server_address[0] == "127.0.0.1"
+
+
 def test_a_busy_port_is_one_line_naming_the_flag(state: ExporterState) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -77,6 +77,7 @@ def test_an_empty_file_means_plain_http_without_auth(tmp_path: Path) -> None:
     ("basic_auth_users: [a, b]\n", r"basic_auth_users: expected a mapping"),
     ("tls_server_config: [\n", r"not valid YAML"),
     ("- a list\n", r"the file: expected a mapping"),
+    ("root:$6$salt$secrethash:19000:0:99999:7:::\n", r"\(not a key name\): unknown or unsupported key"),
 ])
 def test_bad_configs_are_refused_naming_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     self_signed(tmp_path, "server")
@@ -101,3 +102,12 @@ def test_basic_auth_checks_user_and_password() -> None:
     assert not auth.allows("Bearer token")
     assert not auth.allows("Basic !!!")
     assert not auth.allows("Basic " + base64.b64encode(b"no-colon").decode())
+
+
+def test_passwords_are_compared_on_their_first_72_bytes_as_bcrypt_hashes_them() -> None:
+    """bcrypt 5 raises on longer passwords; a scraper sending one gets 401, not a dropped connection."""
+    long_password = "p" * 72
+    auth = BasicAuth({"prometheus": bcrypt.hashpw(long_password.encode(), bcrypt.gensalt(rounds=4))})
+    assert auth.allows(basic("prometheus", long_password + "ignored"))
+    assert not auth.allows(basic("prometheus", "q" * 100))
+    assert not auth.allows(basic("someone", "q" * 100))

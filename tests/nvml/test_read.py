@@ -131,6 +131,15 @@ def test_a_driver_without_the_v3_process_call(tmp_path: Path, open_session: Open
     assert snapshot.nvml_up and snapshot.errors == () and snapshot.gpus[0].processes == ()
 
 
+def test_a_pid_listed_twice_on_one_device_is_read_once(
+        tmp_path: Path, open_session: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
+    listed = pynvml.nvmlDeviceGetComputeRunningProcesses
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses", lambda handle: listed(handle) * 2)
+    snapshot = read_snapshot(open_session(fleet_file(tmp_path, INCIDENT_GPU + PARTITIONED_GPU)))
+    assert [p.pid for p in snapshot.gpus[0].processes] == [78914, 81007]
+    assert [p.pid for p in snapshot.gpus[1].processes] == [5002, 5001]
+
+
 def test_a_lost_gpu_keeps_its_last_uuid_and_the_others_are_read(
         tmp_path: Path, open_session: Opener) -> None:
     path = fleet_file(tmp_path, INCIDENT_GPU * 3)

@@ -134,7 +134,7 @@ def test_success_is_only_claimed_after_reading_back_and_a_mismatch_is_undone(
     captured = capsys.readouterr()
     assert "verification: GPU 0: GPU instances are 3g.40gb@4; expected 3g.40gb@0, 3g.40gb@4" in captured.err
     assert "GPU 0 was read with errors (nvmlGpuInstanceGetInfo: Unknown Error)" in captured.err
-    assert "Every GPU is as it was found." in captured.out
+    assert "Every GPU is as it was found (read back from NVML)." in captured.out
     gpu = read(fleet).gpu(0)
     assert (gpu.mig_enabled, gpu.gpu_instances, gpu.persistence_mode) == (False, (), False)
 

@@ -132,7 +132,7 @@ def test_a_fault_on_the_second_gpu_instance_rolls_everything_back(
         "GPU 0: create GPU instance 3g.40gb at memory slice 0: nvmlDeviceCreateGpuInstanceWithPlacement: "
         "Unknown Error (UNKNOWN)"
     ) in captured.err
-    assert "Every GPU is as it was found." in captured.out
+    assert "Every GPU is as it was found (read back from NVML)." in captured.out
     assert load_fleet(str(fleet)) == state
     assert fleet.read_bytes() == before
 

@@ -4,12 +4,12 @@ lost GPUs, and NVML failing to initialise."""
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 
 import pynvml
 import pytest
 
+from mig_exporter.sim import simulator as simulator_module
 from mig_exporter.sim.state import Fault
 from sim.conftest import StartNvml
 from sim.fleets import fleet, gpu
@@ -59,28 +59,41 @@ def test_skip_then_count(start_nvml: StartNvml) -> None:
     assert outcomes == ["ok", "failed", "failed", "ok"]
 
 
-def test_a_hung_call_does_not_block_other_threads(start_nvml: StartNvml) -> None:
+def test_a_hung_call_does_not_block_other_threads(
+    start_nvml: StartNvml, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The brief: "a call that hangs for a given time"; "do NOT hold the lock while an injected
-    delay sleeps" (the exporter collects on a background thread while others read)."""
-    simulator = start_nvml(
+    delay sleeps" (the exporter collects on a background thread while others read). The hang is
+    held open by the test (sleep replaced by an event), so nothing here depends on timing."""
+    start_nvml(
         TWO_GPUS
         + """faults:
   - {call: nvmlDeviceGetPowerUsage, gpu: 0, delay_seconds: 1.5, count: 1}
 """
     )
     device = pynvml.nvmlDeviceGetHandleByIndex(0)
+    hanging, release = threading.Event(), threading.Event()
+    slept: list[float] = []
+
+    def hang(seconds: float) -> None:
+        slept.append(seconds)
+        hanging.set()
+        release.wait()
+
+    monkeypatch.setattr(simulator_module.time, "sleep", hang)
     answers: list[int] = []
-    started = time.monotonic()
     hung = threading.Thread(target=lambda: answers.append(pynvml.nvmlDeviceGetPowerUsage(device)))
     hung.start()
-    while simulator.call_counts["nvmlDeviceGetPowerUsage"] == 0:
-        time.sleep(0.001)
-    assert pynvml.nvmlDeviceGetMigMode(device) == [0, 0]  # answered while the other call sleeps
-    assert hung.is_alive()
+    assert hanging.wait(timeout=30)
+    other: list[list[int]] = []
+    beside = threading.Thread(target=lambda: other.append(pynvml.nvmlDeviceGetMigMode(device)))
+    beside.start()
+    beside.join(timeout=30)  # a lock held through the hang would block this call for good
+    assert other == [[0, 0]] and answers == [] and slept == [1.5]
+    release.set()
     hung.join()
     assert answers == [65000]
-    assert time.monotonic() - started >= 1.5
-    assert pynvml.nvmlDeviceGetPowerUsage(device) == 65000  # count: 1, so the next call is prompt
+    assert pynvml.nvmlDeviceGetPowerUsage(device) == 65000 and slept == [1.5]  # count: 1
 
 
 def test_a_lost_gpu_answers_gpu_is_lost_and_the_others_still_answer(start_nvml: StartNvml) -> None:

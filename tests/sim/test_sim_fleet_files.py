@@ -25,6 +25,7 @@ from mig_exporter.sim import (
     parse_fleet,
     uninstall,
 )
+from mig_exporter.sim import simulator as simulator_module
 from mig_exporter.sim.state import MigMode
 from sim.conftest import StartNvml
 from sim.fleets import fleet, gpu, one_gpu
@@ -124,6 +125,20 @@ def test_mutations_are_written_back_atomically(
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
+def test_a_fleet_file_behind_a_symbolic_link_is_written_through_it(
+    start_nvml: StartNvml, fleet_file: Callable[..., Path]
+) -> None:
+    """Atomic write-back replaces the file the link points to, not the link: a fleet kept in a
+    shared folder and linked into place stays one file."""
+    real = fleet_file(one_gpu(), name="real.yaml")
+    link = real.with_name("lab.yaml")
+    link.symlink_to(real)
+    simulator = start_nvml(str(link))
+    pynvml.nvmlDeviceCreateGpuInstance(pynvml.nvmlDeviceGetHandleByIndex(0), 9)
+    assert link.is_symlink()
+    assert load_fleet(str(real)) == simulator.fleet
+
+
 def test_undoing_a_run_restores_the_file_byte_for_byte(
     start_nvml: StartNvml, fleet_file: Callable[..., Path]
 ) -> None:
@@ -139,6 +154,31 @@ def test_undoing_a_run_restores_the_file_byte_for_byte(
     pynvml.nvmlComputeInstanceDestroy(compute_instance)
     pynvml.nvmlGpuInstanceDestroy(gpu_instance)
     assert path.read_text() == original
+
+
+def test_a_state_that_cannot_be_written_back_is_not_taken(
+    start_nvml: StartNvml, fleet_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The brief: the state is written back "after every successful mutating call"; when the file
+    cannot be written, the call fails (NO_PERMISSION, as NVML answers a caller not allowed to
+    change the GPU) and nothing changes, so the file and NVML never disagree."""
+    path = fleet_file(one_gpu(mig="pending-enable"))
+    before = path.read_bytes()
+    simulator = start_nvml(str(path))
+    state = simulator.fleet
+
+    def refuse(target: Path, data: bytes) -> None:
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(simulator_module, "write_atomically", refuse)
+    device = pynvml.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(pynvml.NVMLError_NoPermission):
+        pynvml.nvmlDeviceSetPersistenceMode(device, pynvml.NVML_FEATURE_ENABLED)
+    with pytest.raises(pynvml.NVMLError_NoPermission):
+        simulator.reset_gpu(0)
+    assert simulator.fleet == state and pynvml.nvmlDeviceGetPersistenceMode(device) == 0
+    assert pynvml.nvmlDeviceGetMigMode(device) == [0, 1]
+    assert path.read_bytes() == before
 
 
 def test_an_edit_on_disk_shows_up_at_the_next_device_count(

@@ -8,6 +8,8 @@ duplicate pid on one device) are refused with the file, the path inside it
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mig_exporter.errors import InputError
@@ -234,6 +236,36 @@ def test_the_design_example_placement_message() -> None:
             "lab.yaml: faults[0].count: 0 is less than 1",
             id="fault-count-zero",
         ),
+        pytest.param(
+            "gpus: []\nfaults: [{call: nvmlDeviceGetPowerUsage, delay_seconds: .inf}]\n",
+            "lab.yaml: faults[0].delay_seconds: inf is not a number",
+            id="fault-endless-delay",
+        ),
+        pytest.param(
+            "gpus: []\nfaults: [{call: nvmlDeviceGetPowerUsage, delay_seconds: 100000}]\n",
+            "lab.yaml: faults[0].delay_seconds: 100000 is more than 86400",
+            id="fault-delay-over-a-day",
+        ),
+        pytest.param(
+            "gpus: [{model: A30, power_watts: .nan}]\n",
+            "lab.yaml: gpus[0].power_watts: nan is not a number",
+            id="power-not-a-number",
+        ),
+        pytest.param(
+            "gpus: [{model: A30, clock_sm_mhz: 5000000000}]\n",
+            "lab.yaml: gpus[0].clock_sm_mhz: 5000000000 is more than 4294967295",
+            id="clock-past-an-unsigned-int",
+        ),
+        pytest.param(
+            "gpus: [{model: A30, processes: [{pid: 4194305, used_memory_mib: 1}]}]\n",
+            "lab.yaml: gpus[0].processes[0].pid: 4194305 is more than 4194304",
+            id="pid-past-linux-pid-max",
+        ),
+        pytest.param(
+            'description: "two\\nlines"\ngpus: []\n',
+            "lab.yaml: description: must be one line (fleet list shows it beside the name)",
+            id="description-on-two-lines",
+        ),
     ],
 )
 def test_refused_with_the_path_and_the_reason(text: str, expected: str) -> None:
@@ -247,7 +279,7 @@ def test_not_yaml_names_the_line_and_column() -> None:
     assert refusal("gpus: [\n  - model: x\n").startswith("lab.yaml: not valid YAML: line 2, column 3: ")
 
 
-def test_a_spec_that_is_neither_a_file_nor_a_built_in(tmp_path: object) -> None:
+def test_a_spec_that_is_neither_a_file_nor_a_built_in() -> None:
     """DESIGN.md: "`--fleet` takes a path or the name of a built-in fleet"; anything else is named
     in the error with the built-in names to choose from."""
     with pytest.raises(FleetError) as refused:
@@ -256,4 +288,14 @@ def test_a_spec_that_is_neither_a_file_nor_a_built_in(tmp_path: object) -> None:
         "no-such-fleet.yaml: no such fleet file, and not a built-in fleet (built-in: h100-mixed, "
         "healthy-mig, "
         "large, large-1000, mig-pending, mixed-models, seed-incident)"
+    )
+
+
+def test_a_directory_is_not_a_fleet_file(tmp_path: Path) -> None:
+    """`--fleet` takes "a path or the name of a built-in fleet": a directory is named as such, not
+    reported as missing."""
+    with pytest.raises(FleetError) as refused:
+        load_fleet(str(tmp_path))
+    assert str(refused.value) == (
+        f"{tmp_path}: not a regular file; give a fleet file or a built-in fleet's name"
     )
