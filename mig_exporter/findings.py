@@ -74,7 +74,7 @@ def find(snapshot: Snapshot) -> tuple[Finding, ...]:
                                  tuple(sorted(gpu.pids))))
         if gpu.mig_pending_change:
             found.append(Finding(Kind.MIG_PENDING, Severity.WARNING, (gpu.index,)))
-        if gpu.mig_enabled and not gpu.gpu_instances:
+        if gpu.mig_enabled and gpu.gpu_instances_complete and not gpu.gpu_instances:
             found.append(Finding(Kind.MIG_WITHOUT_INSTANCES, Severity.WARNING, (gpu.index,)))
         if gpu.mig_enabled and gpu.persistence_mode is False:
             found.append(Finding(Kind.PERSISTENCE_OFF, Severity.INFO, (gpu.index,)))

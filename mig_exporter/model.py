@@ -91,6 +91,9 @@ class Gpu:
     ecc_errors_corrected_total: int | None = None
     ecc_errors_uncorrected_total: int | None = None
     gpu_instances: tuple[GpuInstance, ...] = ()
+    # False when NVML would not list every GPU instance (NO_PERMISSION for a reader without root):
+    # ``gpu_instances`` may then miss some, and "no GPU instances" cannot be concluded from it.
+    gpu_instances_complete: bool = True
     mig_instances: tuple[MigInstance, ...] = ()
     processes: tuple[GpuProcess, ...] = ()
 

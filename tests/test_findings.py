@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,6 +75,13 @@ def test_mig_pending_without_instances_and_persistence_off() -> None:
                           gpu(2, mig=True, persistence=True, instances=1)))
     assert [(f.kind, f.gpu_indices) for f in found] == [
         (Kind.MIG_PENDING, (0,)), (Kind.MIG_WITHOUT_INSTANCES, (1,)), (Kind.PERSISTENCE_OFF, (1,))]
+
+
+def test_no_instances_is_not_concluded_from_a_listing_nvml_refused() -> None:
+    unlisted = replace(gpu(0, mig=True, persistence=True), gpu_instances_complete=False)
+    assert [f.kind for f in find(snapshot(unlisted))] == []
+    listed_empty = gpu(0, mig=True, persistence=True)
+    assert [f.kind for f in find(snapshot(listed_empty))] == [Kind.MIG_WITHOUT_INSTANCES]
 
 
 def test_a_lost_gpu_is_critical_and_nothing_else_is_said_of_it() -> None:

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
+from diagnose.processes import SLEEPER, start_sleeper
 
 from mig_exporter.hostinfo import (
     Attribution,
@@ -66,15 +67,13 @@ def sleeper():
     children: list[subprocess.Popen] = []
 
     def start(env: dict[str, str]) -> subprocess.Popen:
-        argv = [sys.executable, "-c", "import time; time.sleep(60)", "serve-model"]
-        child = subprocess.Popen(argv, env=env)
-        children.append(child)
-        return child
+        children.append(start_sleeper(env))
+        return children[-1]
 
     yield start
     for child in children:
         child.kill()
-        child.wait()
+        child.communicate()
 
 
 def test_a_real_child_process_is_read_back(sleeper):
@@ -83,7 +82,7 @@ def test_a_real_child_process_is_read_back(sleeper):
     attribution = attribute_host_process(child.pid)
     assert attribution.source == "host"
     assert attribution.user == pwd.getpwuid(os.getuid()).pw_name
-    assert attribution.cmdline == (sys.executable, "-c", "import time; time.sleep(60)", "serve-model")
+    assert attribution.cmdline == SLEEPER
     assert attribution.started_at is not None and before - 1 <= attribution.started_at <= time.time() + 1
     assert attribution.environment_read
     assert attribution.cuda_visible_devices == "MIG-test"

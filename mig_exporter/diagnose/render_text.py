@@ -70,15 +70,17 @@ def _header(report: Report, paint: _Painter) -> list[str]:
     counts: dict[str, int] = {}
     for finding in report.findings:
         counts[finding.severity] = counts.get(finding.severity, 0) + 1
-    verdict = (
-        f"{len(report.findings)} finding(s): " + ", ".join(f"{n} {s}" for s, n in counts.items())
-        if report.findings else "healthy: no findings"
-    )
+    if report.findings:
+        verdict = f"{len(report.findings)} finding(s): " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    else:
+        verdict = "healthy: no findings" if report.verified else "no findings"
+    if not report.verified:
+        verdict += "; not verified: NVML calls the findings need failed (see Could not read)"
     title = "mig-exporter diagnose"
     return [
         *_wrap(f"{source}", first=paint(title, _BOLD) + ": ", rest="  ", width_of_first=len(title) + 2),
         ", ".join(facts),
-        f"{len(report.gpus)} GPU(s), {verdict}",
+        *_wrap(f"{len(report.gpus)} GPU(s), {verdict}", first="", rest="  "),
     ]
 
 

@@ -20,6 +20,17 @@ SCHEMA_VERSION = 1
 EXIT_HEALTHY = 0
 EXIT_PROBLEMS = 1
 
+# NVML calls (pynvml names, as CollectionError records them) whose failure leaves the findings
+# unchecked: the GPU list, a GPU, its MIG mode, its instances or its processes went unread, and
+# "healthy" would then be a claim nothing verified. Telemetry (power, clocks, ECC) is not among them.
+CALLS_FINDINGS_NEED = frozenset({
+    "nvmlInit", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex", "nvmlDeviceGetMigMode",
+    "nvmlDeviceGetGpuInstanceProfileInfo", "nvmlDeviceGetGpuInstances", "nvmlGpuInstanceGetInfo",
+    "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
+    "nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId",
+    "nvmlDeviceGetComputeRunningProcesses",
+})
+
 
 @dataclass(frozen=True)
 class ProcessRow:
@@ -131,7 +142,8 @@ class AdviceSection:
 @dataclass(frozen=True)
 class Report:
     schema_version: int
-    exit_status: int  # 0 healthy, 1 problems found
+    exit_status: int  # 0 healthy, 1 problems found or health not verified
+    verified: bool  # False: a call the findings need failed (see collection_errors)
     fleet: str | None  # the --fleet it ran on; None: the host's NVML
     taken_at: float
     driver_version: str | None
@@ -154,9 +166,11 @@ def build_report(
     advice = advise(snapshot, headroom_ratio)
     explanations = [explain(f, snapshot, advice, attributions, fleet) for f in findings]
     problems = any(f.severity is not Severity.INFO for f in findings)
+    verified = not any(e.call in CALLS_FINDINGS_NEED for e in snapshot.errors)
     return Report(
         schema_version=SCHEMA_VERSION,
-        exit_status=EXIT_PROBLEMS if problems else EXIT_HEALTHY,
+        exit_status=EXIT_PROBLEMS if problems or not verified else EXIT_HEALTHY,
+        verified=verified,
         fleet=fleet,
         taken_at=snapshot.taken_at,
         driver_version=snapshot.driver_version,

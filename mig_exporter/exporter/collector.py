@@ -186,8 +186,10 @@ def _gpu_families(snapshot: Snapshot) -> Iterator[Metric]:
                  GPU_LABELS, _gpu_samples(present, lambda g: g.memory_used_bytes))
     yield _gauge("nvml_gpu_memory_reserved_bytes", "Memory the driver reserves for itself.",
                  GPU_LABELS, _gpu_samples(present, lambda g: g.memory_reserved_bytes))
-    yield _gauge("nvml_gpu_mig_instances", "Number of MIG GPU instances (0 with MIG off).",
-                 GPU_LABELS, _gpu_samples(mig_capable, lambda g: len(g.gpu_instances)))
+    yield _gauge("nvml_gpu_mig_instances",
+                 "Number of MIG GPU instances (0 with MIG off; absent when NVML would not list them).",
+                 GPU_LABELS, _gpu_samples([g for g in mig_capable if g.gpu_instances_complete],
+                                          lambda g: len(g.gpu_instances)))
     yield _gauge("nvml_gpu_processes", "Compute processes holding memory on the GPU, in any instance.",
                  GPU_LABELS, _gpu_samples(present, lambda g: len(g.pids)))
     yield _gauge("nvml_gpu_unpartitioned_sharing",

@@ -155,9 +155,12 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
     mig_current = None if mig_mode is None else mig_mode[0] == pynvml.NVML_DEVICE_MIG_ENABLE
     mig_pending = None if mig_mode is None else mig_mode[1] == pynvml.NVML_DEVICE_MIG_ENABLE
     gpu_instances: tuple[GpuInstance, ...] = ()
+    gpu_instances_complete = True
     mig_instances: tuple[MigInstance, ...] = ()
     if mig_current:
+        errors_before = len(collection.errors)
         gpu_instances = _read_gpu_instances(collection, session, handle, index, uuid)
+        gpu_instances_complete = len(collection.errors) == errors_before
         mig_instances, processes = _read_mig_devices(collection, handle, index, uuid, gpu_instances)
         gpu_instances = _with_compute_instances(gpu_instances, mig_instances)
     else:
@@ -181,7 +184,8 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
         clock_sm_hz=None if clock_sm_mhz is None else clock_sm_mhz * 1e6,
         clock_memory_hz=None if clock_memory_mhz is None else clock_memory_mhz * 1e6,
         ecc_errors_corrected_total=ecc_corrected, ecc_errors_uncorrected_total=ecc_uncorrected,
-        gpu_instances=gpu_instances, mig_instances=mig_instances, processes=processes,
+        gpu_instances=gpu_instances, gpu_instances_complete=gpu_instances_complete,
+        mig_instances=mig_instances, processes=processes,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
@@ -175,6 +175,7 @@ class Applier:
             change = executed.mode_change
             if change is None or change.activated:
                 continue
+            still_pending: str | None
             if gpu_plan.kept:
                 # A reset clears every instance, and the plan promised to keep these (busy ones
                 # among them): only the operator can decide to lose them.

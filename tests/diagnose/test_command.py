@@ -18,6 +18,8 @@ import yaml
 from mig_exporter.cli import main
 from mig_exporter.sim import install, uninstall
 
+from .processes import SLEEPER, start_sleeper
+
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "diagnose.schema.json").read_text())
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -289,7 +291,7 @@ def test_a_failed_call_is_reported_and_the_rest_stands(capsys, write_fleet):
     document["faults"] = [{"call": "nvmlDeviceGetPowerUsage", "gpu": 0, "error": "UNKNOWN"}]
     Path(fleet).write_text(yaml.safe_dump(document))
     status, report = diagnose_json(capsys, "--fleet", fleet)
-    assert status == 0
+    assert (status, report["verified"]) == (0, True)  # power is telemetry: the findings stand
     assert report["collection_errors"] == [
         {"call": "nvmlDeviceGetPowerUsage", "error": "Unknown Error", "gpu_index": 0},
     ]
@@ -309,8 +311,7 @@ def test_on_a_host_the_pids_are_read_from_proc(capsys, write_fleet, host_nvml):
     """A real child process of the test stands in for a GPU process; another pid has exited."""
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    argv = [sys.executable, "-c", "import time; time.sleep(60)", "serve-model"]
-    child = subprocess.Popen(argv, env={"PATH": os.environ.get("PATH", "")})
+    child = start_sleeper({"PATH": os.environ.get("PATH", "")})
     try:
         fleet = write_fleet([{"model": "A100-SXM4-80GB", "processes": [
             {"pid": child.pid, "name": "python", "used_memory_mib": 1000},
@@ -321,12 +322,12 @@ def test_on_a_host_the_pids_are_read_from_proc(capsys, write_fleet, host_nvml):
         _, out, _ = diagnose(capsys)
     finally:
         child.kill()
-        child.wait()
+        child.communicate()
     assert status == 1 and report["fleet"] is None
     by_pid = {p["pid"]: p for p in report["processes"]}
     mine, vanished = by_pid[child.pid], by_pid[gone.pid]
     assert (mine["source"], mine["user"]) == ("host", pwd.getpwuid(os.getuid()).pw_name)
-    assert mine["cmdline"] == argv
+    assert tuple(mine["cmdline"]) == SLEEPER
     assert mine["environment_read"] is True and mine["cuda_visible_devices"] is None
     assert mine["gpu_visibility"].startswith("no CUDA_VISIBLE_DEVICES: this process sees every GPU")
     assert mine["started_at"] is not None
@@ -334,3 +335,27 @@ def test_on_a_host_the_pids_are_read_from_proc(capsys, write_fleet, host_nvml):
     assert "process not found on this host" in vanished["notes"][0]
     assert f"PID {gone.pid}  python  on GPU 0, 1000 MiB in total\n  user unknown\n" in out
     assert "mig-exporter remediate --gpu 0 --layout 1g.10gb,1g.10gb" in out  # no --fleet on a host
+
+
+@pytest.mark.parametrize(
+    ("call", "recorded"),
+    [
+        ("nvmlDeviceGetCount_v2", "nvmlDeviceGetCount"),
+        ("nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByIndex"),
+        ("nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses"),
+    ],
+)
+def test_a_failed_call_the_findings_need_is_never_called_healthy(capsys, write_fleet, call, recorded):
+    """Without the GPU list, a GPU or its processes, "no findings" is a claim nothing checked."""
+    fleet = write_fleet([partitioned((5001, 5002))])
+    document = yaml.safe_load(Path(fleet).read_text())
+    document["faults"] = [{"call": call, "error": "UNKNOWN"}]
+    Path(fleet).write_text(yaml.safe_dump(document))
+    status, report = diagnose_json(capsys, "--fleet", fleet)
+    assert (status, report["exit_status"], report["verified"]) == (1, 1, False)
+    assert recorded in [e["call"] for e in report["collection_errors"]]
+    status, out, _ = diagnose(capsys, "--fleet", fleet)
+    assert status == 1 and "healthy" not in out
+    unwrapped = out.replace("\n  ", " ")
+    assert "not verified: NVML calls the findings need failed (see Could not read)" in unwrapped
+    assert_fits_80_columns(out)

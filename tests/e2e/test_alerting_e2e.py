@@ -4,7 +4,8 @@ the shipped rules, Debian's Alertmanager routing them with the shipped configura
 The incident (a copy of the built-in ``seed-incident`` fleet) must page through Alertmanager with
 the labels and annotations of the rules, then resolve once the fleet file says the GPUs are no
 longer shared. A host left half-way through the runbook (``mig-pending``) must raise its warnings,
-and a well-run one (``h100-mixed``) nothing. Every dashboard panel query, variables set to All,
+and a well-run one (``h100-mixed``) nothing; an exporter whose first NVML read hangs must warn that
+its collections are stale. Every dashboard panel query, variables set to All,
 must return data from the same Prometheus; ``h100-mixed`` (MIG instances, plus an injected NVML
 error) feeds the panels the incident has nothing for. Only the ``for:`` windows (covered by the
 promtool tests) and the Alertmanager timers are shortened; receivers become webhooks to a local sink.
@@ -53,6 +54,9 @@ KEPT_PID = 78914
 # collection-errors panel has a counter to rate.
 INJECTED_FAULT = {"call": "nvmlDeviceGetPowerUsage", "gpu": 0, "error": "UNKNOWN"}
 RULES = {rule.name: rule for rule in alerting_rules()}
+# A host whose NVML hangs from the start: the first collection never finishes.
+HUNG_FLEET = {"gpus": [{"model": "A100-SXM4-80GB"}],
+              "faults": [{"call": "nvmlSystemGetDriverVersion", "delay_seconds": 3600}]}
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class Stack:
     seed_instance: str  # each exporter's `instance` label
     mixed_instance: str
     pending_instance: str
+    hung_instance: str
     started_at: float
 
 
@@ -150,6 +155,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         seed_instance = start_exporter(servers, "exporter-seed-incident", seed_fleet)
         mixed_instance = start_exporter(servers, "exporter-h100-mixed", mixed_fleet)
         pending_instance = start_exporter(servers, "exporter-mig-pending", "mig-pending")
+        hung_fleet = directory / "hung.yaml"
+        write_atomically(hung_fleet, HUNG_FLEET)
+        hung_instance = start_exporter(servers, "exporter-hung", hung_fleet)
 
         alertmanager_port = free_port()
         alertmanager_file = directory / "alertmanager.yml"
@@ -163,15 +171,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         rules = rules_with_short_for(directory)
         prometheus_port = free_port()
         prometheus_file = directory / "prometheus.yml"
-        prometheus_file.write_text(yaml.safe_dump(
-            prometheus_config(rules, alertmanager_port, [seed_instance, mixed_instance, pending_instance])))
+        targets = [seed_instance, mixed_instance, pending_instance, hung_instance]
+        prometheus_file.write_text(yaml.safe_dump(prometheus_config(rules, alertmanager_port, targets)))
         prometheus = servers.start("prometheus", [
             prometheus_binary, f"--config.file={prometheus_file}",
             f"--storage.tsdb.path={directory / 'prometheus-data'}",
             f"--web.listen-address=127.0.0.1:{prometheus_port}", "--rules.alert.resend-delay=1s",
         ], prometheus_port, "/-/ready")
         yield Stack(servers, webhook, prometheus, alertmanager, seed_fleet,
-                    seed_instance, mixed_instance, pending_instance, started_at)
+                    seed_instance, mixed_instance, pending_instance, hung_instance, started_at)
     finally:
         servers.stop_all()
         webhook.stop()
@@ -299,6 +307,19 @@ def test_a_half_done_runbook_raises_its_warnings_and_a_well_run_host_nothing(sta
         assert [r["name"] for r in alert["receivers"]] == [RECEIVER_BY_SEVERITY[severity]]
         assert description.startswith(f"GPU {labels['gpu']} ({labels['uuid']}) on {stack.pending_instance} ")
     assert alertmanager_alerts(stack, stack.mixed_instance) == []
+
+
+def test_an_exporter_whose_first_collection_hangs_warns_that_its_collections_are_stale(stack: Stack) -> None:
+    name = "MigExporterCollectionsStale"
+    alerts = wait_until(lambda: alertmanager_alerts(stack, stack.hung_instance), DEADLINE_SECONDS,
+                        "the hung exporter's alert in Alertmanager", stack.servers)
+    (alert,) = alerts
+    assert alert["labels"] == {"alertname": name, "severity": "warning", "job": "mig-exporter",
+                               "instance": stack.hung_instance}
+    assert alert["annotations"]["description"].startswith(
+        f"No collection of mig-exporter on {stack.hung_instance} has finished since it started: ")
+    assert alert["annotations"]["runbook_url"] == RULES[name].annotations["runbook_url"]
+    assert [r["name"] for r in alert["receivers"]] == [RECEIVER_BY_SEVERITY["warning"]]
 
 
 def test_a_critical_mutes_the_warnings_of_its_gpu_and_no_other(stack: Stack) -> None:

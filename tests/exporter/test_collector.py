@@ -121,6 +121,13 @@ def test_partitioned_gpu_series() -> None:
     assert registry.get_sample_value("nvml_process_gpus", {"pid": "5001", "process_name": "server-a"}) == 1
 
 
+def test_a_gpu_instance_count_nvml_would_not_give_is_absent_not_zero() -> None:
+    gpu = replace(partitioned_gpu(), gpu_instances=(), gpu_instances_complete=False)
+    registry = registry_for(Snapshot(taken_at=1.0, nvml_up=True, gpus=(gpu,)))
+    assert registry.get_sample_value("nvml_gpu_mig_instances", gpu_labels(gpu)) is None
+    assert registry.get_sample_value("nvml_gpu_mig_mode_current", gpu_labels(gpu)) == 1
+
+
 def test_a_lost_gpu_is_reported_and_the_others_still_exported() -> None:
     snapshot = incident()
     lost = Gpu(index=1, uuid="GPU-incident-1", lost=True)

@@ -93,6 +93,7 @@ def test_a_partitioned_gpu(tmp_path: Path, open_session: Opener) -> None:
     assert [(i.gpu_instance_id, i.profile, i.profile_id, i.placement_start, i.placement_size,
              i.compute_instance_ids) for i in gpu.gpu_instances] == [
         (2, "3g.40gb", 9, 4, 4, (0,)), (4, "2g.20gb", 14, 2, 2, (0,)), (7, "1g.10gb", 19, 0, 1, ())]
+    assert gpu.gpu_instances_complete
     # the 1g.10gb has no compute instance, so no MIG device; MIG device slots have gaps
     migs = {m.gpu_instance_id: m for m in gpu.mig_instances}
     assert sorted(migs) == [2, 4]
@@ -122,6 +123,19 @@ def test_a_failing_call_is_an_error_on_its_value_only(
         ("nvmlDeviceGetPowerUsage", "Unknown Error", 1)]
     assert snapshot.gpus[1].power_watts is None and snapshot.gpus[1].temperature_celsius is not None
     assert snapshot.gpus[0].power_watts is not None
+
+
+def test_gpu_instances_nvml_will_not_list_are_marked_incomplete(
+        tmp_path: Path, open_session: Opener) -> None:
+    # nvml.h: nvmlDeviceGetGpuInstances answers NO_PERMISSION to a caller without the privilege;
+    # the MIG devices and their processes are still readable.
+    path = fleet_file(tmp_path, PARTITIONED_GPU,
+                      "- {call: nvmlDeviceGetGpuInstances, error: NO_PERMISSION}\n")
+    snapshot = read_snapshot(open_session(path))
+    gpu = snapshot.gpus[0]
+    assert (gpu.gpu_instances, gpu.gpu_instances_complete) == ((), False)
+    assert {e.call for e in snapshot.errors} == {"nvmlDeviceGetGpuInstances"}
+    assert sorted(m.gpu_instance_id for m in gpu.mig_instances) == [2, 4] and gpu.pids == {5001, 5002}
 
 
 def test_a_driver_without_the_v3_process_call(tmp_path: Path, open_session: Opener) -> None:

@@ -167,3 +167,79 @@ def test_an_interrupt_waits_for_the_step_under_way_then_everything_is_undone(tmp
     gpu = read(fleet).gpu(0)
     assert (gpu.mig_enabled, gpu.gpu_instances, gpu.persistence_mode) == (False, (), False)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
+def test_an_undo_puts_a_small_compute_instance_back_at_its_own_compute_slice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # mig-facts.md: a 3g GPU instance takes 1-slice compute instances at slices 0, 1 or 2; created
+    # without a placement the driver takes the lowest free slice, so an undo must name slice 2.
+    document = incident_document(without_processes_on=(0,))
+    document["gpus"][0].update(
+        mig="enabled",
+        instances=[
+            {
+                "profile": "3g.40gb",
+                "placement": 0,
+                "compute_instances": [{"profile": "1c.3g.40gb", "placement": 2}],
+            }
+        ],
+    )
+    document["faults"] = [
+        {"call": "nvmlDeviceCreateGpuInstanceWithPlacement", "error": "UNKNOWN", "skip": 1, "count": 1}
+    ]
+    fleet = write_fleet(tmp_path, document)
+    before = fleet.read_bytes()
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "2g,2g,2g", "--apply") == 2
+    out = capsys.readouterr().out
+    assert "create a 1-slice compute instance at compute slice 2 in the GPU instance at memory slice 0" in out
+    assert "Every GPU is as it was found (read back from NVML)." in out
+    assert fleet.read_bytes() == before
+
+
+def test_an_undo_that_cannot_restore_says_how_the_gpu_reads_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The fault keeps firing, so the undo cannot re-create the destroyed GPU instance either: its
+    # compute instances have nowhere to go, and the read-back shows what is missing.
+    document = incident_document(without_processes_on=(0,))
+    document["gpus"][0].update(mig="enabled", instances=[{"profile": "3g.40gb", "placement": 0}])
+    document["faults"] = [{"call": "nvmlDeviceCreateGpuInstanceWithPlacement", "error": "UNKNOWN", "skip": 1}]
+    fleet = write_fleet(tmp_path, document)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "2g,2g,2g", "--apply") == 2
+    out = capsys.readouterr().out
+    assert "Every GPU is as it was found" not in out
+    assert (
+        "create a 3-slice compute instance at compute slice 0 in the GPU instance at memory slice 0: "
+        "nvmlGpuInstanceCreateComputeInstance: not called: no GPU instance at memory slice 0"
+    ) in out
+    assert (
+        "read back after the undo: GPU 0 reads back as MIG enabled (pending enabled), persistence off, "
+        "GPU instances: none, MIG devices: none; it was MIG enabled (pending enabled), persistence off, "
+        "GPU instances: 3g.40gb@0 (GPU instance 1, compute instances 0), MIG devices: 3g.40gb"
+    ) in out
+
+
+class CancellingRefused(HardwareWriter):
+    """A driver that answers IN_USE even to cancelling a pending MIG disable (a held GPU)."""
+
+    def set_mig_mode(self, gpu_index: int, enabled: bool) -> MigModeChange:
+        return MigModeChange(activated=False, reason="In use by another client (IN_USE)")
+
+
+def test_a_gpu_with_kept_instances_is_never_reset(tmp_path: Path) -> None:
+    # A reset clears every GPU instance (and here would apply the pending disable): the idle 3g.40gb
+    # the plan keeps would be lost, and the simulator, unlike a busy GPU, would not refuse the reset.
+    document = incident_document(without_processes_on=(0,))
+    document["gpus"][0].update(mig="pending-disable", instances=[{"profile": "3g.40gb", "placement": 0}])
+    fleet = write_fleet(tmp_path, document)
+    with NvmlSession(str(fleet)) as session, Journal(tmp_path / "journal.jsonl") as journal:
+        found = read_snapshot(session)
+        plan = make_plan(found, layout_targets("0", "3g,3g", found), privileged=True, persistence=False)
+        outcome = Applier(CancellingRefused(session), journal, found, allow_reset=True).apply(plan)
+    assert [p.reason for p in outcome.pending] == [
+        "In use by another client (IN_USE); not reset, which would destroy the GPU instances 3g.40gb@0"
+    ]
+    assert not any(isinstance(e.step, ResetGpu) for e in outcome.executed)
+    instances = read(fleet).gpu(0).gpu_instances
+    assert [(gi.placement_start, gi.compute_instance_ids) for gi in instances] == [(0, (0,))]

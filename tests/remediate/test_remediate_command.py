@@ -282,3 +282,29 @@ def test_the_mig_parted_config_written_reproduces_the_layout_on_another_host(tmp
     layouts = [[(gi.profile, gi.placement_start) for gi in g.gpu_instances] for g in read(other).gpus]
     assert layouts == [[(gi.profile, gi.placement_start) for gi in g.gpu_instances] for g in read(fleet).gpus]
     assert layouts[0] == [("4g.40gb", 0), ("2g.20gb", 4), ("1g.10gb", 6)]
+
+
+def test_no_gpu_listed_is_an_error_not_nothing_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = incident_document(without_processes_on=(0,))
+    document["faults"] = [{"call": "nvmlDeviceGetCount_v2", "error": "UNKNOWN"}]
+    fleet = write_fleet(tmp_path, document)
+    assert remediate(tmp_path, fleet, "--gpu", "all", "--layout", "3g", "--apply", "--yes") == 2
+    captured = capsys.readouterr()
+    assert "NVML lists no GPU on this host (nvmlDeviceGetCount: Unknown Error)" in captured.err
+    assert "Nothing to do" not in captured.out
+
+
+@pytest.mark.parametrize("output_dir", ["a-file/sub", "/proc/no-such-dir"])
+def test_an_unusable_output_dir_is_refused_before_any_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], output_dir: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+    before = fleet.read_bytes()
+    directory = str(tmp_path / output_dir)  # an absolute output_dir stays as it is
+    status = remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply", "--output-dir", directory)
+    assert status == 2
+    assert f"--output-dir {directory}: " in capsys.readouterr().err
+    assert fleet.read_bytes() == before
