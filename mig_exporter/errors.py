@@ -1,5 +1,7 @@
 """The one exception type that reaches the user as a one-line error and exit status 2."""
 
+import re
+
 
 class InputError(Exception):
     """Bad input (a fleet file, a flag, a layout, a web config) or an unusable environment.
@@ -8,3 +10,16 @@ class InputError(Exception):
     ``fleet.yaml: gpus[2].instances[1].placement: 3 is not a valid start for 3g.40gb (valid: 0, 4)``.
     Raise it before anything is changed; ``cli.main`` prints it and exits 2.
     """
+
+
+_KEY_LIKE = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+
+
+def shown_key(key: object) -> str:
+    """A key of a user's YAML file as an error may show it.
+
+    Only what looks like a key name is echoed: a wrong file given by mistake (``/etc/shadow`` to a
+    command run with sudo) parses as YAML too, and its first line must not end up in a terminal
+    or a log.
+    """
+    return key if isinstance(key, str) and _KEY_LIKE.fullmatch(key) else "(not a key name)"

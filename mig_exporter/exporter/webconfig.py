@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 import ssl
 import threading
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-from mig_exporter.errors import InputError
+from mig_exporter.errors import InputError, shown_key
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -42,7 +41,6 @@ _TOP_KEYS = {"tls_server_config", "basic_auth_users"}
 _DECOY_HASH = b"$2b$10$oQsh3TIzweGsBRpDm6ic2u3srYRxAvO0FrSnvS8GZ6l3eF7vWt5Gu"
 _MAX_REMEMBERED = 1024
 _BCRYPT_MAX_BYTES = 72
-_KEY_LIKE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 
 class BasicAuth:
@@ -120,10 +118,8 @@ def _check_mapping(path: str, where: str, value: Any, allowed: set[str]) -> None
         raise InputError(f"{path}: {where or 'the file'}: expected a mapping of keys")
     for key in value:
         if key not in allowed:
-            # Only a key that looks like one is echoed: a wrong file given by mistake (a password
-            # file, say) must not end up in the logs.
-            shown = key if isinstance(key, str) and _KEY_LIKE.fullmatch(key) else "(not a key name)"
-            raise InputError(f"{path}: {where + '.' if where else ''}{shown}: unknown or unsupported key "
+            where_key = f"{where}.{shown_key(key)}" if where else shown_key(key)
+            raise InputError(f"{path}: {where_key}: unknown or unsupported key "
                              f"(supported: {', '.join(sorted(allowed))})")
 
 

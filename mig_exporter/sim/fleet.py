@@ -22,7 +22,7 @@ from typing import Any
 import pynvml
 import yaml
 
-from mig_exporter.errors import InputError
+from mig_exporter.errors import InputError, shown_key
 from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel, match_profile, valid_compute_slices
 from mig_exporter.sim import placement as driver
 from mig_exporter.sim.library import c_function_targets
@@ -179,7 +179,8 @@ class _FleetReader:
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                raise self.error(_join(path, str(key)), f"unknown key{hint}; allowed: {', '.join(allowed)}")
+                allowed_keys = ", ".join(allowed)
+                raise self.error(_join(path, shown_key(key)), f"unknown key{hint}; allowed: {allowed_keys}")
         for key in required:
             if key not in raw:
                 raise self.error(path, f"{key} is required")
