@@ -82,7 +82,8 @@ class HardwareWriter:
         placement = pynvml.c_nvmlGpuInstancePlacement_t(start, size)
         instance = self._call(gpu_index, pynvml.nvmlDeviceCreateGpuInstanceWithPlacement, device, info.id,
                               ctypes.byref(placement))
-        return int(self._call(gpu_index, pynvml.nvmlGpuInstanceGetInfo, instance).id)
+        return self._created_id(gpu_index, instance, pynvml.nvmlGpuInstanceGetInfo,
+                                pynvml.nvmlGpuInstanceDestroy)
 
     def create_compute_instance(
         self, gpu_index: int, gpu_instance_id: int, slices: int, start: int | None = None,
@@ -100,7 +101,22 @@ class HardwareWriter:
             placement = pynvml.c_nvmlComputeInstancePlacement_t(start, slices)
             compute = self._call(gpu_index, pynvml.nvmlGpuInstanceCreateComputeInstanceWithPlacement,
                                  gpu_instance, info.id, ctypes.byref(placement))
-        return int(self._call(gpu_index, pynvml.nvmlComputeInstanceGetInfo, compute).id)
+        return self._created_id(gpu_index, compute, pynvml.nvmlComputeInstanceGetInfo,
+                                pynvml.nvmlComputeInstanceDestroy)
+
+    def _created_id(self, gpu_index: int, created: Any, get_info: Any, destroy: Any) -> int:
+        """The ID of an instance just created. Without it the applier could not undo the creation,
+        so an instance whose ID cannot be read is destroyed again before the failure is raised."""
+        try:
+            return int(self._call(gpu_index, get_info, created).id)
+        except WriteFailed as failed:
+            try:
+                self._call(gpu_index, destroy, created)
+            except WriteFailed as orphaned:
+                raise WriteFailed(failed.call, gpu_index, f"{failed.reason}; the instance it created is "
+                                  f"left: {orphaned.call}: {orphaned.reason}") from None
+            raise WriteFailed(failed.call, gpu_index, f"{failed.reason}; the instance it created was "
+                              "destroyed again") from None
 
     def destroy_compute_instance(
         self, gpu_index: int, gpu_instance_id: int, compute_instance_id: int,

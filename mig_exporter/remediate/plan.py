@@ -29,11 +29,13 @@ from mig_exporter.remediate.steps import (
 )
 
 # The reads a plan rests on: a failure in any of them on a target GPU (NOT_SUPPORTED is an answer,
-# not a failure) means the plan could miss an instance or a process.
+# not a failure) means the plan could miss an instance or a process. (nvmlDeviceGetAttributes
+# tells a 1c.3g.40gb compute instance from a full-size one.)
 _PLANNING_CALLS = ("nvmlDeviceGetHandleByIndex", "nvmlDeviceGetName", "nvmlDeviceGetMigMode",
                    "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
                    "nvmlDeviceGetGpuInstance", "nvmlGpuInstance", "nvmlDeviceGetComputeInstanceId",
-                   "nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetPersistenceMode")
+                   "nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetPersistenceMode",
+                   "nvmlDeviceGetAttributes")
 
 
 class BlockerKind(str, Enum):
@@ -111,9 +113,8 @@ def _plan_gpu(
     if gpu.lost:
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} is lost (NVML: GPU is lost): reset or reboot it first")]
-    unread = [e for e in errors if e.gpu_index == gpu.index and e.call.startswith(_PLANNING_CALLS)]
-    if unread:
-        calls = ", ".join(f"{e.call}: {e.error}" for e in unread)
+    calls = failed_reads(errors, gpu.index)
+    if calls:
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} could not be read completely ({calls}); a plan made from a "
                               "partial reading could destroy what it did not see")]
@@ -131,6 +132,14 @@ def _plan_gpu(
         return None, blockers
     steps = _steps(gpu, target, target.model, kept, destroyed, created, persistence)
     return GpuPlan(gpu, target, kept, created, tuple(steps)), []
+
+
+def failed_reads(errors: Sequence[CollectionError], gpu_index: int) -> str | None:
+    """The reads of ``gpu_index`` that failed among those a plan or a verification rests on, as
+    ``call: error, …``; None when there are none."""
+    failed = [f"{e.call}: {e.error}" for e in errors
+              if e.gpu_index == gpu_index and e.call.startswith(_PLANNING_CALLS)]
+    return ", ".join(failed) or None
 
 
 def _unknown_profile_blocker(gpu: Gpu, gi: GpuInstance, model: GpuModel) -> Blocker:

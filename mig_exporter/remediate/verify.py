@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from mig_exporter.model import Gpu, Snapshot
-from mig_exporter.remediate.plan import GpuPlan, Plan
+from mig_exporter.remediate.plan import GpuPlan, Plan, failed_reads
 from mig_exporter.remediate.steps import SetPersistence
 
 
@@ -46,8 +46,13 @@ def unrestored(found: Snapshot, fresh: Snapshot, gpu_indices: Collection[int]) -
         except KeyError:
             lines.append(f"GPU {index} is no longer listed by NVML")
             continue
+        unread = failed_reads(fresh.errors, index)
         if before != after:
-            lines.append(f"GPU {index} reads back as {after}; it was {before}")
+            with_errors = f" (read with errors: {unread})" if unread else ""
+            lines.append(f"GPU {index} reads back as {after}; it was {before}{with_errors}")
+        elif unread:
+            lines.append(f"GPU {index} could not be read back completely ({unread}), "
+                         "so it is not known to be as found")
     return tuple(lines)
 
 
@@ -110,6 +115,8 @@ def _gpu_differences(fresh: Snapshot, gpu_plan: GpuPlan) -> list[str]:
     errors = [f"{e.call}: {e.error}" for e in fresh.errors if e.gpu_index == index]
     if found and errors:  # the reading itself may be what differs
         found.append(f"GPU {index} was read with errors ({', '.join(errors)})")
+    elif unread := failed_reads(fresh.errors, index):  # an instance not seen could be one too many
+        found.append(f"GPU {index} could not be read back completely ({unread})")
     return found
 
 

@@ -243,3 +243,96 @@ def test_a_gpu_with_kept_instances_is_never_reset(tmp_path: Path) -> None:
     assert not any(isinstance(e.step, ResetGpu) for e in outcome.executed)
     instances = read(fleet).gpu(0).gpu_instances
     assert [(gi.placement_start, gi.compute_instance_ids) for gi in instances] == [(0, (0,))]
+
+
+def mig_gpu_with_faults(
+    tmp_path: Path, instances: list[dict[str, object]], *faults: dict[str, object]
+) -> Path:
+    document = incident_document(without_processes_on=(0,))
+    document["gpus"][0].update(mig="enabled", instances=instances)
+    document["faults"] = list(faults)
+    return write_fleet(tmp_path, document)
+
+
+def test_an_instance_whose_id_cannot_be_read_is_destroyed_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Created, but nvmlGpuInstanceGetInfo fails: without its ID the undo could not find it.
+    fault = {"call": "nvmlGpuInstanceGetInfo", "error": "UNKNOWN", "count": 1}
+    fleet = mig_gpu_with_faults(tmp_path, [], fault)
+    before = fleet.read_bytes()
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "1g", "--apply") == 2
+    out = capsys.readouterr().out
+    assert "GetInfo: Unknown Error (UNKNOWN); the instance it created was destroyed again" in out
+    assert "Every GPU is as it was found (read back from NVML)." in out
+    assert fleet.read_bytes() == before
+
+
+def test_a_rollback_read_back_with_errors_does_not_claim_the_gpus_are_as_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GetInfo calls: the plan's reading of 1g@0 (passes), the creation's (fails, so the run is
+    # undone), then the read-back's (fails): a read-back that cannot see the instances cannot vouch.
+    fault = {"call": "nvmlGpuInstanceGetInfo", "error": "UNKNOWN", "skip": 1, "count": 2}
+    fleet = mig_gpu_with_faults(tmp_path, [{"profile": "1g.10gb", "placement": 0}], fault)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "1g,1g", "--apply") == 2
+    out = capsys.readouterr().out
+    assert "Every GPU is as it was found" not in out
+    assert (
+        "read back after the undo: GPU 0 reads back as MIG enabled (pending enabled), persistence off, "
+        "GPU instances: none, MIG devices: none; it was MIG enabled (pending enabled), persistence off, "
+        "GPU instances: 1g.10gb@0 (GPU instance 7, compute instances 0), MIG devices: 1g.10gb "
+        "(read with errors: nvmlGpuInstanceGetInfo: Unknown Error)"
+    ) in out
+
+
+def test_a_rollback_read_back_that_misses_a_call_does_not_vouch_either(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The state reads back as found, but the processes could not be listed the second time.
+    document = incident_document(without_processes_on=(0,))
+    document["faults"] = [
+        {"call": "nvmlDeviceCreateGpuInstanceWithPlacement", "error": "UNKNOWN", "count": 1},
+        {
+            "call": "nvmlDeviceGetComputeRunningProcesses_v3",
+            "gpu": 0,
+            "error": "UNKNOWN",
+            "skip": 1,
+            "count": 1,
+        },
+    ]
+    fleet = write_fleet(tmp_path, document)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply") == 2
+    out = capsys.readouterr().out
+    assert "Every GPU is as it was found" not in out
+    assert (
+        "read back after the undo: GPU 0 could not be read back completely "
+        "(nvmlDeviceGetComputeRunningProcesses: Unknown Error), so it is not known to be as found"
+    ) in out
+
+
+def test_a_verification_that_misses_a_call_is_not_success(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Everything reads back as planned, except that the MIG device's processes could not be listed:
+    # an instance or process it did not see could be there, so the run is undone, not claimed.
+    document = incident_document(without_processes_on=(0,))
+    document["faults"] = [
+        {
+            "call": "nvmlDeviceGetComputeRunningProcesses_v3",
+            "gpu": 0,
+            "error": "UNKNOWN",
+            "skip": 1,
+            "count": 1,
+        }
+    ]
+    fleet = write_fleet(tmp_path, document)
+    before = fleet.read_bytes()
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply") == 2
+    captured = capsys.readouterr()
+    assert (
+        "verification: GPU 0 could not be read back completely "
+        "(nvmlDeviceGetComputeRunningProcesses: Unknown Error)"
+    ) in captured.err
+    assert "Verified" not in captured.out
+    assert fleet.read_bytes() == before
