@@ -17,9 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mig_exporter.findings import is_unpartitioned_sharing, process_gpus
-from mig_exporter.model import MIB, Gpu, Snapshot
-from mig_exporter.profiles import GpuInstanceProfile, GpuModel, model_by_nvml_name
+from mig_exporter.model import Gpu, Snapshot
+from mig_exporter.profiles import GpuInstanceProfile, GpuModel, mig_model
 from mig_exporter.remediate.packing import pack
+from mig_exporter.units import MIB
 
 # Why 20 %: a Snapshot is one moment, and a serving process's memory moves with batch sizes and
 # its allocator's cache; on a whole GPU a peak borrows from the neighbour, in a MIG instance it is
@@ -136,10 +137,8 @@ def process_names(snapshot: Snapshot) -> dict[int, str]:
 
 
 def gpu_model(gpu: Gpu) -> GpuModel | None:
-    """The MIG-capable model of a GPU, or None when MIG cannot be advised on it."""
-    if gpu.lost or not gpu.mig_supported or gpu.name is None:
-        return None
-    return model_by_nvml_name(gpu.name)
+    """The MIG-capable model of a GPU, or None when MIG cannot be advised on it (a lost GPU too)."""
+    return None if gpu.lost else mig_model(gpu)
 
 
 def smallest_profile(model: GpuModel, needed: int) -> GpuInstanceProfile | None:

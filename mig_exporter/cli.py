@@ -8,12 +8,11 @@ arguments and returning the exit status.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from mig_exporter import __version__
 from mig_exporter.diagnose import command as diagnose_command
-from mig_exporter.errors import InputError
+from mig_exporter.errors import InputError, print_error
 from mig_exporter.exporter import command as serve_command
 from mig_exporter.remediate import command as remediate_command
 from mig_exporter.sim import command as fleet_command
@@ -38,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.run(args)
     except InputError as error:
-        print(f"mig-exporter {args.command}: error: {error}", file=sys.stderr)
+        print_error(args.command, str(error))
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,7 @@
 """The one exception type that reaches the user as a one-line error and exit status 2."""
 
 import re
+import sys
 
 
 class InputError(Exception):
@@ -10,6 +11,16 @@ class InputError(Exception):
     ``fleet.yaml: gpus[2].instances[1].placement: 3 is not a valid start for 3g.40gb (valid: 0, 4)``.
     Raise it before anything is changed; ``cli.main`` prints it and exits 2.
     """
+
+
+def print_error(command: str, message: str) -> None:
+    """Print ``mig-exporter COMMAND: error: MESSAGE`` on stderr, argparse's own form.
+
+    ``cli.main`` prints an ``InputError`` so; ``remediate`` prints a failure it reports after the
+    hardware changed (a failed step, files not written) so too, with its own exit status: every
+    command's last word on failure reads the same.
+    """
+    print(f"mig-exporter {command}: error: {message}", file=sys.stderr)
 
 
 _KEY_LIKE = re.compile(r"[A-Za-z0-9_.+-]{1,64}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -230,6 +230,23 @@ def attribute_simulated_process(pid: int, fields: FleetProcessFields | None) -> 
         nvidia_visible_devices=(fields.env or {}).get(NVIDIA_VISIBLE_DEVICES),
         notes=notes,
     )
+
+
+def attribute_processes(
+    pids: Iterable[int],
+    fleet_fields: Callable[[int], FleetProcessFields | None] | None,
+    not_started_after: float | None = None,
+) -> dict[int, Attribution]:
+    """pid → its attribution, for the commands that open NVML (``diagnose``, ``remediate``).
+
+    ``fleet_fields`` is the simulator's ``attribution`` when NVML is simulated: then every pid is
+    answered from the fleet file and the host is never asked (its pids are unrelated processes);
+    None reads this host, with ``not_started_after`` as in ``attribute_host_process``. One place
+    makes that choice, so no command can look a simulated pid up on the host.
+    """
+    if fleet_fields is not None:
+        return {pid: attribute_simulated_process(pid, fleet_fields(pid)) for pid in pids}
+    return {pid: attribute_host_process(pid, not_started_after=not_started_after) for pid in pids}
 
 
 def _fleet_cmdline(cmdline: str | Sequence[str] | None) -> tuple[str, ...] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MIB = 1024 * 1024
+from mig_exporter.units import MIB as MIB  # re-exported: the unit the byte fields below are shown in
 
 
 @dataclass(frozen=True)

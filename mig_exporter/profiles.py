@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mig_exporter.model import Gpu
 
 # NVML_GPU_INSTANCE_PROFILE_* enums (nvml.h), used by nvmlDeviceGetGpuInstanceProfileInfo.
 ENUM_1_SLICE = 0
@@ -21,7 +25,6 @@ ENUM_6_SLICE = 6
 ENUM_1_SLICE_REV1 = 7  # "+me": the one 1g with media engines
 ENUM_2_SLICE_REV1 = 8
 ENUM_1_SLICE_REV2 = 9  # double memory 1g
-ENUM_COUNT = 0x12  # NVML_GPU_INSTANCE_PROFILE_COUNT: an enum at or past it is INVALID_ARGUMENT
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,6 @@ class GpuInstanceProfile:
     placement_starts: tuple[int, ...]  # valid starts, in memory slices
     placement_size: int  # memory slices occupied
     encoders: int = 0
-
-    @property
-    def short_name(self) -> str:
-        """``3g`` for ``3g.40gb``; ``1g+me`` for ``1g.10gb+me``; double-memory 1g keeps its size."""
-        return self.name.split(".")[0] + ("+me" if self.name.endswith("+me") else "")
 
 
 @dataclass(frozen=True)
@@ -203,6 +201,15 @@ MODELS: dict[str, GpuModel] = {
 def model_by_nvml_name(nvml_name: str) -> GpuModel | None:
     """The model whose ``nvmlDeviceGetName`` is ``nvml_name`` (real GPUs report the name, not our key)."""
     return next((m for m in MODELS.values() if m.nvml_name == nvml_name), None)
+
+
+def mig_model(gpu: Gpu) -> GpuModel | None:
+    """The profile table for a GPU of a Snapshot, or None when the GPU cannot do MIG (no MIG mode,
+    no name, or a model this table does not know). ``remediate`` plans and the advice sizes with it,
+    so both take the same GPUs for MIG-capable."""
+    if not gpu.mig_supported or gpu.name is None:
+        return None
+    return model_by_nvml_name(gpu.name)
 
 
 # Compute instances (mig-facts.md, "Compute instances"): CI profile enum for C slices, and the

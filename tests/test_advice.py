@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from mig_exporter.advice import (
     DEFAULT_HEADROOM_RATIO,
+    Advice,
     advise,
     advised_layout,
     smallest_profile,
@@ -46,10 +47,29 @@ def seed_incident() -> Snapshot:
     ))
 
 
-def test_seed_incident_gives_each_process_a_3g_40gb_on_one_gpu_and_frees_the_rest():
-    advice = advise(seed_incident())
+def advice_of(snap: Snapshot) -> Advice:
+    """``advise`` on the snapshot, which must give advice (some GPU is shared without MIG)."""
+    advice = advise(snap)
     assert advice is not None
-    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [(0, ("3g.40gb", "3g.40gb"))]
+    return advice
+
+
+def layouts(advice: Advice) -> list[tuple[int, tuple[str, ...]]]:
+    """(GPU index, profiles) of each advised layout."""
+    return [(lay.gpu_index, lay.profiles) for lay in advice.layouts]
+
+
+def assert_unplaced(advice: Advice, pid: int, reason: str) -> None:
+    """Only ``pid`` is left unplaced, for a reason that says ``reason``."""
+    assert [u.pid for u in advice.unplaced] == [pid]
+    assert reason in advice.unplaced[0].reason
+
+
+def test_seed_incident_gives_each_process_a_3g_40gb_on_one_gpu_and_frees_the_rest():
+    """seed/README.md: both processes go into a 3g.40gb each on GPU 0, GPUs 1-3 are freed, and one
+    remediate command (with or without the fleet) does it."""
+    advice = advice_of(seed_incident())
+    assert layouts(advice) == [(0, ("3g.40gb", "3g.40gb"))]
     assert sorted(i.pid for i in advice.layouts[0].instances) == [78914, 81007]
     assert advice.freed_gpus == (1, 2, 3)
     assert advice.unplaced == ()
@@ -60,8 +80,8 @@ def test_seed_incident_gives_each_process_a_3g_40gb_on_one_gpu_and_frees_the_res
 
 
 def test_seed_incident_workloads_are_sized_from_their_total_over_all_gpus():
-    advice = advise(seed_incident())
-    assert advice is not None
+    """Each workload's memory is its sum over the four GPUs, and its need that plus the headroom."""
+    advice = advice_of(seed_incident())
     used = {w.pid: w.used_bytes for w in advice.workloads}
     assert used == {pid: sum(mib) * MIB for pid, mib in SEED_MIB.items()}
     assert all(w.gpu_indices == (0, 1, 2, 3) for w in advice.workloads)
@@ -72,6 +92,7 @@ def test_seed_incident_workloads_are_sized_from_their_total_over_all_gpus():
 
 @pytest.mark.parametrize("index", range(4))
 def test_seed_incident_advised_layout_per_gpu(index):
+    """Every GPU of the incident, on its own, would be split 3g.40gb + 3g.40gb."""
     assert advised_layout(seed_incident(), index) == ("3g.40gb", "3g.40gb")
 
 
@@ -105,10 +126,13 @@ def test_a_20gb_instance_is_too_small_for_the_incident_with_the_default_headroom
     ],
 )
 def test_advised_layout_vectors_per_model(model, mib_by_pid, expected):
+    """mig-facts.md's per-model tables: the smallest profiles that hold each process, or None where
+    they do not fit together on the GPU."""
     assert advised_layout(snapshot(gpu(0, model, mib_by_pid)), 0) == expected
 
 
 def test_no_layout_for_a_gpu_that_is_not_shared_without_mig():
+    """A GPU with one process, or with MIG on, gets no layout and the host no advice."""
     alone = snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000}))
     on_mig = snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000, 2: 1000}, mig=True))
     assert advised_layout(alone, 0) is None
@@ -121,13 +145,11 @@ def test_no_layout_when_a_memory_figure_is_missing():
     """A partial sum would size the instance too small; the advice says so instead."""
     snap = snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000, 2: None}))
     assert advised_layout(snap, 0) is None
-    advice = advise(snap)
-    assert advice is not None
-    assert [u.pid for u in advice.unplaced] == [2]
-    assert "no memory figure" in advice.unplaced[0].reason
+    assert_unplaced(advice_of(snap), 2, "no memory figure")
 
 
 def test_without_mig_each_workload_gets_a_whole_gpu_while_there_are_enough():
+    """On GPUs without MIG each workload gets a GPU of its own until none is left."""
     def no_mig(index: int) -> Gpu:
         uuid = f"GPU-{index}"
         return Gpu(
@@ -137,45 +159,38 @@ def test_without_mig_each_workload_gets_a_whole_gpu_while_there_are_enough():
         )
 
     assert advised_layout(snapshot(no_mig(0), no_mig(1)), 0) is None
-    advice = advise(snapshot(no_mig(0), no_mig(1)))
-    assert advice is not None and advice.layouts == ()
+    advice = advice_of(snapshot(no_mig(0), no_mig(1)))
+    assert advice.layouts == ()
     assert [(w.pid, w.gpu_index, w.gpu_uuid) for w in advice.whole_gpus] == [(1, 0, "GPU-0"), (2, 1, "GPU-1")]
-    assert [u.pid for u in advice.unplaced] == [3]
-    assert "no MIG instance or whole GPU is left" in advice.unplaced[0].reason
+    assert_unplaced(advice, 3, "no MIG instance or whole GPU is left")
     assert advice.freed_gpus == ()
 
 
 def test_a_workload_larger_than_any_instance_gets_its_own_gpu_and_the_rest_share_another():
     """68000 MiB × 1.2 = 81600 MiB: more than a 7g.80gb (80896), less than the GPU (81920)."""
-    snap = snapshot(
+    advice = advice_of(snapshot(
         gpu(0, "A100-SXM4-80GB", {1: 68000, 2: 1000}),
         gpu(1, "A100-SXM4-80GB", {1: 0, 3: 1000}),
-    )
-    advice = advise(snap)
-    assert advice is not None
+    ))
     assert [(w.pid, w.gpu_index) for w in advice.whole_gpus] == [(1, 0)]
-    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [(1, ("1g.10gb", "1g.10gb"))]
+    assert layouts(advice) == [(1, ("1g.10gb", "1g.10gb"))]
     assert advice.unplaced == () and advice.freed_gpus == ()
 
 
 def test_a_workload_larger_than_a_gpu_needs_several():
-    snap = snapshot(gpu(0, "A100-SXM4-80GB", {1: 75000, 2: 1000}))
-    advice = advise(snap)
-    assert advice is not None
-    assert [u.pid for u in advice.unplaced] == [1]
-    assert "more memory than one whole GPU holds" in advice.unplaced[0].reason
-    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [(0, ("1g.10gb",))]
+    """75000 MiB × 1.2 is more than a whole A100 holds: that workload is unplaced, the other placed."""
+    advice = advice_of(snapshot(gpu(0, "A100-SXM4-80GB", {1: 75000, 2: 1000})))
+    assert_unplaced(advice, 1, "more memory than one whole GPU holds")
+    assert layouts(advice) == [(0, ("1g.10gb",))]
 
 
 def test_workloads_go_to_the_gpu_whose_model_holds_them():
     """20 GiB × 1.2 = 24576 MiB: more than the A30's 4g.24gb (24000), so it goes to the A100."""
-    snap = snapshot(
+    advice = advice_of(snapshot(
         gpu(0, "A30", {1: 20480, 2: 1000}),
         gpu(1, "A100-SXM4-80GB", {1: 10, 3: 1000}),
-    )
-    advice = advise(snap)
-    assert advice is not None
-    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [
+    ))
+    assert layouts(advice) == [
         (0, ("1g.6gb", "1g.6gb")),
         (1, ("3g.40gb",)),
     ]
@@ -184,23 +199,21 @@ def test_workloads_go_to_the_gpu_whose_model_holds_them():
 
 
 def test_a_workload_with_no_room_left_is_unplaced_and_keeps_its_gpu():
-    snap = snapshot(gpu(0, "A100-SXM4-80GB", {1: 30000, 2: 30000, 3: 30000}), gpu(1, "A100-SXM4-80GB", {}))
-    advice = advise(snap)
-    assert advice is not None
+    """Three 30000 MiB workloads: two 3g.40gb fill the A100, the third finds no instance or GPU."""
+    advice = advice_of(
+        snapshot(gpu(0, "A100-SXM4-80GB", {1: 30000, 2: 30000, 3: 30000}), gpu(1, "A100-SXM4-80GB", {}))
+    )
     assert advice.layouts[0].profiles == ("3g.40gb", "3g.40gb")
-    assert [u.pid for u in advice.unplaced] == [3]
-    assert "no MIG instance or whole GPU is left" in advice.unplaced[0].reason
+    assert_unplaced(advice, 3, "no MIG instance or whole GPU is left")
     assert advice.freed_gpus == ()
 
 
 def test_gpus_with_the_same_layout_share_one_command():
     """Two pairs of processes, each pair on its own pair of GPUs, too big to share a GPU."""
-    snap = snapshot(
+    advice = advice_of(snapshot(
         gpu(0, "A100-SXM4-80GB", {1: 30000, 2: 30000}),
         gpu(1, "A100-SXM4-80GB", {3: 30000, 4: 30000}),
-    )
-    advice = advise(snap)
-    assert advice is not None
+    ))
     assert [(s.gpu_indices, s.layout) for s in advice.steps] == [((0, 1), ("3g.40gb", "3g.40gb"))]
     assert advice.steps[0].command() == "mig-exporter remediate --gpu 0,1 --layout 3g.40gb,3g.40gb"
 
@@ -208,6 +221,7 @@ def test_gpus_with_the_same_layout_share_one_command():
 @pytest.mark.parametrize("model_key", sorted(MODELS))
 @given(needed_mib=st.integers(min_value=0, max_value=160_000))
 def test_smallest_profile_holds_the_need_and_nothing_smaller_does(model_key, needed_mib):
+    """The profile chosen for a need holds it, and no profile (but +me) that holds it is smaller."""
     model = MODELS[model_key]
     chosen = smallest_profile(model, needed_mib * MIB)
     candidates = [p for p in model.profiles if not p.name.endswith("+me")]
@@ -223,7 +237,6 @@ def test_a_mig_gpu_a_workload_leaves_is_not_freed_while_others_run_on_it():
     """PID 1 also runs in a MIG instance of GPU 1, beside PID 9: moving PID 1 does not free GPU 1."""
     partitioned = gpu(1, "A100-SXM4-80GB", {1: 1000, 9: 1000}, mig=True)
     alone = gpu(2, "A100-SXM4-80GB", {1: 1000}, mig=True)
-    advice = advise(snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000, 2: 1000}), partitioned, alone))
-    assert advice is not None
-    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [(0, ("1g.10gb", "1g.10gb"))]
+    advice = advice_of(snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000, 2: 1000}), partitioned, alone))
+    assert layouts(advice) == [(0, ("1g.10gb", "1g.10gb"))]
     assert advice.freed_gpus == (2,)

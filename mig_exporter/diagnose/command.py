@@ -19,7 +19,7 @@ from mig_exporter.diagnose.render_json import render_json
 from mig_exporter.diagnose.render_text import render_text
 from mig_exporter.diagnose.report import build_report
 from mig_exporter.errors import InputError
-from mig_exporter.hostinfo import Attribution, attribute_host_process, attribute_simulated_process
+from mig_exporter.hostinfo import attribute_processes
 from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
@@ -57,12 +57,10 @@ def run(args: argparse.Namespace) -> int:
         snapshot = read_snapshot(session)
         if not snapshot.nvml_up:
             raise InputError(f"NVML stopped answering while the GPUs were read ({_last_error(snapshot)})")
-        if session.simulator is not None:
-            simulator = session.simulator
-            attributions = {pid: attribute_simulated_process(pid, simulator.attribution(pid))
-                            for pid in _pids(snapshot)}
-        else:
-            attributions = _host_attributions(snapshot)
+        simulator = session.simulator
+        attributions = attribute_processes(sorted({p.pid for p in snapshot.processes}),
+                                           simulator.attribution if simulator is not None else None,
+                                           not_started_after=snapshot.taken_at)
     report = build_report(snapshot, attributions, headroom_ratio, args.fleet)
     if args.format == "json":
         sys.stdout.write(render_json(report))
@@ -94,14 +92,6 @@ def use_color(choice: str, stream: TextIO, environ: Mapping[str, str]) -> bool:
     if choice != "auto":
         return choice == "always"
     return stream.isatty() and not environ.get("NO_COLOR")
-
-
-def _pids(snapshot: Snapshot) -> list[int]:
-    return sorted({p.pid for p in snapshot.processes})
-
-
-def _host_attributions(snapshot: Snapshot) -> dict[int, Attribution]:
-    return {pid: attribute_host_process(pid, not_started_after=snapshot.taken_at) for pid in _pids(snapshot)}
 
 
 def _last_error(snapshot: Snapshot) -> str:

@@ -19,7 +19,7 @@ from mig_exporter.diagnose.report import (
     ProcessSection,
     Report,
 )
-from mig_exporter.model import MIB
+from mig_exporter.units import format_mib, mib_figure
 
 WIDTH = 80
 
@@ -88,10 +88,6 @@ def _section(paint: _Painter, title: str) -> list[str]:
     return ["", paint(title, _BOLD)]
 
 
-def _mib(value: int | None) -> str:
-    return "?" if value is None else f"{value // MIB} MiB"
-
-
 def _on_off(value: bool | None) -> str:
     return "unknown" if value is None else "on" if value else "off"
 
@@ -106,23 +102,21 @@ def _gpu(gpu: GpuSection) -> list[str]:
         mig = "MIG " + ("enabled" if gpu.mig_mode_current else "disabled")
         if gpu.mig_mode_pending is not None and gpu.mig_mode_pending != gpu.mig_mode_current:
             mig += " (" + ("enable" if gpu.mig_mode_pending else "disable") + " pending a reset)"
-    used = "?" if gpu.memory_used_bytes is None else gpu.memory_used_bytes // MIB
-    total = "?" if gpu.memory_total_bytes is None else gpu.memory_total_bytes // MIB
+    used, total = mib_figure(gpu.memory_used_bytes), mib_figure(gpu.memory_total_bytes)
     instances = f", {gpu.gpu_instances} GPU instance(s)" if gpu.mig_mode_current else ""
     state = f"{mig}, persistence {_on_off(gpu.persistence_mode)}, memory {used}/{total} MiB{instances}"
     lines += _wrap(state, first="  ", rest="  ")
     if gpu.instances:
         lines.append(f"  {'MIG DEVICE':<12}{'GI':>3}{'CI':>3}  {'MEMORY MiB':<15} UUID")
         for i in gpu.instances:
-            used = "?" if i.memory_used_bytes is None else i.memory_used_bytes // MIB
-            total = "?" if i.memory_total_bytes is None else i.memory_total_bytes // MIB
+            used, total = mib_figure(i.memory_used_bytes), mib_figure(i.memory_total_bytes)
             lines.append(f"  {i.profile:<12}{i.gpu_instance_id:>3}{i.compute_instance_id:>3}  "
                          f"{f'{used}/{total}':<15} {i.mig_uuid}")
     if gpu.processes:
         lines.append(f"  {'PID':<9}{'PROCESS':<17}{'USER':<13}{'MEMORY':>10}  ON")
         for p in gpu.processes:
             lines.append(f"  {p.pid:<9}{_cut(p.name or '?', 16):<17}{_cut(p.user or '?', 12):<13}"
-                         f"{_mib(p.used_memory_bytes):>10}  {p.mig_device or 'whole GPU'}")
+                         f"{format_mib(p.used_memory_bytes):>10}  {p.mig_device or 'whole GPU'}")
     else:
         lines.append("  no compute processes")
     return lines
@@ -151,7 +145,8 @@ def _finding(finding: FindingSection, paint: _Painter, previous: FindingSection 
 
 
 def _process(process: ProcessSection) -> list[str]:
-    memory = "" if process.used_memory_bytes is None else f", {_mib(process.used_memory_bytes)} in total"
+    used = process.used_memory_bytes
+    memory = "" if used is None else f", {format_mib(used)} in total"
     lines = ["", f"PID {process.pid}  {process.name or '?'}  on {describe_gpus(process.gpu_indices)}{memory}"]
     facts = [f"user {process.user or 'unknown'}"]
     if process.started_at is not None:
@@ -182,9 +177,9 @@ def _advice(
         if w.whole_gpu:
             where = f"GPU {w.gpu_index}, whole"
         else:
-            where = f"{w.profile} ({_mib(w.profile_memory_bytes)}) on GPU {w.gpu_index}"
-        needs = f"PID {w.pid} {w.name or '?'}: {_mib(w.used_memory_bytes)} + {percent} = " \
-                f"{_mib(w.needed_memory_bytes)} -> {where}"
+            where = f"{w.profile} ({format_mib(w.profile_memory_bytes)}) on GPU {w.gpu_index}"
+        needs = f"PID {w.pid} {w.name or '?'}: {format_mib(w.used_memory_bytes)} + {percent} = " \
+                f"{format_mib(w.needed_memory_bytes)} -> {where}"
         lines += _wrap(needs, first="  ", rest=" " * 4)
         command = commands.get(w.pid)
         device = "<its GPU UUID>" if w.whole_gpu else "<its MIG UUID>"

@@ -17,12 +17,11 @@ from typing import Any
 
 import pynvml
 
+from mig_exporter.nvml.errors import NVML_ERROR_NAMES
 from mig_exporter.nvml.session import NvmlSession
 from mig_exporter.profiles import COMPUTE_PROFILE_ENUM_BY_SLICES
 
 RESET_TIMEOUT_SECONDS = 120
-_ERROR_NAMES = {value: name.removeprefix("NVML_ERROR_") for name, value in vars(pynvml).items()
-                if name.startswith("NVML_ERROR_") and isinstance(value, int)}
 
 
 class WriteFailed(Exception):
@@ -55,7 +54,7 @@ def describe_nvml_error(code: int) -> str:
         text = None
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
-    return f"{text or 'NVML error'} ({_ERROR_NAMES.get(code, code)})"
+    return f"{text or 'NVML error'} ({NVML_ERROR_NAMES.get(code, code)})"
 
 
 class HardwareWriter:

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mig_exporter.errors import InputError
-from mig_exporter.hostinfo import Attribution, attribute_host_process, attribute_simulated_process
+from mig_exporter.errors import InputError, print_error
+from mig_exporter.hostinfo import Attribution, attribute_processes
 from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
@@ -181,9 +181,7 @@ def _attributions(session: NvmlSession, plan: Plan) -> dict[int, Attribution]:
     """Who runs each blocking process, so the plan can say what to stop and how."""
     pids = sorted({p.pid for blocker in plan.blockers for p in blocker.processes})
     simulator = session.simulator
-    if simulator is not None:
-        return {pid: attribute_simulated_process(pid, simulator.attribution(pid)) for pid in pids}
-    return {pid: attribute_host_process(pid) for pid in pids}
+    return attribute_processes(pids, simulator.attribution if simulator is not None else None)
 
 
 def _apply(
@@ -207,7 +205,7 @@ def _apply(
         output.add("outcome", report.outcome_json(outcome),
                    report.outcome_text(outcome, str(execution.journal)))
         failure = outcome.failure
-        print(f"mig-exporter remediate: error: {failure.what}: {failure.error}", file=sys.stderr)
+        print_error("remediate", f"{failure.what}: {failure.error}")
         return EXIT_ERROR
     made = assignments(execution.fresh, plan, created_instances(outcome.executed))
     unwritten: str | None = None
@@ -219,7 +217,7 @@ def _apply(
     output.document["assignments"] = [_assignment_json(a) for a in made]
     output.document["files"] = [str(f) for f in files]
     if unwritten is not None:
-        print(f"mig-exporter remediate: error: {unwritten}", file=sys.stderr)
+        print_error("remediate", unwritten)
         return EXIT_ERROR
     return EXIT_RESET_NEEDED if outcome.pending else EXIT_DONE
 

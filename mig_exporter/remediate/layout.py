@@ -16,7 +16,7 @@ import yaml
 
 from mig_exporter.errors import InputError
 from mig_exporter.model import Gpu, Snapshot
-from mig_exporter.profiles import GpuInstanceProfile, GpuModel, match_profile, model_by_nvml_name
+from mig_exporter.profiles import GpuInstanceProfile, GpuModel, match_profile, mig_model
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,6 @@ class GpuTarget:
     @property
     def layout(self) -> str:
         return ",".join(p.name for p in self.profiles) if self.mig_enabled else "MIG disabled"
-
-
-def mig_model(gpu: Gpu) -> GpuModel | None:
-    """The profile table for ``gpu``, or None when the GPU cannot do MIG."""
-    if not gpu.mig_supported or gpu.name is None:
-        return None
-    return model_by_nvml_name(gpu.name)
 
 
 def select_gpus(spec: str, snapshot: Snapshot) -> tuple[int, ...]:

@@ -8,11 +8,12 @@ from dataclasses import asdict
 from typing import Any
 
 from mig_exporter.hostinfo import Attribution
-from mig_exporter.model import MIB, Gpu, GpuProcess
+from mig_exporter.model import Gpu, GpuProcess
 from mig_exporter.remediate.apply import Outcome
 from mig_exporter.remediate.layout import GpuTarget
 from mig_exporter.remediate.plan import Blocker, GpuPlan, Plan
 from mig_exporter.remediate.steps import to_json
+from mig_exporter.units import format_mib
 
 
 def gpu_summary(gpu: Gpu) -> str:
@@ -35,7 +36,7 @@ def gpu_summary(gpu: Gpu) -> str:
 
 
 def _process(process: GpuProcess) -> str:
-    memory = "" if process.used_memory_bytes is None else f" {process.used_memory_bytes // MIB} MiB"
+    memory = "" if process.used_memory_bytes is None else f" {format_mib(process.used_memory_bytes)}"
     where = "" if process.gpu_instance_id is None else f" in GPU instance {process.gpu_instance_id}"
     return f"{process.pid} {process.name or '(unnamed)'}{memory}{where}"
 

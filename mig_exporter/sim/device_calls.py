@@ -13,6 +13,7 @@ from typing import Any
 
 import pynvml
 
+from mig_exporter.nvml.errors import NVML_ERROR_NAMES
 from mig_exporter.sim import placement as driver
 from mig_exporter.sim.calls import CallsBase, NvmlFailure, Target, c_function
 from mig_exporter.sim.handles import (
@@ -26,8 +27,8 @@ from mig_exporter.sim.handles import (
     write_string,
 )
 from mig_exporter.sim.state import MigMode, SimGpu, SimProcess, mig_device_uuid
+from mig_exporter.units import MIB
 
-MIB = 1024 * 1024
 NOT_AN_INSTANCE = 0xFFFFFFFF  # gpuInstanceId / computeInstanceId of a process when MIG is off
 
 
@@ -39,10 +40,8 @@ def error_string(code: int) -> str:
     known = pynvml.NVMLError._errcode_to_string.get(code)
     if known is not None:
         return known
-    names = [
-        name for name, number in vars(pynvml).items() if name.startswith("NVML_ERROR_") and number == code
-    ]
-    return names[0].removeprefix("NVML_ERROR_").replace("_", " ").capitalize() if names else "Unknown Error"
+    name = NVML_ERROR_NAMES.get(code)
+    return name.replace("_", " ").capitalize() if name is not None else "Unknown Error"
 
 
 class DeviceCalls(CallsBase):

@@ -19,10 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import pynvml
 import yaml
 
 from mig_exporter.errors import InputError, shown_key
+from mig_exporter.nvml.errors import NVML_ERROR_CODES, NVML_ERROR_NAMES
 from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel, match_profile, valid_compute_slices
 from mig_exporter.sim import placement as driver
 from mig_exporter.sim.library import c_function_targets
@@ -70,13 +70,6 @@ _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PCI_BUS_ID = re.compile(r"^[0-9A-F]{8}:[0-9A-F]{2}:[0-9A-F]{2}\.[0-7]$")
 _CUDA_VERSION = re.compile(r"^\d+\.\d+$")
 _COMPUTE_PROFILE = re.compile(r"^(?P<slices>\d+)c(?:\.(?P<gpu_instance>.+))?$")
-# NVML's error codes by name without NVML_ERROR_ (the names a fault's ``error`` takes), and back.
-_ERROR_CODES = {
-    name.removeprefix("NVML_ERROR_"): code
-    for name, code in vars(pynvml).items()
-    if name.startswith("NVML_ERROR_") and isinstance(code, int)
-}
-_ERROR_NAMES = {code: name for name, code in _ERROR_CODES.items()}
 # Bounds of values NVML hands out in C unsigned ints, so a typo is refused rather than wrapped.
 _UINT_MAX = 0xFFFFFFFF
 _PID_MAX = 4194304  # Linux's PID_MAX_LIMIT: no process has a larger pid
@@ -567,11 +560,11 @@ class _FleetReader:
 
     def error_code(self, raw: Any, path: str) -> int:
         """An NVML error by name without ``NVML_ERROR_`` (``NOT_SUPPORTED``) or by code (3)."""
-        if isinstance(raw, str) and raw.upper() in _ERROR_CODES:
-            return _ERROR_CODES[raw.upper()]
-        if isinstance(raw, int) and not isinstance(raw, bool) and raw in _ERROR_NAMES:
+        if isinstance(raw, str) and raw.upper() in NVML_ERROR_CODES:
+            return NVML_ERROR_CODES[raw.upper()]
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw in NVML_ERROR_NAMES:
             return raw
-        close = difflib.get_close_matches(str(raw).upper(), _ERROR_CODES, n=1)
+        close = difflib.get_close_matches(str(raw).upper(), NVML_ERROR_CODES, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise self.error(
             path, f"{raw!r} is not an NVML error name or code{hint}, e.g. NOT_SUPPORTED or GPU_IS_LOST"
@@ -667,7 +660,7 @@ def _fault(fault: Fault) -> dict[str, Any]:
     if fault.gpu is not None:
         out["gpu"] = fault.gpu
     if fault.error is not None:
-        out["error"] = _ERROR_NAMES.get(fault.error, fault.error)
+        out["error"] = NVML_ERROR_NAMES.get(fault.error, fault.error)
     if fault.delay_seconds:
         out["delay_seconds"] = fault.delay_seconds
     if fault.skip:

@@ -9,14 +9,14 @@ import pytest
 
 from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
 from mig_exporter.diagnose.explain import describe_gpus
-from mig_exporter.diagnose.report import build_report
+from mig_exporter.diagnose.report import Report, build_report
 from mig_exporter.hostinfo import Attribution
 from mig_exporter.model import MIB, CollectionError
 
+from .reports import commands, finding_of, report_of, too_big_for_any_instance
 from .snapshots import (
     SEED_MIB,
     empty_mig,
-    fleet_attributions,
     healthy,
     incident,
     lost,
@@ -27,16 +27,16 @@ from .snapshots import (
 )
 
 
-def report_of(snap, fleet="test-fleet", headroom=DEFAULT_HEADROOM_RATIO):
-    return build_report(snap, fleet_attributions(snap), headroom, fleet)
+@pytest.fixture
+def incident_report() -> Report:
+    """seed/README.md's incident, diagnosed as ``diagnose --fleet seed-incident``."""
+    return report_of(incident(), fleet="seed-incident")
 
 
-def commands(finding) -> list[str]:
-    return [step.command for step in finding.next_steps if step.command]
-
-
-def test_incident_is_a_problem_with_sharing_first_then_spanning():
-    report = report_of(incident(), fleet="seed-incident")
+def test_incident_is_a_problem_with_sharing_first_then_spanning(incident_report):
+    """The incident exits 1 with a sharing finding per GPU first, then one spanning finding per
+    process."""
+    report = incident_report
     assert report.exit_status == 1
     assert [(f.kind, f.gpu_indices, f.pids) for f in report.findings] == [
         ("unpartitioned_sharing", (0,), (78914, 81007)),
@@ -50,9 +50,10 @@ def test_incident_is_a_problem_with_sharing_first_then_spanning():
     assert report.findings[0].summary == "GPU 0 is shared by 2 processes without MIG: PIDs 78914, 81007"
 
 
-def test_incident_findings_say_why_it_matters_and_what_to_run():
-    report = report_of(incident(), fleet="seed-incident")
-    sharing, spanning = report.findings[0], report.findings[4]
+def test_incident_findings_say_why_it_matters_and_what_to_run(incident_report):
+    """The sharing finding says why a memory cap is not enough, what it costs and the remediate
+    command; the spanning finding shares its runbook."""
+    sharing, spanning = incident_report.findings[0], incident_report.findings[4]
     assert "set_per_process_memory_fraction" in sharing.meaning  # why a memory cap is not enough
     for word in ("latency", "time out", "contend"):
         assert word in sharing.impact
@@ -64,9 +65,9 @@ def test_incident_findings_say_why_it_matters_and_what_to_run():
     assert spanning.next_steps == sharing.next_steps
 
 
-def test_incident_advice_in_the_report():
-    report = report_of(incident(), fleet="seed-incident")
-    advice = report.advice
+def test_incident_advice_in_the_report(incident_report):
+    """The advice puts each process in a 3g.40gb on GPU 0, frees GPUs 1-3, and names the command."""
+    advice = incident_report.advice
     assert advice is not None
     assert [(w.pid, w.gpu_index, w.profile, w.profile_memory_bytes) for w in advice.workloads] == [
         (78914, 0, "3g.40gb", 40192 * MIB),
@@ -83,12 +84,14 @@ def test_incident_advice_in_the_report():
 
 
 def test_on_the_host_the_command_names_no_fleet():
+    """Without --fleet the advised remediate command has no --fleet either."""
     report = report_of(incident(), fleet=None)
     assert report.advice is not None
     assert report.advice.remediate[0].command == "mig-exporter remediate --gpu 0 --layout 3g.40gb,3g.40gb"
 
 
 def test_processes_carry_their_attribution_and_totals():
+    """Each process row has its GPUs, total memory, user, command line and GPU visibility."""
     report = report_of(incident())
     first = report.processes[0]
     assert (first.pid, first.gpu_indices, first.used_memory_bytes) == (78914, (0, 1, 2, 3), 18060 * MIB)
@@ -99,6 +102,8 @@ def test_processes_carry_their_attribution_and_totals():
 
 
 def test_healthy_partitioned_fleet_has_no_findings_and_exit_0():
+    """A fleet partitioned as the runbook leaves it: no findings, no advice, exit 0, and each
+    process shown in its MIG device."""
     report = report_of(healthy())
     assert report.exit_status == 0
     assert report.findings == ()
@@ -112,6 +117,7 @@ def test_healthy_partitioned_fleet_has_no_findings_and_exit_0():
 
 
 def test_an_info_finding_alone_is_not_a_problem():
+    """Persistence mode off is an info finding with its command, and leaves the exit status 0."""
     report = report_of(snapshot(partitioned_gpu(0, persistence=False)))
     assert [(f.kind, f.severity) for f in report.findings] == [("persistence_off", "info")]
     assert report.exit_status == 0
@@ -119,8 +125,9 @@ def test_an_info_finding_alone_is_not_a_problem():
 
 
 def test_pending_mode_says_a_reset_is_owed():
+    """A pending MIG enable is a problem whose next steps stop the holder and reset the GPU."""
     report = report_of(pending_enable())
-    (pending,) = [f for f in report.findings if f.kind == "mig_pending"]
+    pending = finding_of(report, "mig_pending")
     assert report.exit_status == 1
     assert pending.summary == "GPU 0: MIG mode enabled is pending a reset"
     assert "stays disabled until the GPU is reset" in pending.meaning
@@ -134,8 +141,7 @@ def test_pending_enable_on_hopper_turns_persistence_off_and_rules_out_a_reboot()
     """mig-facts.md: persistence mode holds the GPU open, so the reset fails; on Hopper the MIG
     mode does not survive a driver unload, so a reboot would end with MIG off."""
     gpu = replace(empty_mig(0), name="NVIDIA H100 80GB HBM3", mig_mode_current=False)
-    report = report_of(snapshot(gpu))
-    (pending,) = [f for f in report.findings if f.kind == "mig_pending"]
+    pending = finding_of(report_of(snapshot(gpu)), "mig_pending")
     assert commands(pending) == ["sudo nvidia-smi -i 0 -pm 0", "sudo systemctl stop nvidia-persistenced",
                                  "sudo nvidia-smi -r -i 0"]
     assert pending.next_steps[-1].action == ("reset GPU 0 so the new mode takes effect (not a reboot: on "
@@ -143,6 +149,7 @@ def test_pending_enable_on_hopper_turns_persistence_off_and_rules_out_a_reboot()
 
 
 def test_empty_mig_gpu_is_unusable_and_gets_the_layout_of_its_sibling():
+    """A GPU with MIG on and no instances is a warning, and is advised the layout of its sibling."""
     report = report_of(snapshot(empty_mig(0), partitioned_gpu(1)))
     (empty,) = report.findings
     assert (empty.kind, empty.severity, empty.gpu_indices) == ("mig_without_instances", "warning", (0,))
@@ -152,12 +159,14 @@ def test_empty_mig_gpu_is_unusable_and_gets_the_layout_of_its_sibling():
 
 
 def test_empty_mig_gpu_alone_gets_two_halves():
+    """A GPU with MIG on, no instances and no sibling to copy is advised two halves."""
     (empty,) = report_of(snapshot(empty_mig(0))).findings
     assert "two halves" in empty.next_steps[0].action
     assert commands(empty) == ["mig-exporter remediate --fleet test-fleet --gpu 0 --layout 3g.40gb,3g.40gb"]
 
 
 def test_a_lost_gpu_is_critical():
+    """A lost GPU is a critical finding, exit 1, with the commands to look for Xid errors and reset."""
     report = report_of(snapshot(partitioned_gpu(0), lost(1)))
     (found,) = report.findings
     assert (found.kind, found.severity, found.summary) == ("gpu_lost", "critical", "GPU 1 is lost")
@@ -165,12 +174,9 @@ def test_a_lost_gpu_is_critical():
     assert commands(found) == ["sudo dmesg | grep -i xid", "sudo nvidia-smi -r -i 1"]
 
 
-def too_big_for_any_instance():
-    """PID 1 needs 68010 MiB × 1.2 = 81612 MiB: more than a 7g.80gb (80896), less than a GPU."""
-    return snapshot(shared_gpu(0, {1: 68000, 2: 100}), shared_gpu(1, {1: 10, 3: 100}))
-
-
 def test_a_workload_no_instance_holds_gets_a_whole_gpu_and_the_others_an_instance():
+    """The workload too big for any instance is pinned to a whole GPU; the others share the other
+    GPU's instances."""
     report = report_of(too_big_for_any_instance())
     assert report.advice is not None
     assert [(w.pid, w.gpu_index, w.whole_gpu, w.profile) for w in report.advice.workloads] == [
@@ -184,6 +190,8 @@ def test_a_workload_no_instance_holds_gets_a_whole_gpu_and_the_others_an_instanc
 
 
 def test_without_a_command_line_the_restart_is_described_not_invented():
+    """Processes with no attribution (gone from /proc) get a restart described in words, not a
+    made-up command line."""
     snap = too_big_for_any_instance()
     unknown = {pid: Attribution(pid, "none", notes=("gone",)) for pid in (1, 2, 3)}
     report = build_report(snap, unknown, DEFAULT_HEADROOM_RATIO)
@@ -195,6 +203,7 @@ def test_without_a_command_line_the_restart_is_described_not_invented():
 
 
 def test_a_process_spread_over_gpus_it_does_not_share_is_pinned_to_its_main_one():
+    """A process alone on two GPUs is advised to restart on the one where it holds most memory."""
     snap = snapshot(shared_gpu(0, {7: 100}), shared_gpu(1, {7: 900}))
     report = report_of(snap)
     (spanning,) = report.findings
@@ -211,6 +220,7 @@ def test_headroom_changes_the_advice():
 
 
 def test_collection_errors_are_kept():
+    """The snapshot's collection errors reach the report unchanged."""
     error = CollectionError("nvmlDeviceGetPowerUsage", "Unknown Error", 0)
     report = report_of(replace(healthy(), errors=(error,)))
     assert report.collection_errors == (error,)
@@ -222,4 +232,5 @@ def test_collection_errors_are_kept():
      ((0, 1, 2, 5, 6), "GPUs 0-2, 5, 6")],
 )
 def test_describe_gpus(indices, text):
+    """GPU index lists read as "GPU 2", "GPUs 0, 2" or ranges "GPUs 0-3"."""
     assert describe_gpus(indices) == text

@@ -15,27 +15,6 @@ import pytest
 
 from sim.conftest import StartNvml
 
-# One GPU of every model, at the index used below.
-ALL_MODELS = """
-gpus:
-  - {model: A100-SXM4-40GB}
-  - {model: A100-SXM4-80GB}
-  - {model: A100-PCIE-80GB}
-  - {model: A30}
-  - {model: H100-SXM5-80GB}
-  - {model: H100-NVL}
-  - {model: H200}
-"""
-INDEX = {
-    "A100-SXM4-40GB": 0,
-    "A100-SXM4-80GB": 1,
-    "A100-PCIE-80GB": 2,
-    "A30": 3,
-    "H100-SXM5-80GB": 4,
-    "H100-NVL": 5,
-    "H200": 6,
-}
-
 E = pynvml  # the NVML_GPU_INSTANCE_PROFILE_* enums
 # (enum, name, ID, MiB, SM, CE, DEC, JPG, OFA, max instances, compute slices)
 A100_40GB = [
@@ -47,23 +26,30 @@ A100_40GB = [
     (E.NVML_GPU_INSTANCE_PROFILE_4_SLICE, "4g.20gb", 5, 19968, 56, 4, 2, 0, 0, 1, 4),
     (E.NVML_GPU_INSTANCE_PROFILE_7_SLICE, "7g.40gb", 0, 40192, 98, 7, 5, 1, 1, 1, 7),
 ]
+
+
+def _like(table: list[tuple[Any, ...]], names_mib: list[tuple[str, int]]) -> list[tuple[Any, ...]]:
+    """The rows of ``table`` (enum, ID, SMs, engines, max, slices) with another model's own profile
+    names and sizes, row by row."""
+    return [
+        (enum, name, profile_id, mib, *rest)
+        for (enum, _, profile_id, _, *rest), (name, mib) in zip(table, names_mib, strict=True)
+    ]
+
+
 # "Same IDs, SMs, engines, placements as 40GB"; 1g.20gb "about 19968 (unconfirmed)"; +me as 1g.
-A100_80GB = [
-    (enum, name, profile_id, mib, *rest)
-    for (enum, _, profile_id, _, *rest), (name, mib) in zip(
-        A100_40GB,
-        [
-            ("1g.10gb", 9728),
-            ("1g.10gb+me", 9728),
-            ("1g.20gb", 19968),
-            ("2g.20gb", 19968),
-            ("3g.40gb", 40192),
-            ("4g.40gb", 40192),
-            ("7g.80gb", 80896),
-        ],
-        strict=True,
-    )
-]
+A100_80GB = _like(
+    A100_40GB,
+    [
+        ("1g.10gb", 9728),
+        ("1g.10gb+me", 9728),
+        ("1g.20gb", 19968),
+        ("2g.20gb", 19968),
+        ("3g.40gb", 40192),
+        ("4g.40gb", 40192),
+        ("7g.80gb", 80896),
+    ],
+)
 A30 = [
     (E.NVML_GPU_INSTANCE_PROFILE_1_SLICE, "1g.6gb", 14, 5952, 14, 1, 1, 0, 0, 4, 1),
     (E.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, "1g.6gb+me", 21, 5952, 14, 1, 1, 1, 1, 1, 1),
@@ -81,16 +67,9 @@ H100_80GB = [
     (E.NVML_GPU_INSTANCE_PROFILE_7_SLICE, "7g.80gb", 0, 81152, 132, 8, 7, 7, 1, 1, 7),
 ]
 
-
-def _like_h100(names_mib: list[tuple[str, int]]) -> list[tuple[Any, ...]]:
-    """ "SMs, engines and IDs as H100" with the model's own names and sizes."""
-    return [
-        (enum, name, profile_id, mib, *rest)
-        for (enum, _, profile_id, _, *rest), (name, mib) in zip(H100_80GB, names_mib, strict=True)
-    ]
-
-
-H100_NVL = _like_h100(
+# "SMs, engines and IDs as H100" with the model's own names and sizes.
+H100_NVL = _like(
+    H100_80GB,
     [
         ("1g.12gb", 11008),
         ("1g.12gb+me", 11008),
@@ -99,9 +78,10 @@ H100_NVL = _like_h100(
         ("3g.47gb", 47488),
         ("4g.47gb", 47488),
         ("7g.94gb", 95360),
-    ]
+    ],
 )
-H200 = _like_h100(
+H200 = _like(
+    H100_80GB,
     [
         ("1g.18gb", 16384),
         ("1g.18gb+me", 16384),
@@ -110,23 +90,28 @@ H200 = _like_h100(
         ("3g.71gb", 71168),
         ("4g.71gb", 71168),
         ("7g.141gb", 143104),
-    ]
+    ],
 )
 
-ROWS = [
-    *((model, row) for model in ("A100-SXM4-40GB",) for row in A100_40GB),
-    *((model, row) for model in ("A100-SXM4-80GB", "A100-PCIE-80GB") for row in A100_80GB),
-    *(("A30", row) for row in A30),
-    *(("H100-SXM5-80GB", row) for row in H100_80GB),
-    *(("H100-NVL", row) for row in H100_NVL),
-    *(("H200", row) for row in H200),
-]
+TABLES = {
+    "A100-SXM4-40GB": A100_40GB,
+    "A100-SXM4-80GB": A100_80GB,
+    "A100-PCIE-80GB": A100_80GB,
+    "A30": A30,
+    "H100-SXM5-80GB": H100_80GB,
+    "H100-NVL": H100_NVL,
+    "H200": H200,
+}
+ROWS = [(model, row) for model, table in TABLES.items() for row in table]
+# One GPU of every model, at the model's index in TABLES.
+ALL_MODELS = "gpus:\n" + "".join(f"  - {{model: {model}}}\n" for model in TABLES)
 
 
 @pytest.fixture
 def models(start_nvml: StartNvml) -> dict[str, Any]:
+    """The simulator over ALL_MODELS: each model key's NVML handle."""
     start_nvml(ALL_MODELS)
-    return {model: pynvml.nvmlDeviceGetHandleByIndex(index) for model, index in INDEX.items()}
+    return {model: pynvml.nvmlDeviceGetHandleByIndex(index) for index, model in enumerate(TABLES)}
 
 
 @pytest.mark.parametrize(("model", "row"), ROWS, ids=[f"{m}-{r[1]}" for m, r in ROWS])

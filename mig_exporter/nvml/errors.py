@@ -1,0 +1,19 @@
+"""NVML's error codes by name, read from pynvml once for every module that names them.
+
+The writer names a failure's code for the operator (``In use by another client (IN_USE)``), a fleet
+file's fault names the error to inject (``error: NOT_SUPPORTED``), and the simulator words a code
+nvidia-ml-py has no string for: all of them must agree on the same names, so there is one table.
+"""
+
+from __future__ import annotations
+
+import pynvml
+
+# NVML_ERROR_* without the prefix → code, e.g. "IN_USE" → 19 (pynvml has no two names for one code).
+NVML_ERROR_CODES: dict[str, int] = {
+    name.removeprefix("NVML_ERROR_"): code
+    for name, code in vars(pynvml).items()
+    if name.startswith("NVML_ERROR_") and isinstance(code, int)
+}
+# And back: code → name without the prefix.
+NVML_ERROR_NAMES: dict[int, str] = {code: name for name, code in NVML_ERROR_CODES.items()}
