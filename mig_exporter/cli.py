@@ -8,6 +8,8 @@ arguments and returning the exit status.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 from mig_exporter import __version__
@@ -18,6 +20,7 @@ from mig_exporter.remediate import command as remediate_command
 from mig_exporter.sim import command as fleet_command
 
 EXIT_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
     except InputError as error:
         print_error(args.command, str(error))
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `mig-exporter fleet list | head`: the reader left. Point stdout at /dev/null so that
+        # Python's flush at exit does not raise again, as the Python docs advise for pipes.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return status

@@ -34,3 +34,12 @@ def shown_key(key: object) -> str:
     or a log.
     """
     return key if isinstance(key, str) and _KEY_LIKE.fullmatch(key) else "(not a key name)"
+
+
+def yaml_problem(error: Exception) -> str:
+    """A YAML parse error in one line, ``line 3, column 7: found unexpected ':'``, without the
+    snippet of the file PyYAML quotes: a wrong file given by mistake must not be echoed."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(error, "problem", None) or "cannot be parsed"
+    return where + problem

@@ -222,7 +222,7 @@ def valid_compute_slices(gpu_instance_slices: int) -> tuple[int, ...]:
     return tuple(c for c in sorted(COMPUTE_PROFILE_ENUM_BY_SLICES) if c == g or (c < g and 2 * c <= g + 1))
 
 
-_NAME_RE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g(?:\.(?P<gb>\d+)gb)?(?P<me>\+me)?$")
+_NAME_RE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g(?:\.(?P<gb>\d+)gb)?(?P<me>\+me)?$", re.ASCII)
 
 
 def match_profile(model: GpuModel, wanted: str) -> GpuInstanceProfile | None:

@@ -10,11 +10,13 @@ import re
 from dataclasses import dataclass
 
 from mig_exporter.errors import InputError
+from mig_exporter.numbers import is_whole_number
 
 # Prometheus durations (model.ParseDuration): units in decreasing order, each at most once.
 _DURATION = re.compile(
     r"^(?:(?P<y>\d+)y)?(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?"
-    r"(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$"
+    r"(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$",
+    re.ASCII,  # \d would otherwise take any script's digits
 )
 _UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
 # The scheduler's timedelta and the thread waits overflow on durations far longer than this, and
@@ -50,7 +52,7 @@ class ListenAddress:
 def parse_listen_address(flag: str, text: str) -> ListenAddress:
     """``host:port``, ``:port`` (every interface) or ``[v6 address]:port``."""
     host, separator, port_text = text.rpartition(":")
-    if not separator or not port_text.isdigit() or int(port_text) > 65535:
+    if not separator or not is_whole_number(port_text) or int(port_text) > 65535:
         raise InputError(f"{flag}: {text!r} is not host:port or :port "
                          "(e.g. :9458, 127.0.0.1:9458, [::1]:9458)")
     if host.startswith("[") and host.endswith("]"):
@@ -62,7 +64,7 @@ def parse_listen_address(flag: str, text: str) -> ListenAddress:
 
 def parse_count(flag: str, text: str) -> int:
     """A whole number, zero or more."""
-    if not text.strip().isdigit():
+    if not is_whole_number(text.strip()):
         raise InputError(f"{flag}: {text!r} is not a whole number (0 or more)")
     return int(text)
 

@@ -21,7 +21,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-from mig_exporter.errors import InputError, shown_key
+from mig_exporter.errors import InputError, shown_key, yaml_problem
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -101,7 +101,7 @@ def load_web_config(path: str) -> WebConfig:
     except OSError as error:
         raise InputError(f"{path}: cannot read the web config: {error.strerror}") from None
     except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+        raise InputError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
     document = {} if document is None else document
     _check_mapping(path, "", document, _TOP_KEYS)
     base = Path(path).parent

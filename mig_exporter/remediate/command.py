@@ -74,10 +74,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write MIG assignments, docker-compose, Kubernetes, mig-parted and runbook files there")
     add("--format", choices=("text", "json"), default="text")
     add("--journal", metavar="PATH", type=Path,
-        help=f"JSON-lines journal of each change (default as root: {ROOT_JOURNAL}; "
-             "else under $XDG_STATE_HOME or ~/.local/state)")
+        help=f"JSON-lines journal of each change (default: beside a --fleet file; as root: "
+             f"{ROOT_JOURNAL}; else under $XDG_STATE_HOME or ~/.local/state)")
     add("--lock", metavar="PATH", type=Path,
-        help=f"lock for one remediate per host (default as root: {ROOT_LOCK}; "
+        help=f"lock for one remediate per host (default: beside a --fleet file; as root: {ROOT_LOCK}; "
              "else under $XDG_RUNTIME_DIR or the temporary directory)")
     parser.set_defaults(run=run)
 
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 targets, plan = _plan(args, session, found)
                 _show_plan(output, session, found, targets, plan)
             return EXIT_DONE
-        with HostLock(args.lock or default_lock()), NvmlSession(args.fleet) as session:
+        with HostLock(args.lock or default_lock(args.fleet)), NvmlSession(args.fleet) as session:
             simulator = session.simulator
             if simulator is not None and simulator.read_only:
                 raise InputError(f"--fleet {args.fleet} is a built-in fleet and read-only; to apply, copy "
@@ -194,7 +194,7 @@ def _apply(
         return EXIT_UNSAFE
     _check_output_dir(args.output_dir)
     if plan.nothing_to_do:
-        execution = Execution(Outcome(()), found, args.journal or default_journal(), "none")
+        execution = Execution(Outcome(()), found, args.journal or default_journal(args.fleet), "none")
     elif not _confirmed(args, plan):
         output.add("declined", True, "Declined: nothing was changed.")
         return EXIT_DECLINED
@@ -246,7 +246,7 @@ def _confirmed(args: argparse.Namespace, plan: Plan) -> bool:
 
 def _execute(args: argparse.Namespace, session: NvmlSession, found: Snapshot, plan: Plan) -> Execution:
     """Run the plan under the journal, then read the hardware again and verify it."""
-    journal_path = args.journal or default_journal()
+    journal_path = args.journal or default_journal(args.fleet)
     with Journal(journal_path) as journal:
         journal.record("run-start", command=command_line(args), steps=len(plan.steps))
         applier = Applier(HardwareWriter(session), journal, found, allow_reset=args.reset)
@@ -322,14 +322,28 @@ def command_line(args: argparse.Namespace, reset: bool | None = None) -> str:
     return shlex.join(parts)
 
 
-def default_journal() -> Path:
+def _fleet_file(fleet: str | None) -> Path | None:
+    """The fleet file a simulated run changes; None for real GPUs and built-in fleets."""
+    return Path(fleet) if fleet is not None and Path(fleet).is_file() else None
+
+
+def default_journal(fleet: str | None) -> Path:
+    """A fleet file's runs are journaled beside it: a drill on a simulated fleet must not mix
+    its entries into the journal of the host's real GPUs."""
+    fleet_file = _fleet_file(fleet)
+    if fleet_file is not None:
+        return fleet_file.with_name(fleet_file.name + ".journal.jsonl")
     if os.geteuid() == 0:
         return Path(ROOT_JOURNAL)
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "mig-exporter" / "remediate.jsonl"
 
 
-def default_lock() -> Path:
+def default_lock(fleet: str | None) -> Path:
+    """One remediate at a time per host, or per fleet file (its simulated host)."""
+    fleet_file = _fleet_file(fleet)
+    if fleet_file is not None:
+        return fleet_file.with_name(fleet_file.name + ".lock")
     if os.geteuid() == 0:
         return Path(ROOT_LOCK)
     runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()

@@ -14,8 +14,9 @@ from typing import Any
 
 import yaml
 
-from mig_exporter.errors import InputError
+from mig_exporter.errors import InputError, yaml_problem
 from mig_exporter.model import Gpu, Snapshot
+from mig_exporter.numbers import is_whole_number
 from mig_exporter.profiles import GpuInstanceProfile, GpuModel, match_profile, mig_model
 
 
@@ -42,7 +43,7 @@ def select_gpus(spec: str, snapshot: Snapshot) -> tuple[int, ...]:
         return tuple(sorted(known))
     selected: set[int] = set()
     for token in tokens:
-        if token.isdigit() and int(token) in known:
+        if is_whole_number(token) and int(token) in known:
             selected.add(int(token))
         elif token.lower() in by_uuid:
             selected.add(by_uuid[token.lower()])
@@ -111,7 +112,7 @@ def _config_entries(path: str, config_name: str) -> list[Any]:
     except OSError as error:
         raise InputError(f"--mig-parted-config {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from error
+        raise InputError(f"{path}: not valid YAML: {yaml_problem(error)}") from error
     if not isinstance(document, dict) or document.get("version") != "v1":
         raise InputError(f"{path}: not a mig-parted config (expected version: v1 and mig-configs)")
     configs = document.get("mig-configs")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from mig_exporter.sim.fleet import builtin_names, builtin_text, load_fleet
+from mig_exporter.sim.fleet import builtin_names, builtin_text, parse_fleet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def run_list(args: argparse.Namespace) -> int:
     names = builtin_names()
     width = max(len(name) for name in names)
     for name in names:
-        print(f"{name:<{width}}  {load_fleet(name).description or ''}")
+        print(f"{name:<{width}}  {parse_fleet(builtin_text(name), name).description or ''}")
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from mig_exporter.errors import InputError, shown_key
+from mig_exporter.errors import InputError, shown_key, yaml_problem
 from mig_exporter.nvml.errors import NVML_ERROR_CODES, NVML_ERROR_NAMES
 from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel, match_profile, valid_compute_slices
 from mig_exporter.sim import placement as driver
@@ -68,8 +68,8 @@ FAULT_KEYS = ("call", "gpu", "error", "delay_seconds", "skip", "count")
 # libyaml's loader when PyYAML has it: the large benchmark fleets load several times faster.
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PCI_BUS_ID = re.compile(r"^[0-9A-F]{8}:[0-9A-F]{2}:[0-9A-F]{2}\.[0-7]$")
-_CUDA_VERSION = re.compile(r"^\d+\.\d+$")
-_COMPUTE_PROFILE = re.compile(r"^(?P<slices>\d+)c(?:\.(?P<gpu_instance>.+))?$")
+_CUDA_VERSION = re.compile(r"^\d+\.\d+$", re.ASCII)
+_COMPUTE_PROFILE = re.compile(r"^(?P<slices>\d+)c(?:\.(?P<gpu_instance>.+))?$", re.ASCII)
 # Bounds of values NVML hands out in C unsigned ints, so a typo is refused rather than wrapped.
 _UINT_MAX = 0xFFFFFFFF
 _PID_MAX = 4194304  # Linux's PID_MAX_LIMIT: no process has a larger pid
@@ -144,10 +144,7 @@ def parse_fleet(data: bytes | str, source: str) -> Fleet:
     try:
         document = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise FleetError(f"{source}: not valid YAML: {where}{problem}") from None
+        raise FleetError(f"{source}: not valid YAML: {yaml_problem(error)}") from None
     return _FleetReader(source).fleet(document)
 
 

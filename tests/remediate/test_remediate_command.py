@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mig_exporter.cli import main
 from mig_exporter.model import MIB
 from mig_exporter.sim import load_fleet
 
@@ -308,3 +309,14 @@ def test_an_unusable_output_dir_is_refused_before_any_change(
     assert status == 2
     assert f"--output-dir {directory}: " in capsys.readouterr().err
     assert fleet.read_bytes() == before
+
+
+def test_a_fleet_file_keeps_its_journal_and_lock_beside_it(tmp_path: Path) -> None:
+    """A drill on a simulated fleet never writes the real host's journal or takes its lock: without
+    --journal and --lock, both default to files beside the fleet file."""
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+    assert main(["remediate", "--fleet", str(fleet), "--gpu", "0", "--layout", "3g,3g", "--apply"]) == 0
+    journal = tmp_path / "fleet.yaml.journal.jsonl"
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert entries[0]["event"] == "run-start" and entries[-1]["event"] == "run-end"
+    assert (tmp_path / "fleet.yaml.lock").exists()
