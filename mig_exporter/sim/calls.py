@@ -133,7 +133,7 @@ class CallsBase:
     def gpu_index_of_uuid(self, text: str) -> int | None:
         for index, gpu in enumerate(self.world.fleet.gpus):
             if gpu.uuid == text or any(
-                mig_device_uuid(gpu.uuid, gi.id, ci.id) == text
+                mig_device_uuid(gpu.uuid, gi, ci) == text
                 for gi in gpu.instances
                 for ci in gi.compute_instances
             ):

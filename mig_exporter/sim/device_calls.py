@@ -129,7 +129,7 @@ class DeviceCalls(CallsBase):
                 return pynvml.NVML_SUCCESS
             for gi in gpu.instances if gpu.mig.current else ():
                 for ci in gi.compute_instances:
-                    if mig_device_uuid(gpu.uuid, gi.id, ci.id) == wanted:
+                    if mig_device_uuid(gpu.uuid, gi, ci) == wanted:
                         write_handle(device, Handle(Kind.MIG_DEVICE, index, gi.id, ci.id))
                         return pynvml.NVML_SUCCESS
         return pynvml.NVML_ERROR_NOT_FOUND
@@ -162,7 +162,8 @@ class DeviceCalls(CallsBase):
         handle, gpu = self._device_or_mig(device)
         text = gpu.uuid
         if handle.kind is Kind.MIG_DEVICE:
-            text = mig_device_uuid(gpu.uuid, handle.gpu_instance, handle.compute_instance)
+            _, gpu_instance, compute_instance, _ = self._mig_parts(handle)
+            text = mig_device_uuid(gpu.uuid, gpu_instance, compute_instance)
         return self._string(uuid, length, text)
 
     @c_function(Target.HANDLE)

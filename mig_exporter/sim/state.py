@@ -233,10 +233,14 @@ def default_gpu_uuid(index: int) -> str:
     return f"GPU-{uuid.uuid5(_UUID_NAMESPACE, f'gpu/{index}')}"
 
 
-def mig_device_uuid(gpu_uuid: str, gpu_instance_id: int, compute_instance_id: int) -> str:
-    """``MIG-xxxxxxxx-xxxx-5xxx-…``: the R470+ format, derived from the parent and the instance IDs,
-    so the same instance gets the same UUID after a reload or in another process."""
-    return f"MIG-{uuid.uuid5(_UUID_NAMESPACE, f'{gpu_uuid}/{gpu_instance_id}/{compute_instance_id}')}"
+def mig_device_uuid(gpu_uuid: str, gpu_instance: SimGpuInstance, compute_instance: SimComputeInstance) -> str:
+    """``MIG-xxxxxxxx-xxxx-5xxx-…``: the R470+ format, derived from the parent, the instance IDs, the
+    profile and the placement, so the same instance keeps its UUID after a reload or in another
+    process, while an instance of another shape created under a freed ID gets a new one, as on a
+    real driver (a workload pinned to the old UUID must not land on a different-sized instance)."""
+    shape = (f"{gpu_instance.id}/{gpu_instance.profile_id}@{gpu_instance.start}/"
+             f"{compute_instance.id}:{compute_instance.slices}")
+    return f"MIG-{uuid.uuid5(_UUID_NAMESPACE, f'{gpu_uuid}/{shape}')}"
 
 
 def default_serial(index: int) -> str:

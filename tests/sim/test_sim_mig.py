@@ -260,3 +260,27 @@ def test_processes_per_instance_and_in_aggregate(start_nvml: StartNvml) -> None:
         (81007, 3780 * MIB, 0xFFFFFFFF, 0xFFFFFFFF),
     ]
     assert pynvml.nvmlSystemGetProcessName(78914) == "python"
+
+
+def test_an_instance_of_another_shape_under_a_freed_id_gets_a_new_uuid(start_nvml: StartNvml) -> None:
+    """mig-facts.md: "GPU instance IDs follow the placement": 3g@0 and 4g@0 are both GPU instance 1.
+    A real driver gives every new MIG device a new UUID, so a 4g.40gb created where a 3g.40gb was
+    destroyed must not inherit its UUID (a workload pinned to it would land on another size)."""
+    start_nvml(one_gpu(extra="    instances:\n      - profile: 3g.40gb\n        placement: 0\n"))
+    device = pynvml.nvmlDeviceGetHandleByIndex(0)
+    old_uuid = pynvml.nvmlDeviceGetUUID(mig_devices(device)[0])
+    three_g = pynvml.nvmlDeviceGetGpuInstanceById(device, 1)
+    pynvml.nvmlComputeInstanceDestroy(pynvml.nvmlGpuInstanceGetComputeInstanceById(three_g, 0))
+    pynvml.nvmlGpuInstanceDestroy(three_g)
+    four_g_info = pynvml.nvmlDeviceGetGpuInstanceProfileInfo(device, pynvml.NVML_GPU_INSTANCE_PROFILE_4_SLICE)
+    four_g = pynvml.nvmlDeviceCreateGpuInstance(device, four_g_info.id)
+    assert pynvml.nvmlGpuInstanceGetInfo(four_g).id == 1
+    compute_info = pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+        four_g,
+        pynvml.NVML_COMPUTE_INSTANCE_PROFILE_4_SLICE,
+        pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
+    )
+    pynvml.nvmlGpuInstanceCreateComputeInstance(four_g, compute_info.id)
+    new_uuid = pynvml.nvmlDeviceGetUUID(mig_devices(device)[0])
+    assert new_uuid != old_uuid
+    assert pynvml.nvmlDeviceGetGpuInstanceId(pynvml.nvmlDeviceGetHandleByUUID(new_uuid)) == 1
