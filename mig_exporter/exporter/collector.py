@@ -63,11 +63,15 @@ def metric_families(
     if snapshot is None:
         return
     yield _gauge("nvml_up", "1 when the last collection reached NVML, else 0.", [], [([], snapshot.nvml_up)])
+    if not snapshot.nvml_up:
+        # Nothing was read: no series may claim a value (a "0 processes spanning GPUs" during an
+        # NVML outage would read as healthy on a dashboard).
+        return
     yield _gauge(
         "nvml_driver_info", "The NVIDIA driver, CUDA driver API and NVML versions; value 1.",
         ["driver_version", "cuda_driver_version", "nvml_version"],
         [([snapshot.driver_version or "", snapshot.cuda_driver_version or "",
-           snapshot.nvml_version or ""], 1)] if snapshot.nvml_up else [],
+           snapshot.nvml_version or ""], 1)],
     )
     yield from _gpu_families(snapshot)
     yield from _mig_families(snapshot)

@@ -24,7 +24,7 @@ from mig_exporter.exporter.flags import (
 from mig_exporter.exporter.logs import FORMATS, LEVELS, configure_logging
 from mig_exporter.exporter.service import DEFAULT_MAX_REQUESTS, Exporter, ServeConfig
 from mig_exporter.exporter.webconfig import load_web_config
-from mig_exporter.nvml.session import NvmlSession
+from mig_exporter.nvml.session import NvmlSession, NvmlUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     session = NvmlSession(args.fleet)
     exporter: Exporter | None = None
     try:
-        session.open()
+        _open_or_retry_later(session)
         exporter = Exporter(session, config)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, request_stop)
@@ -108,3 +108,16 @@ def run(args: argparse.Namespace) -> int:
         else:
             session.close()
     return 0
+
+
+def _open_or_retry_later(session: NvmlSession) -> None:
+    """Without any NVIDIA library this is no GPU host: exit with the hint (DESIGN.md). Any other
+    failure (kernel module not loaded yet at boot, no permission) may pass: serve ``nvml_up 0``
+    and try again at every collection, so the NVML-down alert can fire instead of a crash loop."""
+    try:
+        session.open()
+    except NvmlUnavailable as unavailable:
+        if unavailable.driver_missing:
+            raise
+        log.warning("NVML is unavailable (%s): serving nvml_up 0 and trying again at every collection",
+                    unavailable)

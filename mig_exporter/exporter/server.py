@@ -131,6 +131,10 @@ class _Handler(BaseHTTPRequestHandler):
             if slots is not None:
                 slots.release()
 
+    def do_HEAD(self) -> None:
+        """As GET, headers only (RFC 9110 asks general-purpose servers for both; some probes use it)."""
+        self.do_GET()
+
     def _route(self) -> None:
         basic_auth = self.server.web_config.basic_auth
         if basic_auth is not None and not basic_auth.allows(self.headers.get("Authorization")):
@@ -163,7 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

@@ -52,11 +52,14 @@ class ProfileSummary:
 
 
 class NvmlUnavailable(InputError):
-    """NVML could not be initialised. ``nvml_error`` is NVML's own text, for the metrics."""
+    """NVML could not be initialised. ``nvml_error`` is NVML's own text, for the metrics;
+    ``driver_missing`` is True when there is no NVIDIA library at all (no GPU host), as opposed
+    to a driver that may come back (not loaded yet, no permission, a version mismatch)."""
 
-    def __init__(self, message: str, nvml_error: str) -> None:
+    def __init__(self, message: str, nvml_error: str, driver_missing: bool = False) -> None:
         super().__init__(message)
         self.nvml_error = nvml_error
+        self.driver_missing = driver_missing
 
 
 class NvmlSession:
@@ -121,7 +124,8 @@ class NvmlSession:
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as error:
-            raise NvmlUnavailable(self._init_failure_message(error), str(error)) from None
+            raise NvmlUnavailable(self._init_failure_message(error), str(error),
+                                  driver_missing=error.value == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND) from None
         self.initialised = True
 
     def _init_failure_message(self, error: pynvml.NVMLError) -> str:

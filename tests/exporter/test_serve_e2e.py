@@ -132,6 +132,21 @@ def test_a_lost_gpu_leaves_the_others_exported(tmp_path: Path) -> None:
     assert samples[("nvml_process_gpus", frozenset({("pid", "78914"), ("process_name", "python")}))] == 3
 
 
+def test_a_driver_not_loaded_at_start_is_served_as_nvml_down_then_recovers(tmp_path: Path) -> None:
+    """A kernel module not loaded yet at boot is no reason to exit (only a host without any NVIDIA
+    library is): serve says ``nvml_up 0``, with no other NVML series, and NVML is initialised
+    again at a later collection."""
+    fleet = tmp_path / "late-driver.yaml"
+    fleet.write_text(builtin_text("seed-incident")
+                     + "faults:\n  - {call: nvmlInitWithFlags, error: DRIVER_NOT_LOADED, count: 6}\n")
+    with serve(str(fleet), "--collect.interval", "500ms") as served:
+        first = served.samples()
+        assert first[("nvml_up", frozenset())] == 0
+        assert [name for name, _ in first if name.startswith("nvml_")] == ["nvml_up"]
+        wait_for(lambda: served.value("nvml_up") == 1, what="NVML to be initialised again")
+        assert served.value("nvml_processes_spanning_gpus") == 2
+
+
 def test_an_edited_fleet_file_shows_in_the_next_collection(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(builtin_text("seed-incident"))

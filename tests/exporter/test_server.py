@@ -72,6 +72,19 @@ def test_metrics_health_and_landing_page(state: ExporterState) -> None:
         assert requests.get(url(server, "/other"), timeout=5).status_code == 404
 
 
+def test_head_answers_like_get_without_a_body(state: ExporterState) -> None:
+    """RFC 9110: a general-purpose server supports GET and HEAD; health probes may use HEAD."""
+    with serving(state, telemetry_path="/metrics") as server:
+        assert requests.head(url(server, "/health"), timeout=5).status_code == 503
+        state.publish(incident())
+        head = requests.head(url(server, "/metrics"), headers={"Accept-Encoding": "identity"}, timeout=5)
+        assert head.status_code == 200 and head.content == b""
+        assert int(head.headers["Content-Length"]) == len(state.exposition.plain)
+        assert requests.head(url(server, "/health"), timeout=5).status_code == 200
+        # the kept-alive connection is still in step after a body-less answer
+        assert requests.get(url(server, "/metrics"), timeout=5).status_code == 200
+
+
 def test_gzip_when_asked(state: ExporterState) -> None:
     state.publish(incident())
     with serving(state, telemetry_path="/metrics") as server, socket.create_connection(
