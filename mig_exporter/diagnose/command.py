@@ -17,10 +17,9 @@ from typing import TextIO
 from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
 from mig_exporter.diagnose.render_json import render_json
 from mig_exporter.diagnose.render_text import render_text
-from mig_exporter.diagnose.report import build_report
+from mig_exporter.diagnose.report import build_report, reading_failure
 from mig_exporter.errors import InputError
 from mig_exporter.hostinfo import attribute_processes
-from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
 
@@ -55,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
     headroom_ratio = parse_headroom(args.headroom)
     with NvmlSession(args.fleet) as session:
         snapshot = read_snapshot(session)
-        if not snapshot.nvml_up:
-            raise InputError(f"NVML stopped answering while the GPUs were read ({_last_error(snapshot)})")
+        failure = reading_failure(snapshot)
+        if failure is not None:
+            raise InputError(failure)
         simulator = session.simulator
         attributions = attribute_processes(sorted({p.pid for p in snapshot.processes}),
                                            simulator.attribution if simulator is not None else None,
                                            not_started_after=snapshot.taken_at)
-    report = build_report(snapshot, attributions, headroom_ratio, args.fleet)
+    report = build_report(snapshot, attributions, headroom_ratio, args.fleet,
+                          fleet_built_in=simulator is not None and simulator.read_only)
     if args.format == "json":
         sys.stdout.write(render_json(report))
     else:
@@ -92,10 +93,3 @@ def use_color(choice: str, stream: TextIO, environ: Mapping[str, str]) -> bool:
     if choice != "auto":
         return choice == "always"
     return stream.isatty() and not environ.get("NO_COLOR")
-
-
-def _last_error(snapshot: Snapshot) -> str:
-    if not snapshot.errors:
-        return "no error was recorded"
-    error = snapshot.errors[-1]
-    return f"{error.call}: {error.error}"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mig_exporter.advice import Advice, RemediateStep, process_names
+from mig_exporter.diagnose.fleet_target import FleetTarget
 from mig_exporter.findings import Finding, Kind
 from mig_exporter.hostinfo import Attribution
 from mig_exporter.model import Gpu, Snapshot
@@ -40,7 +41,7 @@ class _Context:
     snapshot: Snapshot
     advice: Advice | None
     attributions: Mapping[int, Attribution]
-    fleet: str | None
+    target: FleetTarget
 
 
 def explain(
@@ -48,9 +49,17 @@ def explain(
     snapshot: Snapshot,
     advice: Advice | None,
     attributions: Mapping[int, Attribution],
-    fleet: str | None,
+    target: FleetTarget,
 ) -> Explanation:
-    return _EXPLAINERS[finding.kind](finding, _Context(snapshot, advice, attributions, fleet))
+    return _EXPLAINERS[finding.kind](finding, _Context(snapshot, advice, attributions, target))
+
+
+def copy_fleet_step(target: FleetTarget) -> tuple[NextStep, ...]:
+    """The step that comes before an advised ``remediate`` on a built-in fleet; none otherwise."""
+    if target.copy_command is None:
+        return ()
+    return (NextStep("copy the built-in fleet to a file: it is read-only, and remediate --apply "
+                     "refuses it", target.copy_command),)
 
 
 def describe_gpus(indices: Sequence[int]) -> str:
@@ -150,17 +159,19 @@ def _without_instances(finding: Finding, ctx: _Context) -> Explanation:
     (gpu_index,) = finding.gpu_indices
     layout, why = _layout_for_empty_gpu(gpu_index, ctx.snapshot)
     if layout is None:
-        step = NextStep("list the profiles this GPU offers, then create instances for the workloads",
-                        f"sudo nvidia-smi mig -i {gpu_index} -lgip")
+        steps: tuple[NextStep, ...] = (NextStep(
+            "list the profiles this GPU offers, then create instances for the workloads",
+            f"sudo nvidia-smi mig -i {gpu_index} -lgip"),)
     else:
-        step = NextStep(f"create instances ({why})", RemediateStep((gpu_index,), layout).command(ctx.fleet))
+        create = RemediateStep((gpu_index,), layout).command(ctx.target.remediate_fleet)
+        steps = (*copy_fleet_step(ctx.target), NextStep(f"create instances ({why})", create))
     return Explanation(
         summary=f"GPU {gpu_index}: MIG is enabled but it has no instances",
         meaning="With MIG on, work runs only inside MIG instances, and this GPU has none. Instances do "
                 "not survive a reboot: a MIG GPU comes back empty.",
         impact="The GPU is unusable: CUDA shows no device on it and every workload meant for it fails "
                "to start.",
-        next_steps=(step,),
+        next_steps=steps,
     )
 
 
@@ -216,8 +227,9 @@ def _partition_steps(pids: Sequence[int], ctx: _Context) -> tuple[NextStep, ...]
         moving = sorted({i.pid for layout in layouts for i in layout.instances})
         to_stop = sorted({*pids, *moving, *(pid for i in targets for pid in ctx.snapshot.gpu(i).pids)})
         steps.append(NextStep(f"stop {describe_pids(to_stop)}: remediate refuses a GPU that processes hold"))
+        steps += copy_fleet_step(ctx.target)
         steps += [NextStep(f"partition {describe_gpus(step.gpu_indices)} as advised (prints the plan; "
-                           f"--apply applies it)", step.command(ctx.fleet))
+                           f"--apply applies it)", step.command(ctx.target.remediate_fleet))
                   for step in advice.steps if set(step.gpu_indices) & targets]
         steps.append(NextStep(f"restart {describe_pids(moving)}, each with CUDA_VISIBLE_DEVICES set to the "
                               f"MIG UUID remediate prints for its instance (see Advice)"))

@@ -18,6 +18,7 @@ from mig_exporter.diagnose.report import (
     GpuSection,
     ProcessSection,
     Report,
+    describe_error,
 )
 from mig_exporter.units import format_mib, mib_figure
 
@@ -56,10 +57,7 @@ def render_text(report: Report, color: bool = False) -> str:
         lines += _advice(report.advice, commands, paint)
     if report.collection_errors:
         lines += _section(paint, "Could not read")
-        lines += [
-            f"  {e.call}" + (f" on GPU {e.gpu_index}" if e.gpu_index is not None else "") + f": {e.error}"
-            for e in report.collection_errors
-        ]
+        lines += [f"  {describe_error(e)}" for e in report.collection_errors]
     return "\n".join(lines) + "\n"
 
 
@@ -193,10 +191,14 @@ def _advice(
     if advice.freed_gpus:
         lines.append(f"  This frees {describe_gpus(advice.freed_gpus)} for other work.")
     if advice.remediate:
-        lines += _wrap("Stop the workloads, then run (it prints the plan; add --apply to apply it and get "
-                       "the MIG UUIDs to pin each workload to):", first="  ", rest="  ")
-        for step in advice.remediate:
-            lines += [paint(line, _COMMAND_STYLE) for line in _command(step.command, indent=4)]
+        copy = ", copy the built-in fleet (it is read-only: remediate --apply refuses it)" \
+            if advice.copy_fleet_command else ""
+        lines += _wrap(f"Stop the workloads{copy}, then run (it prints the plan; add --apply to apply it "
+                       "and get the MIG UUIDs to pin each workload to):", first="  ", rest="  ")
+        commands_to_run = [advice.copy_fleet_command] if advice.copy_fleet_command else []
+        commands_to_run += [step.command for step in advice.remediate]
+        for command_line in commands_to_run:
+            lines += [paint(line, _COMMAND_STYLE) for line in _command(command_line, indent=4)]
     return lines
 
 

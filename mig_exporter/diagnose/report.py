@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from mig_exporter.advice import Advice, advise, process_memory_totals, process_names
 from mig_exporter.diagnose.explain import Explanation, NextStep, explain
+from mig_exporter.diagnose.fleet_target import FleetTarget
 from mig_exporter.findings import Finding, Severity, find, process_gpus
 from mig_exporter.hostinfo import Attribution, Container
 from mig_exporter.model import CollectionError, Gpu, GpuProcess, Snapshot
@@ -136,6 +137,9 @@ class AdviceSection:
     workloads: tuple[WorkloadPlacement, ...]
     layouts: tuple[LayoutSection, ...]
     freed_gpus: tuple[int, ...]
+    # Run before the remediate commands: copies a built-in fleet (read-only) to the file they name.
+    # None on a fleet file or the host's GPUs.
+    copy_fleet_command: str | None
     remediate: tuple[RemediateCommand, ...]
 
 
@@ -160,11 +164,14 @@ def build_report(
     attributions: Mapping[int, Attribution],
     headroom_ratio: float,
     fleet: str | None = None,
+    fleet_built_in: bool = False,
 ) -> Report:
-    """Everything diagnose says, from one Snapshot. ``attributions`` has an entry per pid."""
+    """Everything diagnose says, from one Snapshot. ``attributions`` has an entry per pid;
+    ``fleet_built_in``: ``fleet`` is a read-only built-in fleet, so the commands name a copy."""
+    target = FleetTarget(fleet, fleet_built_in)
     findings = find(snapshot)
     advice = advise(snapshot, headroom_ratio)
-    explanations = [explain(f, snapshot, advice, attributions, fleet) for f in findings]
+    explanations = [explain(f, snapshot, advice, attributions, target) for f in findings]
     problems = any(f.severity is not Severity.INFO for f in findings)
     verified = not any(e.call in CALLS_FINDINGS_NEED for e in snapshot.errors)
     return Report(
@@ -178,9 +185,35 @@ def build_report(
         gpus=tuple(_gpu_section(g, attributions) for g in snapshot.gpus),
         findings=tuple(_finding_section(f, e) for f, e in zip(findings, explanations, strict=True)),
         processes=_process_sections(snapshot, attributions),
-        advice=None if advice is None else _advice_section(advice, fleet),
+        advice=None if advice is None else _advice_section(advice, target),
         collection_errors=snapshot.errors,
     )
+
+
+def reading_failure(snapshot: Snapshot) -> str | None:
+    """Why the reading failed as a whole, as one line naming the call and NVML's error; None when
+    there is a reading to report.
+
+    NVML gone, the GPU count unread, or not one GPU opened leaves nothing to diagnose: a report
+    would say "0 GPU(s), no findings" about GPUs it never saw, so it is an error (exit 2), not a
+    problem found. A partial reading (some GPUs read) is reported, as not verified (exit 1)."""
+    if not snapshot.nvml_up:
+        last = describe_error(snapshot.errors[-1]) if snapshot.errors else "no error was recorded"
+        return f"NVML stopped answering while the GPUs were read ({last})"
+    for error in snapshot.errors:
+        if error.call == "nvmlDeviceGetCount":
+            return f"NVML could not count the GPUs ({describe_error(error)})"
+    unopened = [e for e in snapshot.errors if e.call == "nvmlDeviceGetHandleByIndex"]
+    unopened_indices = {e.gpu_index for e in unopened}
+    if snapshot.gpus and all(g.index in unopened_indices and not g.lost for g in snapshot.gpus):
+        return f"NVML could not open any of the {len(snapshot.gpus)} GPU(s) ({describe_error(unopened[0])})"
+    return None
+
+
+def describe_error(error: CollectionError) -> str:
+    """``nvmlDeviceGetHandleByIndex on GPU 0: Unknown Error``."""
+    where = f" on GPU {error.gpu_index}" if error.gpu_index is not None else ""
+    return f"{error.call}{where}: {error.error}"
 
 
 def _gpu_section(gpu: Gpu, attributions: Mapping[int, Attribution]) -> GpuSection:
@@ -256,7 +289,7 @@ def _finding_section(finding: Finding, explanation: Explanation) -> FindingSecti
     )
 
 
-def _advice_section(advice: Advice, fleet: str | None) -> AdviceSection:
+def _advice_section(advice: Advice, target: FleetTarget) -> AdviceSection:
     placed = {i.pid: (layout, i) for layout in advice.layouts for i in layout.instances}
     reasons = {u.pid: u.reason for u in advice.unplaced}
     whole = {w.pid: w.gpu_index for w in advice.whole_gpus}
@@ -279,5 +312,7 @@ def _advice_section(advice: Advice, fleet: str | None) -> AdviceSection:
         workloads=tuple(workloads),
         layouts=tuple(LayoutSection(lay.gpu_index, lay.model, lay.profiles) for lay in advice.layouts),
         freed_gpus=advice.freed_gpus,
-        remediate=tuple(RemediateCommand(s.gpu_indices, s.layout, s.command(fleet)) for s in advice.steps),
+        copy_fleet_command=target.copy_command if advice.steps else None,
+        remediate=tuple(RemediateCommand(s.gpu_indices, s.layout, s.command(target.remediate_fleet))
+                        for s in advice.steps),
     )

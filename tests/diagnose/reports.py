@@ -11,11 +11,12 @@ from .snapshots import fleet_attributions, shared_gpu, snapshot
 
 
 def report_of(
-    snap: Snapshot, fleet: str | None = "test-fleet", headroom: float = DEFAULT_HEADROOM_RATIO
+    snap: Snapshot, fleet: str | None = "test-fleet", headroom: float = DEFAULT_HEADROOM_RATIO,
+    built_in: bool = False,
 ) -> Report:
     """The report on ``snap`` with every process attributed as a fleet file would, its commands
-    naming ``fleet`` (None: as on a real host)."""
-    return build_report(snap, fleet_attributions(snap), headroom, fleet)
+    naming ``fleet`` (None: as on a real host; ``built_in``: a copy of the read-only fleet)."""
+    return build_report(snap, fleet_attributions(snap), headroom, fleet, fleet_built_in=built_in)
 
 
 def commands(finding: FindingSection) -> list[str]:

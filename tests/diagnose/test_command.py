@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +80,10 @@ def test_seed_incident_text(capsys):
     assert "PID 81007 python: 18164 MiB + 20% = 21796 MiB -> 3g.40gb (40192 MiB) on GPU 0" in out
     assert "Partition GPU 0 (A100-SXM4-80GB) as 3g.40gb,3g.40gb." in out
     assert "This frees GPUs 1-3 for other work." in out
-    assert "mig-exporter remediate --fleet seed-incident --gpu 0 --layout \\\n" in out
+    # a built-in fleet is read-only: the advice copies it, then partitions the copy
+    assert ("    mig-exporter fleet show seed-incident > fleet.yaml\n"
+            "    mig-exporter remediate --fleet fleet.yaml --gpu 0 --layout 3g.40gb,3g.40gb\n") in out
+    assert "--fleet seed-incident --gpu" not in out
     assert not ANSI.search(out)  # not a terminal
     assert_fits_80_columns(out)
 
@@ -102,30 +106,43 @@ def test_seed_incident_json(capsys):
         {"gpu_index": 0, "model": "A100-SXM4-80GB", "layout": ["3g.40gb", "3g.40gb"]},
     ]
     assert advice["freed_gpus"] == [1, 2, 3]
+    assert advice["copy_fleet_command"] == "mig-exporter fleet show seed-incident > fleet.yaml"
     assert advice["remediate"] == [{
         "gpu_indices": [0], "layout": ["3g.40gb", "3g.40gb"],
-        "command": "mig-exporter remediate --fleet seed-incident --gpu 0 --layout 3g.40gb,3g.40gb",
+        "command": "mig-exporter remediate --fleet fleet.yaml --gpu 0 --layout 3g.40gb,3g.40gb",
     }]
+    assert [s["command"] for s in report["findings"][0]["next_steps"] if s["command"]] == [
+        advice["copy_fleet_command"], advice["remediate"][0]["command"],
+    ]
     assert [g["memory_total_bytes"] for g in report["gpus"]] == [81920 * 2**20] * 4
 
 
-def test_seed_incident_advice_applies_cleanly_once_the_processes_are_stopped(capsys, tmp_path):
-    """The advised remediate command, on a copy of the fleet whose processes were stopped."""
+def mig_exporter_args(command: str) -> list[str]:
+    """``mig-exporter ARGS…`` as the arguments of ``cli.main``."""
+    program, *args = shlex.split(command)
+    assert program == "mig-exporter"
+    return args
+
+
+def test_seed_incident_advice_applies_cleanly_once_the_processes_are_stopped(capsys, tmp_path, monkeypatch):
+    """The advised commands as they are printed: copy the built-in fleet, stop the processes (in the
+    copy), then the remediate command with --apply."""
+    monkeypatch.chdir(tmp_path)
     _, report = diagnose_json(capsys, "--fleet", "seed-incident")
     (step,) = report["advice"]["remediate"]
-    assert main(["fleet", "show", "seed-incident"]) == 0
+    show, redirect = report["advice"]["copy_fleet_command"].split(" > ")
+    assert main(mig_exporter_args(show)) == 0
     fleet = yaml.safe_load(capsys.readouterr().out)
     for gpu in fleet["gpus"]:
         gpu.pop("processes", None)
         gpu.pop("memory_used_mib", None)
-    copy = tmp_path / "stopped.yaml"
-    copy.write_text(yaml.safe_dump(fleet))
+    Path(redirect).write_text(yaml.safe_dump(fleet))
     gpus, layout = ",".join(map(str, step["gpu_indices"])), ",".join(step["layout"])
-    assert f"--gpu {gpus} --layout {layout}" in step["command"]
-    status = main(["remediate", "--fleet", str(copy), "--gpu", gpus, "--layout", layout, "--apply", "--yes"])
+    assert f"--fleet {redirect} --gpu {gpus} --layout {layout}" in step["command"]
+    status = main([*mig_exporter_args(step["command"]), "--apply", "--yes"])
     capsys.readouterr()
     assert status == 0
-    _, after = diagnose_json(capsys, "--fleet", str(copy))
+    _, after = diagnose_json(capsys, "--fleet", redirect)
     assert after["gpus"][0]["mig_mode_current"] is True
     assert sorted(i["profile"] for i in after["gpus"][0]["instances"]) == ["3g.40gb", "3g.40gb"]
     assert [f for f in after["findings"] if f["severity"] != "info"] == []
@@ -148,10 +165,10 @@ def test_built_in_mig_pending_fleet_findings(capsys):
     pending, empty = found[("mig_pending", 0)], found[("mig_without_instances", 1)]
     assert pending["next_steps"][0]["action"].startswith("stop PID 31001")
     assert pending["next_steps"][-1]["command"] == "sudo nvidia-smi -r -i 0"
-    assert "as GPU 2 has" in empty["next_steps"][0]["action"]
-    assert empty["next_steps"][0]["command"] == (
-        "mig-exporter remediate --fleet mig-pending --gpu 1 --layout 3g.40gb,3g.40gb"
-    )
+    copy, create = empty["next_steps"]
+    assert copy["command"] == "mig-exporter fleet show mig-pending > fleet.yaml"
+    assert "as GPU 2 has" in create["action"]
+    assert create["command"] == "mig-exporter remediate --fleet fleet.yaml --gpu 1 --layout 3g.40gb,3g.40gb"
     _, out, _ = diagnose(capsys, "--fleet", "mig-pending")
     assert_fits_80_columns(out)
 
@@ -230,6 +247,22 @@ def test_fleet_attribution_is_reported_and_the_host_is_not_asked(capsys, write_f
     assert "command: python serve.py --port 8000" in out
     assert "then: CUDA_VISIBLE_DEVICES=<its MIG UUID> python serve.py --port 8000" in out
     assert_fits_80_columns(out)
+
+
+def test_a_fleet_file_is_remediated_in_place(capsys, write_fleet):
+    """remediate --apply writes a fleet file: no copy step, and the commands name the file."""
+    fleet = write_fleet([{"model": "A100-SXM4-80GB", "processes": [
+        {"pid": 5001, "name": "python", "used_memory_mib": 1000},
+        {"pid": 5002, "name": "python", "used_memory_mib": 1000},
+    ]}])
+    _, report = diagnose_json(capsys, "--fleet", fleet)
+    remediate = f"mig-exporter remediate --fleet {fleet} --gpu 0 --layout 1g.10gb,1g.10gb"
+    assert report["advice"]["copy_fleet_command"] is None
+    assert [r["command"] for r in report["advice"]["remediate"]] == [remediate]
+    (sharing,) = report["findings"]
+    assert [s["command"] for s in sharing["next_steps"] if s["command"]] == [remediate]
+    _, out, _ = diagnose(capsys, "--fleet", fleet)
+    assert "fleet show" not in out and "copy the built-in fleet" not in out
 
 
 def test_headroom_flag(capsys):
@@ -338,22 +371,46 @@ def test_on_a_host_the_pids_are_read_from_proc(capsys, write_fleet, host_nvml):
 
 
 @pytest.mark.parametrize(
-    ("call", "recorded"),
+    ("fault", "cause"),
     [
-        ("nvmlDeviceGetCount_v2", "nvmlDeviceGetCount"),
-        ("nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByIndex"),
-        ("nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses"),
+        ({"call": "nvmlDeviceGetCount_v2", "error": "UNKNOWN"},
+         "NVML could not count the GPUs (nvmlDeviceGetCount: Unknown Error)"),
+        ({"call": "nvmlDeviceGetHandleByIndex_v2", "error": "UNKNOWN"},
+         "NVML could not open any of the 2 GPU(s) (nvmlDeviceGetHandleByIndex on GPU 0: Unknown Error)"),
     ],
 )
-def test_a_failed_call_the_findings_need_is_never_called_healthy(capsys, write_fleet, call, recorded):
-    """Without the GPU list, a GPU or its processes, "no findings" is a claim nothing checked."""
-    fleet = write_fleet([partitioned((5001, 5002))])
+def test_a_reading_that_failed_as_a_whole_is_an_error(capsys, write_fleet, fault, cause):
+    """NVML read no GPU: not "0 GPU(s), no findings" (exit 1), but exit 2 with the call and NVML's
+    error on one line."""
+    fleet = write_fleet([partitioned((5001, 5002)), partitioned((6001, 6002))])
     document = yaml.safe_load(Path(fleet).read_text())
-    document["faults"] = [{"call": call, "error": "UNKNOWN"}]
+    document["faults"] = [fault]
+    Path(fleet).write_text(yaml.safe_dump(document))
+    for output in ("text", "json"):
+        status, out, err = diagnose(capsys, "--fleet", fleet, "--format", output)
+        assert (status, out, err) == (2, "", f"mig-exporter diagnose: error: {cause}\n")
+
+
+@pytest.mark.parametrize(
+    ("fault", "recorded"),
+    [
+        ({"call": "nvmlDeviceGetHandleByIndex_v2", "gpu": 1, "error": "UNKNOWN"},
+         "nvmlDeviceGetHandleByIndex"),
+        ({"call": "nvmlDeviceGetComputeRunningProcesses_v3", "error": "UNKNOWN"},
+         "nvmlDeviceGetComputeRunningProcesses"),
+    ],
+)
+def test_a_failed_call_the_findings_need_is_never_called_healthy(capsys, write_fleet, fault, recorded):
+    """Without a GPU or its processes, "no findings" is a claim nothing checked: the GPUs that were
+    read are reported, not verified (exit 1)."""
+    fleet = write_fleet([partitioned((5001, 5002)), partitioned((6001, 6002))])
+    document = yaml.safe_load(Path(fleet).read_text())
+    document["faults"] = [fault]
     Path(fleet).write_text(yaml.safe_dump(document))
     status, report = diagnose_json(capsys, "--fleet", fleet)
     assert (status, report["exit_status"], report["verified"]) == (1, 1, False)
     assert recorded in [e["call"] for e in report["collection_errors"]]
+    assert [i["profile"] for i in report["gpus"][0]["instances"]] == ["3g.40gb", "3g.40gb"]  # GPU 0 was read
     status, out, _ = diagnose(capsys, "--fleet", fleet)
     assert status == 1 and "healthy" not in out
     unwrapped = out.replace("\n  ", " ")

@@ -9,9 +9,9 @@ import pytest
 
 from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
 from mig_exporter.diagnose.explain import describe_gpus
-from mig_exporter.diagnose.report import Report, build_report
+from mig_exporter.diagnose.report import Report, build_report, reading_failure
 from mig_exporter.hostinfo import Attribution
-from mig_exporter.model import MIB, CollectionError
+from mig_exporter.model import MIB, CollectionError, Gpu
 
 from .reports import commands, finding_of, report_of, too_big_for_any_instance
 from .snapshots import (
@@ -29,8 +29,8 @@ from .snapshots import (
 
 @pytest.fixture
 def incident_report() -> Report:
-    """seed/README.md's incident, diagnosed as ``diagnose --fleet seed-incident``."""
-    return report_of(incident(), fleet="seed-incident")
+    """seed/README.md's incident, diagnosed from a fleet file as ``diagnose --fleet incident.yaml``."""
+    return report_of(incident(), fleet="incident.yaml")
 
 
 def test_incident_is_a_problem_with_sharing_first_then_spanning(incident_report):
@@ -57,7 +57,7 @@ def test_incident_findings_say_why_it_matters_and_what_to_run(incident_report):
     assert "set_per_process_memory_fraction" in sharing.meaning  # why a memory cap is not enough
     for word in ("latency", "time out", "contend"):
         assert word in sharing.impact
-    expected = "mig-exporter remediate --fleet seed-incident --gpu 0 --layout 3g.40gb,3g.40gb"
+    expected = "mig-exporter remediate --fleet incident.yaml --gpu 0 --layout 3g.40gb,3g.40gb"
     assert commands(sharing) == [expected]
     assert sharing.next_steps[0].action.startswith("stop PIDs 78914, 81007")
     assert "no CUDA_VISIBLE_DEVICES: this process sees every GPU" in spanning.meaning
@@ -79,7 +79,7 @@ def test_incident_advice_in_the_report(incident_report):
     ]
     assert advice.freed_gpus == (1, 2, 3)
     assert [r.command for r in advice.remediate] == [
-        "mig-exporter remediate --fleet seed-incident --gpu 0 --layout 3g.40gb,3g.40gb"
+        "mig-exporter remediate --fleet incident.yaml --gpu 0 --layout 3g.40gb,3g.40gb"
     ]
 
 
@@ -88,6 +88,38 @@ def test_on_the_host_the_command_names_no_fleet():
     report = report_of(incident(), fleet=None)
     assert report.advice is not None
     assert report.advice.remediate[0].command == "mig-exporter remediate --gpu 0 --layout 3g.40gb,3g.40gb"
+
+
+def test_a_fleet_file_or_the_host_needs_no_copy(incident_report):
+    """remediate --apply writes a fleet file and the host's GPUs: the commands name them as they are."""
+    assert incident_report.advice is not None and incident_report.advice.copy_fleet_command is None
+    on_host = report_of(incident(), fleet=None)
+    assert on_host.advice is not None and on_host.advice.copy_fleet_command is None
+    assert not any("fleet show" in c for f in incident_report.findings for c in commands(f))
+
+
+def test_on_a_built_in_fleet_the_commands_act_on_a_copy():
+    """A built-in fleet is read-only (remediate --apply refuses it): the advice copies it to
+    fleet.yaml first, and its remediate commands name the copy."""
+    report = report_of(incident(), fleet="seed-incident", built_in=True)
+    copy = "mig-exporter fleet show seed-incident > fleet.yaml"
+    remediate = "mig-exporter remediate --fleet fleet.yaml --gpu 0 --layout 3g.40gb,3g.40gb"
+    assert report.advice is not None
+    assert report.advice.copy_fleet_command == copy
+    assert [r.command for r in report.advice.remediate] == [remediate]
+    sharing = report.findings[0]
+    assert commands(sharing) == [copy, remediate]
+    assert sharing.next_steps[0].action.startswith("stop PIDs 78914, 81007")
+    assert "read-only" in sharing.next_steps[1].action
+
+
+def test_an_empty_mig_gpu_on_a_built_in_fleet_is_partitioned_on_a_copy():
+    """The create-instances step of an empty MIG GPU also acts on the copy of a built-in fleet."""
+    (empty,) = report_of(snapshot(empty_mig(0)), fleet="mig-pending", built_in=True).findings
+    assert commands(empty) == [
+        "mig-exporter fleet show mig-pending > fleet.yaml",
+        "mig-exporter remediate --fleet fleet.yaml --gpu 0 --layout 3g.40gb,3g.40gb",
+    ]
 
 
 def test_processes_carry_their_attribution_and_totals():
@@ -217,6 +249,42 @@ def test_headroom_changes_the_advice():
     assert report.advice is not None
     assert report.advice.headroom_ratio == 0.10
     assert report.advice.layouts[0].layout == ("3g.40gb", "1g.20gb")
+
+
+@pytest.mark.parametrize(
+    ("snap", "cause"),
+    [
+        (replace(snapshot(), nvml_up=False, errors=(CollectionError("nvmlInit", "Driver Not Loaded"),)),
+         "NVML stopped answering while the GPUs were read (nvmlInit: Driver Not Loaded)"),
+        (replace(snapshot(), errors=(CollectionError("nvmlDeviceGetCount", "Unknown Error"),)),
+         "NVML could not count the GPUs (nvmlDeviceGetCount: Unknown Error)"),
+        (replace(snapshot(Gpu(index=0, uuid=""), Gpu(index=1, uuid="")), errors=(
+            CollectionError("nvmlDeviceGetHandleByIndex", "Unknown Error", 0),
+            CollectionError("nvmlDeviceGetHandleByIndex", "Unknown Error", 1))),
+         "NVML could not open any of the 2 GPU(s) (nvmlDeviceGetHandleByIndex on GPU 0: Unknown Error)"),
+    ],
+)
+def test_a_reading_that_failed_as_a_whole_is_an_error(snap, cause):
+    """NVML down, the GPU count unread, or not one GPU opened: nothing to report on (exit 2)."""
+    assert reading_failure(snap) == cause
+
+
+@pytest.mark.parametrize(
+    "snap",
+    [
+        healthy(),
+        snapshot(),  # a host without GPUs: NVML answered, and there are none
+        replace(snapshot(partitioned_gpu(0), Gpu(index=1, uuid="")),
+                errors=(CollectionError("nvmlDeviceGetHandleByIndex", "Unknown Error", 1),)),
+        replace(snapshot(lost(0), lost(1)), errors=(
+            CollectionError("nvmlDeviceGetHandleByIndex", "GPU is lost", 0),
+            CollectionError("nvmlDeviceGetHandleByIndex", "GPU is lost", 1))),
+    ],
+    ids=["healthy", "no GPUs", "one of two GPUs opened", "every GPU lost"],
+)
+def test_a_partial_reading_is_reported(snap):
+    """Some GPUs read, or GPUs NVML reports as lost: a report (findings, or not verified)."""
+    assert reading_failure(snap) is None
 
 
 def test_collection_errors_are_kept():
