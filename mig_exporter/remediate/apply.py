@@ -46,6 +46,11 @@ class Executed:
     def inverse(self) -> Step | None:
         return undo(self.step, self.created_id, self.gpu_instance_id, self.compute_start)
 
+    @property
+    def in_effect(self) -> bool:
+        """False for a MIG mode change the driver accepted but left pending: asked for, not done."""
+        return self.mode_change is None or self.mode_change.activated
+
 
 @dataclass(frozen=True)
 class PendingMode:
@@ -53,6 +58,7 @@ class PendingMode:
 
     gpu_index: int
     reason: str
+    failed: Failure | None = None  # the reset tried for it, refused because the GPU is held
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,13 @@ class Applier:
         """Run every step; on the first failure or an interruption, undo what this run did.
 
         Any other exception is a fault of this program, not of the hardware; the GPUs are still
-        put back before it is reported, rather than left half-changed behind a traceback."""
+        put back before it is reported, rather than left half-changed behind a traceback.
+
+        A plan with blockers has steps too (as they would run once the blockers are cleared), so
+        the blockers, not an empty list of steps, are what stop it here, before any change."""
+        if plan.blockers:
+            reasons = "; ".join(blocker.reason for blocker in plan.blockers)
+            raise ValueError(f"a plan with blockers is never applied: {reasons}")
         with deferred_signals() as self._signals:
             try:
                 for gpu_plan in plan.gpus:
@@ -175,22 +187,24 @@ class Applier:
             change = executed.mode_change
             if change is None or change.activated:
                 continue
-            still_pending: str | None
+            why = change.reason or "the GPU did not apply it"
+            pending: PendingMode | None
             if gpu_plan.kept:
                 # A reset clears every instance, and the plan promised to keep these (busy ones
                 # among them): only the operator can decide to lose them.
                 kept = ", ".join(f"{gi.profile}@{gi.placement_start}" for gi in gpu_plan.kept)
-                still_pending = f"{change.reason}; not reset, which would destroy the GPU instances {kept}"
+                why = f"{why}; not reset, which would destroy the GPU instances {kept}"
+                pending = PendingMode(step.gpu_index, why)
             elif self._allow_reset:
-                still_pending = self._reset(step.gpu_index)
+                pending = self._reset(step.gpu_index)
             else:
-                still_pending = change.reason
-            if still_pending is not None:
-                self._pending.append(PendingMode(step.gpu_index, still_pending))
+                pending = PendingMode(step.gpu_index, why)
+            if pending is not None:
+                self._pending.append(pending)
                 return
 
-    def _reset(self, gpu_index: int) -> str | None:
-        """Reset the GPU to apply its pending mode; the reason it stays pending when the GPU is held."""
+    def _reset(self, gpu_index: int) -> PendingMode | None:
+        """Reset the GPU to apply its pending mode; why it stays pending when the GPU is held."""
         held_open = self._persistence.get(gpu_index, False)
         if held_open:
             self._run(SetPersistence(gpu_index, False))
@@ -200,7 +214,8 @@ class Applier:
         except StepFailed as failed:
             if not failed.error.in_use:
                 raise
-            refused = f"the reset was refused: {failed.error.reason}"
+            why = f"the reset was refused: {failed.error.reason}"
+            refused = PendingMode(gpu_index, why, failed.failure())
         if held_open:
             self._run(SetPersistence(gpu_index, True))
         return refused

@@ -170,10 +170,10 @@ def _plan(
 
 
 def _show_plan(output: Output, session: NvmlSession, found: Snapshot, targets: tuple[GpuTarget, ...],
-               plan: Plan) -> None:
+               plan: Plan, key: str = "plan") -> None:
     attributions = _attributions(session, plan)
     gpus = [found.gpu(t.gpu_index) for t in targets]
-    output.add("plan", report.plan_json(gpus, targets, plan, attributions),
+    output.add(key, report.plan_json(gpus, targets, plan, attributions),
                report.plan_text(gpus, targets, plan, attributions))
 
 
@@ -195,10 +195,15 @@ def _apply(
     _check_output_dir(args.output_dir)
     if plan.nothing_to_do:
         execution = Execution(Outcome(()), found, args.journal or default_journal(args.fleet), "none")
-    elif not _confirmed(args, plan):
-        output.add("declined", True, "Declined: nothing was changed.")
-        return EXIT_DECLINED
     else:
+        if _asks(args):
+            if not _ask(plan):
+                output.add("declined", True, "Declined: nothing was changed.")
+                return EXIT_DECLINED
+            confirmed = _still_as_confirmed(args, output, session, plan)
+            if confirmed is None:
+                return EXIT_UNSAFE
+            found, plan = confirmed
         execution = _execute(args, session, found, plan)
     outcome = execution.outcome
     if outcome.failure is not None:
@@ -235,13 +240,35 @@ def _check_output_dir(directory: Path | None) -> None:
         raise InputError(f"--output-dir {directory}: not writable")
 
 
-def _confirmed(args: argparse.Namespace, plan: Plan) -> bool:
+def _asks(args: argparse.Namespace) -> bool:
     """Ask on a terminal unless --yes; a script (stdin not a terminal) is not asked."""
-    if args.yes or not sys.stdin.isatty():
-        return True
+    return not args.yes and sys.stdin.isatty()
+
+
+def _ask(plan: Plan) -> bool:
+    """The confirmation prompt: True when the operator answers yes."""
     gpus = ", ".join(str(gpu_plan.gpu.index) for gpu_plan in plan.gpus if gpu_plan.steps)
     print(f"Apply these {len(plan.steps)} steps to GPU {gpus}? [y/N] ", end="", file=sys.stderr, flush=True)
     return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _still_as_confirmed(
+    args: argparse.Namespace, output: Output, session: NvmlSession, confirmed: Plan,
+) -> tuple[Snapshot, Plan] | None:
+    """The hardware read again after the prompt, and its plan, when that plan is the one the
+    operator confirmed. A person can take minutes to answer, and a workload started meanwhile on
+    an instance the plan destroys, or on a GPU whose MIG mode it changes, would lose its GPU; so
+    when the steps differ or a blocker appeared, the new plan is shown, nothing is changed, and
+    None is returned."""
+    found = _read(session)
+    targets, plan = _plan(args, session, found)
+    if plan.steps == confirmed.steps and not plan.blockers:
+        return found, plan
+    _show_plan(output, session, found, targets, plan, key="plan_after_confirmation")
+    output.add("changed_while_waiting", True,
+               "Refused: the GPUs changed while waiting for confirmation (new plan above); nothing was "
+               "changed. Run the command again.")
+    return None
 
 
 def _execute(args: argparse.Namespace, session: NvmlSession, found: Snapshot, plan: Plan) -> Execution:

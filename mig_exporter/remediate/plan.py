@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from itertools import combinations
 
@@ -123,15 +123,17 @@ def _plan_gpu(
             return None, []
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} ({gpu.name or 'unknown model'}) does not support MIG")]
-    blockers = _mode_change_blockers(gpu, target)
-    kept, destroyed, created, fit_blockers = _choose_instances(gpu, target, target.model)
-    blockers += fit_blockers
-    blockers += [_unknown_profile_blocker(gpu, gi, target.model)
-                 for gi in destroyed if target.model.profile_by_id(gi.profile_id) is None]
-    if blockers:
-        return None, blockers
-    steps = _steps(gpu, target, target.model, kept, destroyed, created, persistence)
-    return GpuPlan(gpu, target, kept, created, tuple(steps)), []
+    unsafe = _mode_change_blockers(gpu, target) + _busy_instance_blockers(gpu, target)
+    # The steps are still planned, as they will run once the blocking processes have stopped, so
+    # the plan shows the whole way; the blockers alone keep --apply from starting.
+    idle = _without(gpu, [p for blocker in unsafe for p in blocker.processes])
+    kept, destroyed, created, impossible = _choose_instances(idle, target, target.model)
+    impossible += [_unknown_profile_blocker(gpu, gi, target.model)
+                   for gi in destroyed if target.model.profile_by_id(gi.profile_id) is None]
+    if impossible:
+        return None, unsafe + impossible
+    steps = _steps(idle, target, target.model, kept, destroyed, created, persistence)
+    return GpuPlan(gpu, target, kept, created, tuple(steps)), unsafe
 
 
 def failed_reads(errors: Sequence[CollectionError], gpu_index: int) -> str | None:
@@ -169,15 +171,23 @@ def _unique_processes(processes: Sequence[GpuProcess]) -> tuple[GpuProcess, ...]
     return tuple({p.pid: p for p in sorted(processes, key=lambda p: p.pid)}.values())
 
 
-def _choose_instances(gpu: Gpu, target: GpuTarget, model: GpuModel) -> tuple[
-        tuple[GpuInstance, ...], tuple[GpuInstance, ...], tuple[Slot, ...], list[Blocker]]:
-    """(kept, destroyed, created in order, blockers) for the GPU instances of ``gpu``."""
-    existing = gpu.gpu_instances if gpu.mig_enabled else ()
-    wanted = Counter(p.id for p in target.profiles) if target.mig_enabled else Counter[int]()
-    busy = [gi for gi in existing if _processes_in(gpu, gi)]
-    blockers = []
+def _wanted(target: GpuTarget) -> Counter[int]:
+    """GPU instances wanted, by profile ID."""
+    return Counter(p.id for p in target.profiles) if target.mig_enabled else Counter[int]()
+
+
+def _existing(gpu: Gpu) -> tuple[GpuInstance, ...]:
+    return gpu.gpu_instances if gpu.mig_enabled else ()
+
+
+def _busy_instance_blockers(gpu: Gpu, target: GpuTarget) -> list[Blocker]:
+    """Busy GPU instances beyond what the layout keeps of their profile: they would have to go."""
+    wanted = _wanted(target)
     busy_count: Counter[int] = Counter()
-    for gi in busy:
+    blockers = []
+    for gi in _existing(gpu):
+        if not _processes_in(gpu, gi):
+            continue
         busy_count[gi.profile_id] += 1
         if busy_count[gi.profile_id] > wanted[gi.profile_id]:
             blockers.append(Blocker(
@@ -185,9 +195,22 @@ def _choose_instances(gpu: Gpu, target: GpuTarget, model: GpuModel) -> tuple[
                 f"GPU {gpu.index}: GPU instance {gi.gpu_instance_id} ({gi.profile} at memory slice "
                 f"{gi.placement_start}) runs processes and is not in the layout {target.layout}",
                 _unique_processes(_processes_in(gpu, gi))))
-    if blockers:
-        return (), (), (), blockers
-    remaining = wanted - busy_count
+    return blockers
+
+
+def _without(gpu: Gpu, stopped: Sequence[GpuProcess]) -> Gpu:
+    """``gpu`` as it will be once the ``stopped`` processes (by pid, in their GPU instance) are gone."""
+    gone = {(p.pid, p.gpu_instance_id) for p in stopped}
+    return replace(gpu, processes=tuple(p for p in gpu.processes if (p.pid, p.gpu_instance_id) not in gone))
+
+
+def _choose_instances(gpu: Gpu, target: GpuTarget, model: GpuModel) -> tuple[
+        tuple[GpuInstance, ...], tuple[GpuInstance, ...], tuple[Slot, ...], list[Blocker]]:
+    """(kept, destroyed, created in order, blockers) for the GPU instances of ``gpu``, whose busy
+    instances all fit the layout (``_busy_instance_blockers`` found none)."""
+    existing = _existing(gpu)
+    busy = [gi for gi in existing if _processes_in(gpu, gi)]
+    remaining = _wanted(target) - Counter(gi.profile_id for gi in busy)
     reusable = [gi for gi in existing
                 if gi not in busy and remaining[gi.profile_id] and _has_full_compute(gpu, gi)]
     fixed = [_slot(gi) for gi in busy]

@@ -74,11 +74,10 @@ def plan_text(gpus: Sequence[Gpu], targets: Sequence[GpuTarget], plan: Plan,
         lines.append(f"  now:  {gpu_summary(gpu)}")
         gpu_plan = planned.get(gpu.index)
         lines.append(f"  want: {target_summary(gpu_plan) if gpu_plan else _wanted(target)}")
-    steps = plan.steps
-    if steps:
-        lines.append("Steps:")
-        lines += [f"  {n}. {step.describe()}" for n, step in enumerate(steps, 1)]
-    if plan.blockers:
+    steps = [f"  {n}. {step.describe()}" for n, step in enumerate(plan.steps, 1)]
+    if not plan.blockers:
+        lines += ["Steps:", *steps] if steps else []
+    else:
         lines.append("Blockers:")
         for blocker in plan.blockers:
             lines.append(f"  - {blocker.reason}")
@@ -87,9 +86,19 @@ def plan_text(gpus: Sequence[Gpu], targets: Sequence[GpuTarget], plan: Plan,
             command = stop_command(blocker, attributions)
             if command:
                 lines.append(f"    stop them first: {command}")
+        if steps:
+            lines.append("After the blockers are cleared (until then --apply changes nothing), the steps:")
+            lines += steps
+        lines += [f"GPU {gpu.index}: no steps are possible (see its blocker)"
+                  for gpu in gpus if _impossible(gpu.index, plan, planned)]
     if plan.nothing_to_do:
         lines.append("Nothing to do: the GPUs already have this layout.")
     return "\n".join(lines)
+
+
+def _impossible(gpu_index: int, plan: Plan, planned: Mapping[int, GpuPlan]) -> bool:
+    """The GPU has blockers and no plan: what is asked cannot be made there, whatever stops."""
+    return gpu_index not in planned and any(b.gpu_index == gpu_index for b in plan.blockers)
 
 
 def _wanted(target: GpuTarget) -> str:
@@ -117,8 +126,10 @@ def plan_json(gpus: Sequence[Gpu], targets: Sequence[GpuTarget], plan: Plan,
             "target": {"mig_enabled": target.mig_enabled, "layout": [p.name for p in target.profiles]},
             "expected": ([asdict(slot) for slot in planned[gpu.index].expected]
                          if gpu.index in planned else None),
+            "steps_possible": not _impossible(gpu.index, plan, planned),
         } for gpu, target in zip(gpus, targets, strict=True)],
         "steps": [to_json(step) for step in plan.steps],
+        "steps_wait_for_blockers": bool(plan.blockers and plan.steps),
         "blockers": [{
             "kind": blocker.kind.value, "gpu": blocker.gpu_index, "reason": blocker.reason,
             "processes": [{"pid": p.pid, "name": p.name, "used_memory_bytes": p.used_memory_bytes,
@@ -141,8 +152,12 @@ def outcome_text(outcome: Outcome, journal: str) -> str:
         else:
             lines.append("Every GPU is as it was found (read back from NVML).")
     else:
-        lines.append(f"Applied {len(outcome.executed)} step(s).")
+        lines.append(f"Applied {sum(e.in_effect for e in outcome.executed)} step(s).")
+        lines += [f"Asked for, not in effect until a reset: {e.step.describe()}"
+                  for e in outcome.executed if not e.in_effect]
     for pending in outcome.pending:
+        if pending.failed is not None:
+            lines.append(f"Failed: {pending.failed.what}: {pending.failed.error}")
         lines.append(f"GPU {pending.gpu_index}: the MIG mode is pending ({pending.reason}).")
     lines.append(f"Journal: {journal}")
     return "\n".join(lines)
@@ -150,7 +165,8 @@ def outcome_text(outcome: Outcome, journal: str) -> str:
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
     return {
-        "executed": [{**to_json(e.step), "created_id": e.created_id} for e in outcome.executed],
+        "executed": [{**to_json(e.step), "created_id": e.created_id, "in_effect": e.in_effect}
+                     for e in outcome.executed],
         "pending": [asdict(p) for p in outcome.pending],
         "failure": None if outcome.failure is None else asdict(outcome.failure),
         "undone": [to_json(e.step) for e in outcome.undone],

@@ -365,3 +365,17 @@ def test_a_verification_that_misses_a_call_is_not_success(
     ) in captured.err
     assert "Verified" not in captured.out
     assert fleet.read_bytes() == before
+
+
+def test_a_plan_with_blockers_is_never_applied_although_it_has_steps(tmp_path: Path) -> None:
+    """The plan of a GPU with processes lists the steps for after they stop; the applier refuses it
+    for its blockers, before any change."""
+    fleet = write_fleet(tmp_path, incident_document())
+    before = fleet.read_bytes()
+    with NvmlSession(str(fleet)) as session, Journal(tmp_path / "journal.jsonl") as journal:
+        found = read_snapshot(session)
+        plan = make_plan(found, layout_targets("0", "3g,3g", found), privileged=True, persistence=True)
+        assert plan.unsafe and plan.steps
+        with pytest.raises(ValueError, match="a plan with blockers is never applied: GPU 0 runs processes"):
+            Applier(HardwareWriter(session), journal, found, allow_reset=False).apply(plan)
+    assert fleet.read_bytes() == before

@@ -24,9 +24,14 @@ def plan_for(
     return make_plan(snap, layout_targets(gpus, layout, snap), privileged=privileged, persistence=persistence)
 
 
-def test_incident_is_refused_naming_both_processes() -> None:
+def test_incident_is_refused_naming_both_processes_and_still_shows_the_steps_after_them() -> None:
     plan = plan_for(incident(), "0,1", "3g.40gb,3g.40gb")
-    assert plan.unsafe and not plan.impossible and not plan.steps
+    assert plan.unsafe and not plan.impossible and not plan.nothing_to_do
+    # the steps as they will run once the processes have stopped: the same as on the idle incident
+    assert plan.steps == plan_for(incident(with_processes=False), "0,1", "3g.40gb,3g.40gb").steps
+    assert [(s.gpu_index, s.start) for s in plan.steps if isinstance(s, CreateGpuInstance)] == [
+        (0, 4), (0, 0), (1, 4), (1, 0),
+    ]
     assert [(b.gpu_index, [p.pid for p in b.processes]) for b in plan.blockers] == [
         (0, [78914, 81007]),
         (1, [78914, 81007]),
@@ -81,6 +86,18 @@ def test_a_busy_instance_that_would_have_to_go_is_unsafe() -> None:
     assert (
         "GPU instance 3 (2g.20gb at memory slice 0) runs processes and is not in the layout" in blocker.reason
     )
+    # once 5001 has stopped, its instance goes and the layout is made
+    assert plan.steps[:2] == (
+        DestroyComputeInstance(0, 3, 0, 0, 2),
+        DestroyGpuInstance(0, 3, "2g.20gb", 1, 0, 2),
+    )
+    assert [s.start for s in plan.steps if isinstance(s, CreateGpuInstance)] == [4, 0]
+
+
+def test_a_gpu_that_cannot_take_the_layout_has_no_steps_even_with_processes() -> None:
+    plan = plan_for(incident(), "0", "3g.40gb,3g.40gb,1g.10gb")
+    assert [b.kind for b in plan.blockers] == [BlockerKind.UNSAFE, BlockerKind.IMPOSSIBLE]
+    assert not plan.gpus and not plan.steps
 
 
 def test_an_idle_instance_not_in_the_layout_is_destroyed_compute_instance_first() -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
+from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -26,6 +29,12 @@ def test_incident_plan_names_the_processes_and_changes_nothing(
     out = capsys.readouterr().out
     assert "78914 python 3752 MiB" in out and "81007 python 3780 MiB" in out
     assert "stop them first: kill 78914 81007" in out
+    lines = out.splitlines()
+    after = lines.index("After the blockers are cleared (until then --apply changes nothing), the steps:")
+    assert lines[after + 1 : after + 3] == [
+        "  1. GPU 0: enable MIG mode",
+        "  2. GPU 0: turn persistence mode on",
+    ]
     assert fleet.read_bytes() == before
     assert not (tmp_path / "journal.jsonl").exists()
 
@@ -183,6 +192,23 @@ def test_a_gpu_held_by_an_unlisted_client_waits_for_a_reset(
     assert gpu.mig_enabled and [gi.placement_start for gi in gpu.gpu_instances] == [0, 4]
 
 
+def test_a_refused_reset_is_named_and_not_counted_as_applied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = incident_document(without_processes_on=(0,))
+    document["gpus"][0].update(held_by=["nvidia-persistenced"], persistence=True)
+    fleet = write_fleet(tmp_path, document)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g,3g", "--apply", "--reset") == 4
+    lines = capsys.readouterr().out.splitlines()
+    # persistence off and back on around the reset took effect; the MIG mode is only pending and
+    # the reset failed: neither is counted
+    assert "Applied 2 step(s)." in lines
+    assert "Asked for, not in effect until a reset: GPU 0: enable MIG mode" in lines
+    (failed,) = [line for line in lines if line.startswith("Failed: ")]
+    assert failed.startswith("Failed: GPU 0: reset the GPU to apply the pending MIG mode: ")
+    assert failed.endswith("In use by another client (IN_USE)")
+
+
 def test_built_in_fleets_are_refused_for_apply(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert remediate(tmp_path, Path("seed-incident"), "--gpu", "0", "--layout", "3g", "--apply") == 2
     assert "mig-exporter fleet show seed-incident > fleet.yaml" in capsys.readouterr().err
@@ -245,6 +271,91 @@ def test_at_a_terminal_the_operator_confirms_first(
     monkeypatch.setattr("sys.stdin", Terminal("y\n"))
     assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply") == 0
     assert read(fleet).gpu(0).gpu_instances[0].profile == "7g.80gb"
+
+
+def started_while_waiting(
+    monkeypatch: pytest.MonkeyPatch, fleet: Path, start: Callable[[dict[str, Any]], None]
+) -> list[bytes]:
+    """At a terminal, the operator answers yes, but ``start`` (a workload) edits the fleet file,
+    the simulated hardware, while the prompt waits. The list receives the file as edited."""
+    monkeypatch.setattr("sys.stdin", Terminal(""))
+    edited: list[bytes] = []
+
+    def answer_yes_after_a_workload_started(plan: object) -> bool:
+        document = yaml.safe_load(fleet.read_text())
+        start(document)
+        fleet.write_text(yaml.safe_dump(document, sort_keys=False))
+        edited.append(fleet.read_bytes())
+        return True
+
+    monkeypatch.setattr("mig_exporter.remediate.command._ask", answer_yes_after_a_workload_started)
+    return edited
+
+
+CHANGED = ("Refused: the GPUs changed while waiting for confirmation (new plan above); nothing was "
+           "changed. Run the command again.")
+
+
+def test_a_process_started_on_an_instance_while_the_prompt_waits_keeps_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown = io.StringIO()
+    with redirect_stdout(shown):
+        assert main(["fleet", "show", "healthy-mig"]) == 0
+    document = yaml.safe_load(shown.getvalue())
+    document["gpus"] = document["gpus"][:1]
+    (idle,) = [gi for gi in document["gpus"][0]["instances"] if gi["placement"] == 0]
+    del idle["processes"]
+    fleet = write_fleet(tmp_path, document, "race.yaml")
+
+    def start_on_placement_0(edited: dict[str, Any]) -> None:
+        (instance,) = [gi for gi in edited["gpus"][0]["instances"] if gi["placement"] == 0]
+        instance["processes"] = [{"pid": 7001, "name": "python", "used_memory_mib": 1000}]
+
+    edited = started_while_waiting(monkeypatch, fleet, start_on_placement_0)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "4g,3g", "--apply") == 3
+    assert [fleet.read_bytes()] == edited  # the workload's edit, and no other change
+    captured = capsys.readouterr()
+    assert "GPU 0: destroy GPU instance" in captured.out  # the plan confirmed
+    assert captured.out.splitlines()[-1] == CHANGED
+    assert "runs processes and is not in the layout 4g.40gb,3g.40gb" in captured.out  # the new blocker
+    gpu = read(fleet).gpu(0)
+    assert [(gi.placement_start, gi.profile) for gi in gpu.gpu_instances] == [(0, "3g.40gb"), (4, "3g.40gb")]
+    assert 7001 in {p.pid for p in gpu.processes}
+    assert not (tmp_path / "journal.jsonl").exists()
+
+
+def test_a_process_started_on_a_gpu_without_mig_while_the_prompt_waits_keeps_mig_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+
+    def start_on_gpu_0(edited: dict[str, Any]) -> None:
+        edited["gpus"][0]["processes"] = [{"pid": 7002, "name": "python", "used_memory_mib": 1000}]
+
+    edited = started_while_waiting(monkeypatch, fleet, start_on_gpu_0)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g,3g", "--apply", "--format", "json") == 3
+    assert [fleet.read_bytes()] == edited  # the workload's edit, and no other change
+    document = json.loads(capsys.readouterr().out)
+    assert document["changed_while_waiting"] is True
+    blockers = document["plan_after_confirmation"]["blockers"]
+    assert [p["pid"] for b in blockers for p in b["processes"]] == [7002]
+    gpu = read(fleet).gpu(0)
+    assert (gpu.mig_mode_current, gpu.mig_mode_pending) == (False, False)
+    assert [p.pid for p in gpu.processes] == [7002]
+
+
+def test_a_change_while_the_prompt_waits_that_leaves_the_plan_as_confirmed_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+
+    def start_on_gpu_1(edited: dict[str, Any]) -> None:  # not a target GPU: the plan is the same
+        edited["gpus"][1]["processes"].append({"pid": 7003, "name": "python", "used_memory_mib": 1000})
+
+    started_while_waiting(monkeypatch, fleet, start_on_gpu_1)
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "3g,3g", "--apply") == 0
+    assert [gi.placement_start for gi in read(fleet).gpu(0).gpu_instances] == [0, 4]
 
 
 def test_the_mig_parted_config_written_reproduces_the_layout_on_another_host(tmp_path: Path) -> None:

@@ -30,17 +30,24 @@ def test_plan_text_shows_now_want_steps_and_blockers() -> None:
     text = plan_text(snap.gpus, targets, plan, attributions)
     now = "  now:  MIG disabled; persistence off; processes: 78914 python 3752 MiB, 81007 python 3780 MiB"
     assert now in text
-    assert "  want: MIG enabled: 3g.40gb,3g.40gb" in text  # blocked GPU: the layout asked for
-    assert "  want: MIG enabled: 3g.40gb@0 (new), 3g.40gb@4 (new)" in text  # planned GPU: placements
-    assert "  1. GPU 1: enable MIG mode" in text
+    # a GPU blocked by processes is still planned: what it will be, and its steps, once they stop
+    assert text.count("  want: MIG enabled: 3g.40gb@0 (new), 3g.40gb@4 (new)") == 2
     assert "      78914 python 3752 MiB (user alice, python serve.py)" in text
     assert "    stop them first: kill 78914 81007" in text
+    lines = text.splitlines()
+    after = lines.index("After the blockers are cleared (until then --apply changes nothing), the steps:")
+    assert after > lines.index("Blockers:") and "Steps:" not in lines
+    assert lines[after + 1] == "  1. GPU 0: enable MIG mode"
+    assert lines[after + 7] == "  7. GPU 1: enable MIG mode"
     document = plan_json(snap.gpus, targets, plan, attributions)
     assert [b["stop_command"] for b in document["blockers"]] == ["kill 78914 81007"]
-    assert document["gpus"][1]["expected"] == [
+    expected = [
         {"profile_id": 9, "profile": "3g.40gb", "start": 0, "size": 4},
         {"profile_id": 9, "profile": "3g.40gb", "start": 4, "size": 4},
     ]
+    assert [g["expected"] for g in document["gpus"]] == [expected, expected]
+    assert [g["steps_possible"] for g in document["gpus"]] == [True, True]
+    assert len(document["steps"]) == 12 and document["steps_wait_for_blockers"] is True
 
 
 def test_gpu_summary_of_a_mig_gpu_names_instances_and_their_processes() -> None:
@@ -61,4 +68,7 @@ def test_a_gpu_without_mig_is_said_to_be_one() -> None:
         "  want: MIG, which this GPU does not support",
         "Blockers:",
         "  - GPU 0 (NVIDIA L4) does not support MIG",
+        "GPU 0: no steps are possible (see its blocker)",
     ]
+    assert plan_json(snap.gpus, targets, make_plan(snap, targets, privileged=True, persistence=True), {})[
+        "gpus"][0]["steps_possible"] is False
