@@ -416,3 +416,12 @@ def test_a_failed_call_the_findings_need_is_never_called_healthy(capsys, write_f
     unwrapped = out.replace("\n  ", " ")
     assert "not verified: NVML calls the findings need failed (see Could not read)" in unwrapped
     assert_fits_80_columns(out)
+
+
+def test_built_in_pending_disable_fleet_finds_the_pending_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    """A MIG disable waiting for a reset on a GPU whose instance still runs a job: one warning,
+    exit 1, and the steps say to stop the job before the reset."""
+    assert main(["diagnose", "--fleet", "mig-pending-disable", "--format", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [(f["kind"], f["gpu_indices"]) for f in report["findings"]] == [("mig_pending", [0])]
+    assert report["findings"][0]["next_steps"][0]["action"].startswith("stop PID 52001")

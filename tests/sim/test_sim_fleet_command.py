@@ -32,5 +32,5 @@ def test_show_of_an_unknown_fleet_is_an_input_error(capsys: pytest.CaptureFixtur
     assert main(["fleet", "show", "seed"]) == 2
     assert capsys.readouterr().err == (
         "mig-exporter fleet: error: seed: not a built-in fleet (built-in: h100-mixed, healthy-mig, large, "
-        "large-1000, mig-pending, mixed-models, seed-incident)\n"
+        "large-1000, mig-pending, mig-pending-disable, mixed-models, seed-incident)\n"
     )

@@ -79,6 +79,10 @@ def test_the_built_in_fleets_the_design_asks_for() -> None:
     pending = load_fleet("mig-pending")
     assert [g.mig for g in pending.gpus] == [MigMode.PENDING_ENABLE, MigMode.ENABLED, MigMode.ENABLED]
     assert [len(g.instances) for g in pending.gpus] == [0, 0, 2]
+    # "pending modes", plural: the way back too, a disable waiting on a busy instance
+    disabling = load_fleet("mig-pending-disable")
+    assert [g.mig for g in disabling.gpus] == [MigMode.PENDING_DISABLE, MigMode.DISABLED]
+    assert [len(gi.processes) for gi in disabling.gpus[0].instances] == [1]
     healthy = load_fleet("healthy-mig")
     for g in healthy.gpus:
         assert g.persistence and g.mig is MigMode.ENABLED

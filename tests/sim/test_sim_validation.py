@@ -287,7 +287,7 @@ def test_a_spec_that_is_neither_a_file_nor_a_built_in() -> None:
     assert str(refused.value) == (
         "no-such-fleet.yaml: no such fleet file, and not a built-in fleet (built-in: h100-mixed, "
         "healthy-mig, "
-        "large, large-1000, mig-pending, mixed-models, seed-incident)"
+        "large, large-1000, mig-pending, mig-pending-disable, mixed-models, seed-incident)"
     )
 
 
