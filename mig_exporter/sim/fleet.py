@@ -577,8 +577,23 @@ def _join(path: str, key: str) -> str:
 
 def dump_fleet(fleet: Fleet) -> str:
     """Canonical YAML for ``fleet``: explicit placements, defaults left out; ``parse_fleet`` reads
-    it back to an equal ``Fleet``."""
+    it back to an equal ``Fleet``. (Writing back over a file a person keeps, the simulator changes
+    only the GPUs that changed: ``writeback.updated_fleet_file``.)"""
     attributed: set[int] = set()
+    document: dict[str, Any] = {}
+    if fleet.description is not None:
+        document["description"] = fleet.description
+    document["driver_version"] = fleet.driver_version
+    document["cuda_version"] = fleet.cuda_version
+    document["gpus"] = [gpu_entry(fleet, i, attributed) for i in range(len(fleet.gpus))]
+    if fleet.faults:
+        document["faults"] = [_fault(f) for f in fleet.faults]
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=110)
+
+
+def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
+    """The canonical entry of ``gpus[index]``. A pid's attribution is written on its first entry
+    only: ``attributed`` holds the pids already given theirs, and this adds those it writes."""
 
     def process(p: SimProcess) -> dict[str, Any]:
         out: dict[str, Any] = {"pid": p.pid}
@@ -615,41 +630,31 @@ def dump_fleet(fleet: Fleet) -> str:
             out["compute_instances"].append(entry)
         return out
 
-    def gpu(index: int, g: SimGpu) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": g.model_key}
-        if g.uuid != default_gpu_uuid(index):
-            out["uuid"] = g.uuid
-        out["persistence"] = g.persistence
-        out["mig"] = g.mig.value
-        defaults = Telemetry()
-        for key in TELEMETRY_KEYS:
-            if getattr(g.telemetry, key) != getattr(defaults, key):
-                out[key] = getattr(g.telemetry, key)
-        if g.memory_used_mib is not None:
-            out["memory_used_mib"] = g.memory_used_mib
-        if g.serial != default_serial(index):
-            out["serial"] = g.serial
-        if g.pci_bus_id != default_pci_bus_id(index):
-            out["pci_bus_id"] = g.pci_bus_id
-        if g.lost:
-            out["lost"] = True
-        if g.held_by:
-            out["held_by"] = list(g.held_by)
-        if g.processes:
-            out["processes"] = [process(p) for p in g.processes]
-        if g.instances:
-            out["instances"] = [gpu_instance(g, gi) for gi in g.instances]
-        return out
-
-    document: dict[str, Any] = {}
-    if fleet.description is not None:
-        document["description"] = fleet.description
-    document["driver_version"] = fleet.driver_version
-    document["cuda_version"] = fleet.cuda_version
-    document["gpus"] = [gpu(i, g) for i, g in enumerate(fleet.gpus)]
-    if fleet.faults:
-        document["faults"] = [_fault(f) for f in fleet.faults]
-    return yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=110)
+    g = fleet.gpus[index]
+    out: dict[str, Any] = {"model": g.model_key}
+    if g.uuid != default_gpu_uuid(index):
+        out["uuid"] = g.uuid
+    out["persistence"] = g.persistence
+    out["mig"] = g.mig.value
+    defaults = Telemetry()
+    for key in TELEMETRY_KEYS:
+        if getattr(g.telemetry, key) != getattr(defaults, key):
+            out[key] = getattr(g.telemetry, key)
+    if g.memory_used_mib is not None:
+        out["memory_used_mib"] = g.memory_used_mib
+    if g.serial != default_serial(index):
+        out["serial"] = g.serial
+    if g.pci_bus_id != default_pci_bus_id(index):
+        out["pci_bus_id"] = g.pci_bus_id
+    if g.lost:
+        out["lost"] = True
+    if g.held_by:
+        out["held_by"] = list(g.held_by)
+    if g.processes:
+        out["processes"] = [process(p) for p in g.processes]
+    if g.instances:
+        out["instances"] = [gpu_instance(g, gi) for gi in g.instances]
+    return out
 
 
 def _fault(fault: Fault) -> dict[str, Any]:

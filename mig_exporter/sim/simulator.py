@@ -27,17 +27,11 @@ import pynvml
 
 from mig_exporter.sim.calls import NvmlFailure, Target
 from mig_exporter.sim.faults import FaultInjector
-from mig_exporter.sim.fleet import (
-    FleetError,
-    FleetSource,
-    dump_fleet,
-    open_fleet,
-    parse_fleet,
-    write_atomically,
-)
+from mig_exporter.sim.fleet import FleetError, FleetSource, open_fleet, parse_fleet, write_atomically
 from mig_exporter.sim.handles import as_text, decode, value
 from mig_exporter.sim.library import NvmlLibrary, c_function_targets
 from mig_exporter.sim.state import Fleet, MigMode, ProcessAttribution
+from mig_exporter.sim.writeback import updated_fleet_file
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +82,7 @@ class SimulatedNvml:
         Raises ``OSError`` when the file cannot be written."""
         with self._lock:
             if self.path is not None:
-                data = self._loaded.data if fleet == self._loaded.fleet else dump_fleet(fleet).encode()
+                data = updated_fleet_file(self._loaded, fleet)
                 write_atomically(self.path, data)
                 self._on_disk = data
                 self._file_stamp = self._stamp()
