@@ -2,6 +2,10 @@
 
 import re
 import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 
 class InputError(Exception):
@@ -43,3 +47,15 @@ def yaml_problem(error: Exception) -> str:
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     problem = getattr(error, "problem", None) or "cannot be parsed"
     return where + problem
+
+
+def read_yaml_file(path: str, unreadable: str) -> Any:
+    """The YAML document in ``path``, or ``InputError``: ``<unreadable>: <OS reason>`` when the file
+    cannot be read, ``<path>: not valid YAML: <where and what>`` when it does not parse. For the
+    small files given by flags (web config, mig-parted config); fleet files keep their own reader."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise InputError(f"{unreadable}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML: {yaml_problem(error)}") from None

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import yaml
 
-from mig_exporter.errors import InputError, shown_key, yaml_problem
+from mig_exporter.errors import InputError, read_yaml_file, shown_key
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -96,12 +95,7 @@ class WebConfig:
 
 def load_web_config(path: str) -> WebConfig:
     """Read and check the file; raise ``InputError`` naming the file, the key and the reason."""
-    try:
-        document = yaml.safe_load(Path(path).read_text())
-    except OSError as error:
-        raise InputError(f"{path}: cannot read the web config: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
+    document = read_yaml_file(path, unreadable=f"{path}: cannot read the web config")
     document = {} if document is None else document
     _check_mapping(path, "", document, _TOP_KEYS)
     base = Path(path).parent

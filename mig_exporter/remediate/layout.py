@@ -9,12 +9,9 @@ the file and the reason, raised before anything is planned.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mig_exporter.errors import InputError, yaml_problem
+from mig_exporter.errors import InputError, read_yaml_file
 from mig_exporter.model import Gpu, Snapshot
 from mig_exporter.numbers import is_whole_number
 from mig_exporter.profiles import GpuInstanceProfile, GpuModel, match_profile, mig_model
@@ -107,12 +104,7 @@ def mig_parted_targets(path: str, config_name: str, snapshot: Snapshot) -> tuple
 
 
 def _config_entries(path: str, config_name: str) -> list[Any]:
-    try:
-        document = yaml.safe_load(Path(path).read_text())
-    except OSError as error:
-        raise InputError(f"--mig-parted-config {path}: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML: {yaml_problem(error)}") from error
+    document = read_yaml_file(path, unreadable=f"--mig-parted-config {path}")
     if not isinstance(document, dict) or document.get("version") != "v1":
         raise InputError(f"{path}: not a mig-parted config (expected version: v1 and mig-configs)")
     configs = document.get("mig-configs")
