@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from itertools import combinations
+from itertools import combinations, product
 
 from mig_exporter.model import CollectionError, Gpu, GpuInstance, GpuProcess, Snapshot
 from mig_exporter.profiles import GpuInstanceProfile, GpuModel
@@ -123,7 +123,7 @@ def _plan_gpu(
             return None, []
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} ({gpu.name or 'unknown model'}) does not support MIG")]
-    unsafe = _mode_change_blockers(gpu, target) + _busy_instance_blockers(gpu, target)
+    unsafe = _mode_change_blockers(gpu, target) + _busy_instance_blockers(gpu, target, target.model)
     # The steps are still planned, as they will run once the blocking processes have stopped, so
     # the plan shows the whole way; the blockers alone keep --apply from starting.
     idle = _without(gpu, [p for blocker in unsafe for p in blocker.processes])
@@ -180,22 +180,37 @@ def _existing(gpu: Gpu) -> tuple[GpuInstance, ...]:
     return gpu.gpu_instances if gpu.mig_enabled else ()
 
 
-def _busy_instance_blockers(gpu: Gpu, target: GpuTarget) -> list[Blocker]:
+def _busy_instance_blockers(gpu: Gpu, target: GpuTarget, model: GpuModel) -> list[Blocker]:
     """Busy GPU instances beyond what the layout keeps of their profile: they would have to go."""
+    return [Blocker(BlockerKind.UNSAFE, gpu.index,
+                    f"GPU {gpu.index}: GPU instance {gi.gpu_instance_id} ({gi.profile} at memory slice "
+                    f"{gi.placement_start}) runs processes and is not in the layout {target.layout}",
+                    _unique_processes(_processes_in(gpu, gi)))
+            for gi in _busy_beyond_layout(gpu, target, model)]
+
+
+def _busy_beyond_layout(gpu: Gpu, target: GpuTarget, model: GpuModel) -> list[GpuInstance]:
+    """Where the layout keeps fewer instances of a profile than are busy, which busy ones must go:
+    the first choice that lets the rest of the layout fit beside the kept ones, so the plan names
+    processes whose stopping really clears the way (both 3g busy and ``4g,3g`` wanted: the 3g at
+    slice 0 is in the 4g's way, the one at slice 4 is not)."""
     wanted = _wanted(target)
-    busy_count: Counter[int] = Counter()
-    blockers = []
-    for gi in _existing(gpu):
-        if not _processes_in(gpu, gi):
-            continue
-        busy_count[gi.profile_id] += 1
-        if busy_count[gi.profile_id] > wanted[gi.profile_id]:
-            blockers.append(Blocker(
-                BlockerKind.UNSAFE, gpu.index,
-                f"GPU {gpu.index}: GPU instance {gi.gpu_instance_id} ({gi.profile} at memory slice "
-                f"{gi.placement_start}) runs processes and is not in the layout {target.layout}",
-                _unique_processes(_processes_in(gpu, gi))))
-    return blockers
+    busy = [gi for gi in _existing(gpu) if _processes_in(gpu, gi)]
+    by_profile: dict[int, list[GpuInstance]] = {}
+    for gi in busy:
+        by_profile.setdefault(gi.profile_id, []).append(gi)
+    choices = [list(combinations(group, min(len(group), wanted[profile_id])))
+               for profile_id, group in by_profile.items()]
+    first: list[GpuInstance] | None = None
+    for picked in product(*choices):
+        kept = [gi for group in picked for gi in group]
+        beyond = [gi for gi in busy if gi not in kept]
+        if first is None:
+            first = beyond
+        new = _take(target.profiles, wanted - Counter(gi.profile_id for gi in kept))
+        if pack(model, [_slot(gi) for gi in kept], new) is not None:
+            return beyond
+    return first or []
 
 
 def _without(gpu: Gpu, stopped: Sequence[GpuProcess]) -> Gpu:

@@ -94,6 +94,19 @@ def test_a_busy_instance_that_would_have_to_go_is_unsafe() -> None:
     assert [s.start for s in plan.steps if isinstance(s, CreateGpuInstance)] == [4, 0]
 
 
+def test_of_two_busy_instances_the_one_in_the_way_is_named() -> None:
+    """Both 3g.40gb busy, ``4g,3g`` wanted: a 4g fits only at slice 0 (mig-facts.md placements
+    {0}:4), so the 3g at slice 4 stays and the plan names the process in the one at slice 0."""
+    at_0, at_4 = instance(0, "3g", 0), instance(0, "3g", 4)
+    snap = snapshot(gpu(0, mig=True, instances=[at_0, at_4],
+                        processes=[process(0, 5001, 12000, at_0), process(0, 5002, 12000, at_4)]))
+    plan = plan_for(snap, "0", "4g,3g")
+    (blocker,) = plan.blockers
+    assert blocker.kind is BlockerKind.UNSAFE and [p.pid for p in blocker.processes] == [5001]
+    assert "GPU instance 1 (3g.40gb at memory slice 0)" in blocker.reason
+    assert [(s.start, s.profile) for s in plan.steps if isinstance(s, CreateGpuInstance)] == [(0, "4g.40gb")]
+
+
 def test_a_gpu_that_cannot_take_the_layout_has_no_steps_even_with_processes() -> None:
     plan = plan_for(incident(), "0", "3g.40gb,3g.40gb,1g.10gb")
     assert [b.kind for b in plan.blockers] == [BlockerKind.UNSAFE, BlockerKind.IMPOSSIBLE]
