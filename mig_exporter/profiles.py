@@ -20,8 +20,7 @@ ENUM_2_SLICE = 1
 ENUM_3_SLICE = 2
 ENUM_4_SLICE = 3
 ENUM_7_SLICE = 4
-ENUM_8_SLICE = 5
-ENUM_6_SLICE = 6
+# 5 (8_SLICE) and 6 (6_SLICE) exist in nvml.h; no model here has them, so they are NOT_SUPPORTED.
 ENUM_1_SLICE_REV1 = 7  # "+me": the one 1g with media engines
 ENUM_2_SLICE_REV1 = 8
 ENUM_1_SLICE_REV2 = 9  # double memory 1g
