@@ -96,6 +96,10 @@ class Gpu:
     gpu_instances_complete: bool = True
     mig_instances: tuple[MigInstance, ...] = ()
     processes: tuple[GpuProcess, ...] = ()
+    # False when some call needed to list the processes failed (the process list itself, or the
+    # MIG devices they are listed under), or the GPU is lost: ``processes`` may then miss some, so
+    # neither their count nor anything derived from it (sharing, spanning) can be concluded.
+    processes_complete: bool = True
 
     @property
     def mig_supported(self) -> bool:
@@ -151,3 +155,9 @@ class Snapshot:
     @property
     def processes(self) -> tuple[GpuProcess, ...]:
         return tuple(p for g in self.gpus for p in g.processes)
+
+    @property
+    def processes_complete(self) -> bool:
+        """Every GPU's processes were read: only then is a per-process GPU count exact (a process
+        seen on one GPU may also hold memory on one that was not read)."""
+        return all(g.processes_complete and not g.lost for g in self.gpus)

@@ -51,7 +51,7 @@ class ExporterSettings:
 def process_series_dropped(snapshot: Snapshot, max_process_series: int) -> int:
     """How many process series the cap leaves out of this Snapshot (both per-process families)."""
     memory_series = sum(1 for p in snapshot.processes if p.used_memory_bytes is not None)
-    pid_series = len(process_gpus(snapshot))
+    pid_series = len(process_gpus(snapshot)) if snapshot.processes_complete else 0
     return max(0, memory_series - max_process_series) + max(0, pid_series - max_process_series)
 
 
@@ -194,11 +194,14 @@ def _gpu_families(snapshot: Snapshot) -> Iterator[Metric]:
                  "Number of MIG GPU instances (0 with MIG off; absent when NVML would not list them).",
                  GPU_LABELS, _gpu_samples([g for g in mig_capable if g.gpu_instances_complete],
                                           lambda g: len(g.gpu_instances)))
-    yield _gauge("nvml_gpu_processes", "Compute processes holding memory on the GPU, in any instance.",
-                 GPU_LABELS, _gpu_samples(present, lambda g: len(g.pids)))
+    processes_read = [g for g in present if g.processes_complete]
+    yield _gauge("nvml_gpu_processes",
+                 "Compute processes holding memory on the GPU, in any instance (absent when NVML "
+                 "would not list them all).",
+                 GPU_LABELS, _gpu_samples(processes_read, lambda g: len(g.pids)))
     yield _gauge("nvml_gpu_unpartitioned_sharing",
                  "1 when MIG is off and two or more processes share the GPU with no isolation, else 0.",
-                 GPU_LABELS, _gpu_samples(present, is_unpartitioned_sharing))
+                 GPU_LABELS, _gpu_samples(processes_read, is_unpartitioned_sharing))
     yield _gauge("nvml_gpu_utilization_ratio",
                  "Fraction of the last sample period a kernel ran (absent on MIG GPUs: NVML does not say).",
                  GPU_LABELS, _gpu_samples(present, lambda g: g.utilization_gpu_ratio))
@@ -282,12 +285,15 @@ def _process_families(snapshot: Snapshot, max_process_series: int) -> Iterator[M
         "Memory a process holds on a GPU (MIG off: instance IDs empty) or on one MIG device.",
         PROCESS_LABELS, _capped(with_memory, max_process_series),
     )
+    # Counts over GPUs are exact only when every GPU's processes were read: a process seen on one
+    # GPU may hold memory on one that was not, and a lower bound is not the count.
+    complete = snapshot.processes_complete
     names = {p.pid: p.name or "" for p in reversed(snapshot.processes)}  # the first name seen wins
     yield _gauge(
         "nvml_process_gpus", "Physical GPUs the process holds memory on (more than 1: it spans GPUs).",
         ["pid", "process_name"],
         [([str(pid), names[pid]], len(gpus)) for pid, gpus in _capped(process_gpus(snapshot).items(),
-                                                                     max_process_series)],
+                                                                     max_process_series)] if complete else [],
     )
     yield _gauge("nvml_processes_spanning_gpus", "Processes holding memory on more than one physical GPU.",
-                 [], [([], len(spanning_processes(snapshot)))])
+                 [], [([], len(spanning_processes(snapshot)))] if complete else [])

@@ -53,6 +53,10 @@ class _Collection:
         self.errors: list[CollectionError] = []
         self._process_names: dict[int, str | None] = {}
 
+    def failed_since(self, errors_before: int) -> bool:
+        """Whether a call failed (not just answered "absent") since there were ``errors_before``."""
+        return len(self.errors) > errors_before
+
     def call(
         self, function: Callable[..., Any], *args: Any, gpu: int | None = None,
         expected: frozenset[int] = frozenset(),
@@ -122,7 +126,8 @@ def _read_gpu(collection: _Collection, session: NvmlSession, index: int) -> Gpu:
     try:
         return _read_present_gpu(collection, session, index)
     except _GpuLost:
-        return Gpu(index=index, uuid=session.known_uuids.get(index, ""), lost=True)
+        return Gpu(index=index, uuid=session.known_uuids.get(index, ""), lost=True,
+                   gpu_instances_complete=False, processes_complete=False)
 
 
 def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int) -> Gpu:
@@ -131,7 +136,8 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
 
     handle = call(pynvml.nvmlDeviceGetHandleByIndex, index)
     if handle is None:
-        return Gpu(index=index, uuid=session.known_uuids.get(index, ""))
+        return Gpu(index=index, uuid=session.known_uuids.get(index, ""),
+                   gpu_instances_complete=False, processes_complete=False)
     uuid = call(pynvml.nvmlDeviceGetUUID, handle) or session.known_uuids.get(index, "")
     if uuid:
         session.known_uuids[index] = uuid
@@ -158,13 +164,13 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
     gpu_instances_complete = True
     mig_instances: tuple[MigInstance, ...] = ()
     if mig_current:
-        errors_before = len(collection.errors)
-        gpu_instances = _read_gpu_instances(collection, session, handle, index, uuid)
-        gpu_instances_complete = len(collection.errors) == errors_before
-        mig_instances, processes = _read_mig_devices(collection, handle, index, uuid, gpu_instances)
+        gpu_instances, gpu_instances_complete = _read_gpu_instances(collection, session, handle, index, uuid)
+        mig_instances, processes, processes_complete = _read_mig_devices(
+            collection, handle, index, uuid, gpu_instances)
         gpu_instances = _with_compute_instances(gpu_instances, mig_instances)
     else:
-        processes = _read_processes(collection, handle, index, uuid, mig=None)
+        listed = _read_processes(collection, handle, index, uuid, mig=None)
+        processes, processes_complete = listed or (), listed is not None
 
     return Gpu(
         index=index, uuid=uuid, name=name,
@@ -185,7 +191,7 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
         clock_memory_hz=None if clock_memory_mhz is None else clock_memory_mhz * 1e6,
         ecc_errors_corrected_total=ecc_corrected, ecc_errors_uncorrected_total=ecc_uncorrected,
         gpu_instances=gpu_instances, gpu_instances_complete=gpu_instances_complete,
-        mig_instances=mig_instances, processes=processes,
+        mig_instances=mig_instances, processes=processes, processes_complete=processes_complete,
     )
 
 
@@ -195,14 +201,17 @@ def _text(raw: bytes | str) -> str:
 
 def _read_processes(
     collection: _Collection, handle: Any, gpu_index: int, gpu_uuid: str, mig: tuple[int, int] | None,
-) -> tuple[GpuProcess, ...]:
+) -> tuple[GpuProcess, ...] | None:
     """Compute processes on ``handle``: the whole GPU when MIG is off, else one MIG device whose
-    (GPU instance ID, compute instance ID) is ``mig``.
+    (GPU instance ID, compute instance ID) is ``mig``. None when NVML did not list them (an error,
+    or a driver without the call): not "no processes".
 
     A pid NVML lists twice on one device is kept once (the first entry): two identical label sets
     in one exposition would make Prometheus reject the second sample of the scrape.
     """
-    infos = collection.call(pynvml.nvmlDeviceGetComputeRunningProcesses, handle, gpu=gpu_index) or ()
+    infos = collection.call(pynvml.nvmlDeviceGetComputeRunningProcesses, handle, gpu=gpu_index)
+    if infos is None:
+        return None
     processes = []
     seen: set[tuple[int, int, int]] = set()
     for info in infos:
@@ -244,44 +253,59 @@ def _gpu_instance_profiles(
 
 def _read_gpu_instances(
     collection: _Collection, session: NvmlSession, handle: Any, index: int, uuid: str,
-) -> tuple[GpuInstance, ...]:
+) -> tuple[tuple[GpuInstance, ...], bool]:
     """Every GPU instance with its placement, including those without compute instances (which
-    have no MIG device, but which remediate must see)."""
+    have no MIG device, but which remediate must see); and whether the list is complete: an error
+    or a NOT_SUPPORTED on a profile the GPU has means some may be missing."""
+    errors_before = len(collection.errors)
+    complete = True
     instances = []
     for profile_id, profile in _gpu_instance_profiles(collection, session, handle, index, uuid).items():
         found = (pynvml.c_nvmlGpuInstance_t * profile.max_count)()
         count = ctypes.c_uint(0)
         if collection.call(pynvml.nvmlDeviceGetGpuInstances, handle, profile_id, found,
                            ctypes.byref(count), gpu=index) is None:
+            complete = False
             continue
         for gpu_instance in found[:count.value]:
             info = collection.call(pynvml.nvmlGpuInstanceGetInfo, gpu_instance, gpu=index)
-            if info is not None:
+            if info is None:
+                complete = False
+            else:
                 instances.append(GpuInstance(
                     gpu_index=index, gpu_instance_id=info.id, profile_id=profile_id, profile=profile.name,
                     placement_start=info.placement.start, placement_size=info.placement.size,
                 ))
-    return tuple(sorted(instances, key=lambda instance: instance.gpu_instance_id))
+    ordered = tuple(sorted(instances, key=lambda instance: instance.gpu_instance_id))
+    return ordered, complete and not collection.failed_since(errors_before)
 
 
 def _read_mig_devices(
     collection: _Collection, handle: Any, index: int, uuid: str, gpu_instances: tuple[GpuInstance, ...],
-) -> tuple[tuple[MigInstance, ...], tuple[GpuProcess, ...]]:
+) -> tuple[tuple[MigInstance, ...], tuple[GpuProcess, ...], bool]:
     """MIG devices (compute instances) by scanning every slot: empty slots answer NOT_FOUND and
-    need not be contiguous, so the scan goes on past them."""
+    need not be contiguous, so the scan goes on past them. Then the processes read, and whether
+    they are all of them: not when some MIG device could not be found, placed or listed."""
     def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return collection.call(function, *args, gpu=index, **kwargs)
 
     profile_of = {instance.gpu_instance_id: instance.profile for instance in gpu_instances}
     mig_instances = []
     processes: list[GpuProcess] = []
-    for slot in range(call(pynvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0):
+    complete = True
+    slots = call(pynvml.nvmlDeviceGetMaxMigDeviceCount, handle)
+    if slots is None:
+        return (), (), False
+    for slot in range(slots):
+        errors_before = len(collection.errors)
         mig = call(pynvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, slot, expected=_NOT_FOUND)
         if mig is None:
+            complete = complete and not collection.failed_since(errors_before)  # NOT_FOUND: an empty slot
             continue
         gpu_instance_id = call(pynvml.nvmlDeviceGetGpuInstanceId, mig)
         compute_instance_id = call(pynvml.nvmlDeviceGetComputeInstanceId, mig)
         if gpu_instance_id is None or compute_instance_id is None:
+            complete = False
             continue  # a MIG device that cannot be placed in its GPU instance is not worth a guess
         mig_uuid = call(pynvml.nvmlDeviceGetUUID, mig) or ""
         memory = call(pynvml.nvmlDeviceGetMemoryInfo, mig, pynvml.nvmlMemory_v2)
@@ -295,8 +319,12 @@ def _read_mig_devices(
             multiprocessors=None if attributes is None else attributes.multiprocessorCount,
         ))
         instance_ids = (gpu_instance_id, compute_instance_id)
-        processes.extend(_read_processes(collection, mig, index, uuid, instance_ids))
-    return tuple(mig_instances), tuple(processes)
+        instance_processes = _read_processes(collection, mig, index, uuid, instance_ids)
+        if instance_processes is None:
+            complete = False
+        else:
+            processes.extend(instance_processes)
+    return tuple(mig_instances), tuple(processes), complete
 
 
 def _mig_profile(gpu_instance_profile: str, attributes: Any) -> str:

@@ -139,8 +139,29 @@ def test_a_lost_gpu_is_reported_and_the_others_still_exported() -> None:
     for gpu in (snapshot.gpus[0], *snapshot.gpus[2:]):
         assert registry.get_sample_value("nvml_gpu_lost", gpu_labels(gpu)) == 0
         assert registry.get_sample_value("nvml_gpu_memory_used_bytes", gpu_labels(gpu)) == 32759 * MIB
-    # the processes are still on three GPUs
-    assert registry.get_sample_value("nvml_process_gpus", {"pid": "78914", "process_name": "python"}) == 3
+    # Seen on three GPUs, but the lost one was not read: 3 would be a lower bound, not the count.
+    assert registry.get_sample_value("nvml_process_gpus", {"pid": "78914", "process_name": "python"}) is None
+    assert registry.get_sample_value("nvml_processes_spanning_gpus") is None
+
+
+def test_counts_over_processes_not_all_read_are_absent_not_zero() -> None:
+    # issue 11: a process list NVML refused (NO_PERMISSION) exported 0 processes, 0 sharing and
+    # 0 spanning, which resolved the incident's alerts.
+    snapshot = incident()
+    unread = replace(snapshot.gpus[2], processes=(), processes_complete=False)
+    snapshot = replace(snapshot, gpus=(*snapshot.gpus[:2], unread, snapshot.gpus[3]))
+    registry = registry_for(snapshot)
+    assert registry.get_sample_value("nvml_gpu_processes", gpu_labels(unread)) is None
+    assert registry.get_sample_value("nvml_gpu_unpartitioned_sharing", gpu_labels(unread)) is None
+    assert registry.get_sample_value("nvml_processes_spanning_gpus") is None
+    assert registry.get_sample_value("nvml_process_gpus", {"pid": "78914", "process_name": "python"}) is None
+    for gpu in (*snapshot.gpus[:2], snapshot.gpus[3]):  # what was read is still there
+        assert registry.get_sample_value("nvml_gpu_processes", gpu_labels(gpu)) == 2
+        assert registry.get_sample_value("nvml_gpu_unpartitioned_sharing", gpu_labels(gpu)) == 1
+    memory = {"gpu": "0", "uuid": "GPU-incident-0", "gpu_instance_id": "", "compute_instance_id": "",
+              "pid": "78914", "process_name": "python"}
+    assert registry.get_sample_value("nvml_process_memory_bytes", memory) == INCIDENT_MIB[0][0] * MIB
+    assert process_series_dropped(snapshot, 1) == 6 - 1  # no per-pid series to drop
 
 
 def test_process_series_are_capped_and_the_cap_is_counted() -> None:

@@ -138,11 +138,49 @@ def test_gpu_instances_nvml_will_not_list_are_marked_incomplete(
     assert sorted(m.gpu_instance_id for m in gpu.mig_instances) == [2, 4] and gpu.pids == {5001, 5002}
 
 
+@pytest.mark.parametrize("fault", [
+    "{call: nvmlDeviceGetComputeRunningProcesses_v3, gpu: 1, error: NO_PERMISSION}",
+    "{call: nvmlDeviceGetHandleByIndex_v2, gpu: 1, error: UNKNOWN}",
+    "{call: nvmlDeviceGetMaxMigDeviceCount, gpu: 1, error: UNKNOWN}",
+    "{call: nvmlDeviceGetMigDeviceHandleByIndex, gpu: 1, error: UNKNOWN, count: 1}",
+    "{call: nvmlDeviceGetGpuInstanceId, gpu: 1, error: UNKNOWN, count: 1}",
+    "{call: nvmlDeviceGetComputeInstanceId, gpu: 1, error: UNKNOWN, count: 1}",
+    "{call: nvmlDeviceGetComputeRunningProcesses_v3, gpu: 1, error: UNKNOWN, count: 1}",
+])
+def test_processes_not_all_read_are_marked_incomplete(
+        tmp_path: Path, open_session: Opener, fault: str) -> None:
+    # issue 11: each of these failures used to leave a GPU looking as if it had fewer (or no)
+    # processes; the GPU says its list is incomplete, and the GPU that was read is complete.
+    path = fleet_file(tmp_path, INCIDENT_GPU + PARTITIONED_GPU, f"- {fault}\n")
+    snapshot = read_snapshot(open_session(path))
+    assert snapshot.errors and {e.gpu_index for e in snapshot.errors} == {1}
+    assert snapshot.gpus[0].processes_complete and snapshot.gpus[0].pids == {78914, 81007}
+    assert not snapshot.gpus[1].processes_complete and not snapshot.processes_complete
+
+
+def test_empty_mig_slots_do_not_make_the_processes_incomplete(
+        tmp_path: Path, open_session: Opener) -> None:
+    snapshot = read_snapshot(open_session(fleet_file(tmp_path, PARTITIONED_GPU)))
+    gpu = snapshot.gpus[0]
+    assert gpu.processes_complete and gpu.gpu_instances_complete and snapshot.processes_complete
+
+
+@pytest.mark.parametrize("call", ["nvmlDeviceGetGpuInstances", "nvmlGpuInstanceGetInfo"])
+def test_gpu_instances_nvml_does_not_list_are_incomplete_without_an_error(
+        tmp_path: Path, open_session: Opener, call: str) -> None:
+    # issue 11: NOT_SUPPORTED here is no error, but the list is still not the GPU's instances
+    # (its MIG devices are read): a count of 0 from it was made up.
+    path = fleet_file(tmp_path, PARTITIONED_GPU, f"- {{call: {call}, error: NOT_SUPPORTED}}\n")
+    gpu = read_snapshot(open_session(path)).gpus[0]
+    assert not gpu.gpu_instances_complete and len(gpu.mig_instances) == 2
+
+
 def test_a_driver_without_the_v3_process_call(tmp_path: Path, open_session: Opener) -> None:
     path = fleet_file(tmp_path, INCIDENT_GPU,
                       "- {call: nvmlDeviceGetComputeRunningProcesses_v3, error: FUNCTION_NOT_FOUND}\n")
     snapshot = read_snapshot(open_session(path))  # pynvml raises NVMLLibraryMismatchError here
     assert snapshot.nvml_up and snapshot.errors == () and snapshot.gpus[0].processes == ()
+    assert not snapshot.gpus[0].processes_complete  # not listed is not "none"
 
 
 def test_a_pid_listed_twice_on_one_device_is_read_once(
@@ -166,6 +204,7 @@ def test_a_lost_gpu_keeps_its_last_uuid_and_the_others_are_read(
     assert after.nvml_up
     lost = after.gpus[1]
     assert (lost.lost, lost.uuid, lost.processes) == (True, before.gpus[1].uuid, ())
+    assert not lost.processes_complete and not after.processes_complete
     assert [e.gpu_index for e in after.errors] == [1]
     unchanged = [g.processes == b.processes for g, b in zip(after.gpus, before.gpus, strict=True)]
     assert unchanged == [True, False, True]
