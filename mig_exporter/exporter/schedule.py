@@ -36,6 +36,7 @@ class CollectionJob:
         self._in_flight: concurrent.futures.Future[Snapshot] | None = None
         self._last_errors: frozenset[CollectionError] = frozenset()
         self._hang_reported = False
+        self._last_failure: str | None = None
 
     @property
     def read_in_flight(self) -> bool:
@@ -61,9 +62,15 @@ class CollectionJob:
                         self._timeout_seconds)
             self._state.record_timeout()
             return
-        except Exception:
-            log.exception("collection failed")
+        except Exception as error:
+            # The traceback once; the same failure again is one line, not a traceback per interval.
+            if repr(error) != self._last_failure:
+                log.exception("collection failed")
+            else:
+                log.error("collection failed again: %r", error)
+            self._last_failure = repr(error)
             return
+        self._last_failure = None
         self._state.publish(snapshot)
         self._log_error_changes(snapshot)
         log.debug("collected %d GPUs in %.3fs with %d NVML calls and %d errors", len(snapshot.gpus),

@@ -8,6 +8,7 @@ How an NVML error is treated (docs/metrics.md says the same to operators):
   nothing is wrong and a counter that grows forever on healthy MIG GPUs (utilization is never
   supported there) would only teach people to ignore it.
 - GPU_IS_LOST: the GPU is reported as lost with its last known UUID; the other GPUs are still read.
+  From a call about no GPU (the GPU count, the driver or NVML version) it is treated as NVML gone.
 - UNINITIALIZED, DRIVER_NOT_LOADED, LIB_RM_VERSION_MISMATCH, LIBRARY_NOT_FOUND: NVML itself is gone.
   The collection stops with ``nvml_up`` False and the session initialises NVML again next time.
 - Anything else: a ``CollectionError`` naming the call, and the value is absent.
@@ -108,7 +109,9 @@ def read_snapshot(session: NvmlSession) -> Snapshot:
         nvml_version = collection.call(pynvml.nvmlSystemGetNVMLVersion)
         count = collection.call(pynvml.nvmlDeviceGetCount) or 0
         gpus = tuple(_read_gpu(collection, session, index) for index in range(count))
-    except _NvmlGone:
+    except (_NvmlGone, _GpuLost):
+        # GPU_IS_LOST from a system-level call (the count, the versions) names no GPU to set
+        # aside: NVML as a whole is unusable, and the next collection initialises it again.
         session.mark_failed()
         return snapshot(nvml_up=False)
     return snapshot(

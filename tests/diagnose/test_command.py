@@ -377,6 +377,11 @@ def test_on_a_host_the_pids_are_read_from_proc(capsys, write_fleet, host_nvml):
          "NVML could not count the GPUs (nvmlDeviceGetCount: Unknown Error)"),
         ({"call": "nvmlDeviceGetHandleByIndex_v2", "error": "UNKNOWN"},
          "NVML could not open any of the 2 GPU(s) (nvmlDeviceGetHandleByIndex on GPU 0: Unknown Error)"),
+        # issue 11: GPU_IS_LOST from a call about no GPU was a traceback and exit 1.
+        ({"call": "nvmlDeviceGetCount_v2", "error": "GPU_IS_LOST"},
+         "NVML stopped answering while the GPUs were read (nvmlDeviceGetCount: GPU is lost)"),
+        ({"call": "nvmlSystemGetDriverVersion", "error": "GPU_IS_LOST"},
+         "NVML stopped answering while the GPUs were read (nvmlSystemGetDriverVersion: GPU is lost)"),
     ],
 )
 def test_a_reading_that_failed_as_a_whole_is_an_error(capsys, write_fleet, fault, cause):

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from mig_exporter.exporter.collector import ExporterSettings
 from mig_exporter.exporter.schedule import CollectionJob, start_collecting
 from mig_exporter.exporter.state import ExporterState
 from mig_exporter.model import CollectionError, Snapshot
+from mig_exporter.nvml.read import read_snapshot
+from mig_exporter.nvml.session import NvmlSession
 
 from .snapshots import incident
 
@@ -68,14 +71,42 @@ def test_a_hung_read_is_abandoned_and_no_second_read_starts_while_it_hangs(
     assert read.calls == 2 and not job.read_in_flight
 
 
-def test_a_read_that_raises_publishes_nothing() -> None:
+def test_a_read_that_raises_publishes_nothing_and_logs_one_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
     state = new_state()
 
     def broken() -> Snapshot:
         raise RuntimeError("bug")
 
-    CollectionJob(broken, state, timeout_seconds=1)()
+    job = CollectionJob(broken, state, timeout_seconds=1)
+    with caplog.at_level(logging.INFO, logger="mig_exporter.exporter.schedule"):
+        for _ in range(3):
+            job()
     assert state.snapshot is None and not state.health().healthy
+    assert [r.exc_info is not None for r in caplog.records] == [True, False, False]
+
+
+def test_gpu_is_lost_from_the_gpu_count_is_nvml_down_then_recovers(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # issue 11: GPU_IS_LOST from nvmlDeviceGetCount kept the stale snapshot (nvml_up 1), logged a
+    # traceback every interval and never re-initialised NVML.
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("gpus:\n  - model: A100-SXM4-80GB\n"
+                     "faults:\n  - {call: nvmlDeviceGetCount_v2, error: GPU_IS_LOST, count: 2}\n")
+    state = new_state()
+    with NvmlSession(str(fleet)) as session, \
+            caplog.at_level(logging.INFO, logger="mig_exporter.exporter.schedule"):
+        job = CollectionJob(lambda: read_snapshot(session), state, timeout_seconds=5)
+        up = []
+        for _ in range(3):
+            job()
+            assert state.snapshot is not None
+            up.append(state.snapshot.nvml_up)
+    assert up == [False, False, True] and len(state.snapshot.gpus) == 1
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records] == [
+        ("WARNING", "NVML unreachable: nvmlDeviceGetCount: GPU is lost", None),
+        ("INFO", "NVML answers without errors again", None),
+    ]
 
 
 def test_the_first_collection_runs_at_start() -> None:

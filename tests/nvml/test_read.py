@@ -236,6 +236,20 @@ def test_nvml_that_failed_is_initialised_again(tmp_path: Path, open_session: Ope
     assert recovered.nvml_up and recovered.gpus[0].pids == {78914, 81007} and not recovered.errors
 
 
+@pytest.mark.parametrize("call", ["nvmlDeviceGetCount_v2", "nvmlSystemGetDriverVersion",
+                                  "nvmlSystemGetNVMLVersion"])
+def test_gpu_is_lost_from_a_system_call_is_nvml_gone_and_recovers(
+        tmp_path: Path, open_session: Opener, call: str) -> None:
+    # issue 11: GPU_IS_LOST from a call about no GPU escaped the reader as an exception.
+    path = fleet_file(tmp_path, INCIDENT_GPU, f"- {{call: {call}, error: GPU_IS_LOST, count: 1}}\n")
+    session = open_session(path)
+    failed = read_snapshot(session)
+    assert (failed.nvml_up, failed.gpus) == (False, ())
+    assert [(e.call, e.error) for e in failed.errors] == [(call.removesuffix("_v2"), "GPU is lost")]
+    recovered = read_snapshot(session)
+    assert recovered.nvml_up and recovered.gpus[0].pids == {78914, 81007} and not recovered.errors
+
+
 def test_no_nvml_call_is_repeated_within_a_collection(
         tmp_path: Path, open_session: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
     session = open_session(fleet_file(tmp_path, INCIDENT_GPU + PARTITIONED_GPU))

@@ -408,6 +408,21 @@ def test_no_gpu_listed_is_an_error_not_nothing_to_do(
     assert "Nothing to do" not in captured.out
 
 
+@pytest.mark.parametrize("call", ["nvmlDeviceGetCount_v2", "nvmlSystemGetNVMLVersion"])
+def test_gpu_is_lost_from_a_system_call_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], call: str
+) -> None:
+    # issue 11: it escaped as a traceback and exit 1 (which means "declined").
+    document = incident_document(without_processes_on=(0,))
+    document["faults"] = [{"call": call, "error": "GPU_IS_LOST"}]
+    fleet = write_fleet(tmp_path, document)
+    before = fleet.read_bytes()
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply", "--yes") == 2
+    err = capsys.readouterr().err
+    assert f"NVML could not be read ({call.removesuffix('_v2')}: GPU is lost)" in err
+    assert len(err.splitlines()) == 1 and fleet.read_bytes() == before
+
+
 @pytest.mark.parametrize("output_dir", ["a-file/sub", "/proc/no-such-dir"])
 def test_an_unusable_output_dir_is_refused_before_any_change(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], output_dir: str
