@@ -4,7 +4,8 @@ the shipped rules, Debian's Alertmanager routing them with the shipped configura
 The incident (a copy of the built-in ``seed-incident`` fleet) must page through Alertmanager with
 the labels and annotations of the rules, then resolve once the fleet file says the GPUs are no
 longer shared. A host left half-way through the runbook (``mig-pending``) must raise its warnings,
-and a well-run one (``h100-mixed``) nothing; an exporter whose first NVML read hangs must warn that
+and a well-run one (``h100-mixed``) nothing but the warning on its injected NVML
+error; an exporter whose first NVML read hangs must warn that
 its collections are stale. Every dashboard panel query, variables set to All,
 must return data from the same Prometheus; ``h100-mixed`` (MIG instances, plus an injected NVML
 error) feeds the panels the incident has nothing for. Only the ``for:`` windows (covered by the
@@ -306,7 +307,16 @@ def test_a_half_done_runbook_raises_its_warnings_and_a_well_run_host_nothing(sta
         assert labels["severity"] == severity
         assert [r["name"] for r in alert["receivers"]] == [RECEIVER_BY_SEVERITY[severity]]
         assert description.startswith(f"GPU {labels['gpu']} ({labels['uuid']}) on {stack.pending_instance} ")
-    assert alertmanager_alerts(stack, stack.mixed_instance) == []
+    # h100-mixed is well run; its only alert is the NVML call the test makes fail in every
+    # collection (issue 11: a persistent collection error warns, since its values are absent).
+    def mixed_alerts() -> set[tuple[str, str | None]] | None:
+        found = {(a["labels"]["alertname"], a["labels"].get("call"))
+                 for a in alertmanager_alerts(stack, stack.mixed_instance)}
+        return found or None
+
+    found = wait_until(mixed_alerts, DEADLINE_SECONDS, "the h100-mixed host's collection-error warning",
+                       stack.servers)
+    assert found == {("MigExporterCollectionErrors", INJECTED_FAULT["call"])}
 
 
 def test_an_exporter_whose_first_collection_hangs_warns_that_its_collections_are_stale(stack: Stack) -> None:
