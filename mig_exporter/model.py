@@ -94,6 +94,10 @@ class Gpu:
     # False when NVML would not list every GPU instance (NO_PERMISSION for a reader without root):
     # ``gpu_instances`` may then miss some, and "no GPU instances" cannot be concluded from it.
     gpu_instances_complete: bool = True
+    # (GPU instance profile name, how many more instances of it NVML says can be created now),
+    # in NVML's profile order; None when MIG is off or not read. A profile whose count NVML did not
+    # give is left out.
+    mig_profile_capacity: tuple[tuple[str, int], ...] | None = None
     mig_instances: tuple[MigInstance, ...] = ()
     processes: tuple[GpuProcess, ...] = ()
     # False when some call needed to list the processes failed (the process list itself, or the

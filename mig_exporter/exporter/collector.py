@@ -194,6 +194,13 @@ def _gpu_families(snapshot: Snapshot) -> Iterator[Metric]:
                  "Number of MIG GPU instances (0 with MIG off; absent when NVML would not list them).",
                  GPU_LABELS, _gpu_samples([g for g in mig_capable if g.gpu_instances_complete],
                                           lambda g: len(g.gpu_instances)))
+    yield _gauge(
+        "nvml_gpu_mig_profile_capacity",
+        "GPU instances of the profile that can still be created on the MIG GPU now (NVML's count).",
+        ["gpu", "uuid", "profile"],
+        [([str(g.index), g.uuid, profile], count)
+         for g in present for profile, count in g.mig_profile_capacity or ()],
+    )
     processes_read = [g for g in present if g.processes_complete]
     yield _gauge("nvml_gpu_processes",
                  "Compute processes holding memory on the GPU, in any instance (absent when NVML "

@@ -14,8 +14,9 @@ How an NVML error is treated (docs/metrics.md says the same to operators):
 - Anything else: a ``CollectionError`` naming the call, and the value is absent.
 
 Each NVML call is made at most once per collection (per device and arguments): process names are
-looked up once per pid, MIG profile tables come from the session's cache, and a MIG device's GPU
-instance profile comes from the GPU-instance list already read. Processes of a MIG-enabled GPU are
+looked up once per pid, MIG profile tables come from the session's cache, the remaining capacity
+per profile is asked again only when a GPU's instances changed, and a MIG device's GPU instance
+profile comes from the GPU-instance list already read. Processes of a MIG-enabled GPU are
 read per MIG device, never on the parent (which would list them a second time, in aggregate).
 """
 
@@ -166,8 +167,16 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
     gpu_instances: tuple[GpuInstance, ...] = ()
     gpu_instances_complete = True
     mig_instances: tuple[MigInstance, ...] = ()
+    mig_profile_capacity = None
     if mig_current:
-        gpu_instances, gpu_instances_complete = _read_gpu_instances(collection, session, handle, index, uuid)
+        errors_before = len(collection.errors)
+        profiles = _gpu_instance_profiles(collection, session, handle, index, uuid)
+        profiles_complete = not collection.failed_since(errors_before)
+        gpu_instances, listed_complete = _read_gpu_instances(collection, handle, index, profiles)
+        gpu_instances_complete = profiles_complete and listed_complete
+        mig_profile_capacity = _read_mig_profile_capacity(
+            collection, session, handle, index, uuid, profiles,
+            gpu_instances if gpu_instances_complete else None)
         mig_instances, processes, processes_complete = _read_mig_devices(
             collection, handle, index, uuid, gpu_instances)
         gpu_instances = _with_compute_instances(gpu_instances, mig_instances)
@@ -194,7 +203,8 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
         clock_memory_hz=None if clock_memory_mhz is None else clock_memory_mhz * 1e6,
         ecc_errors_corrected_total=ecc_corrected, ecc_errors_uncorrected_total=ecc_uncorrected,
         gpu_instances=gpu_instances, gpu_instances_complete=gpu_instances_complete,
-        mig_instances=mig_instances, processes=processes, processes_complete=processes_complete,
+        mig_profile_capacity=mig_profile_capacity, mig_instances=mig_instances, processes=processes,
+        processes_complete=processes_complete,
     )
 
 
@@ -255,7 +265,7 @@ def _gpu_instance_profiles(
 
 
 def _read_gpu_instances(
-    collection: _Collection, session: NvmlSession, handle: Any, index: int, uuid: str,
+    collection: _Collection, handle: Any, index: int, profiles: dict[int, ProfileSummary],
 ) -> tuple[tuple[GpuInstance, ...], bool]:
     """Every GPU instance with its placement, including those without compute instances (which
     have no MIG device, but which remediate must see); and whether the list is complete: an error
@@ -263,7 +273,7 @@ def _read_gpu_instances(
     errors_before = len(collection.errors)
     complete = True
     instances = []
-    for profile_id, profile in _gpu_instance_profiles(collection, session, handle, index, uuid).items():
+    for profile_id, profile in profiles.items():
         found = (pynvml.c_nvmlGpuInstance_t * profile.max_count)()
         count = ctypes.c_uint(0)
         if collection.call(pynvml.nvmlDeviceGetGpuInstances, handle, profile_id, found,
@@ -281,6 +291,33 @@ def _read_gpu_instances(
                 ))
     ordered = tuple(sorted(instances, key=lambda instance: instance.gpu_instance_id))
     return ordered, complete and not collection.failed_since(errors_before)
+
+
+def _read_mig_profile_capacity(
+    collection: _Collection, session: NvmlSession, handle: Any, index: int, uuid: str,
+    profiles: dict[int, ProfileSummary], gpu_instances: tuple[GpuInstance, ...] | None,
+) -> tuple[tuple[str, int], ...]:
+    """How many more GPU instances of each profile NVML says can be created now.
+
+    What fits depends only on the GPU instances there are, so the answer is kept per GPU with the
+    layout it was read for and asked again only when the layout changed; ``gpu_instances`` None (a
+    list NVML would not give in full) is a layout that cannot be compared, so NVML is asked.
+    """
+    layout = None if gpu_instances is None else tuple(
+        (instance.profile_id, instance.placement_start) for instance in gpu_instances)
+    cached = session.mig_profile_capacity.get(uuid)
+    if layout is not None and cached is not None and cached[0] == layout:
+        return cached[1]
+    errors_before = len(collection.errors)
+    capacity = []
+    for profile_id, profile in profiles.items():
+        count = collection.call(pynvml.nvmlDeviceGetGpuInstanceRemainingCapacity, handle, profile_id,
+                                gpu=index)
+        if count is not None:
+            capacity.append((profile.name, count))
+    if uuid and layout is not None and not collection.failed_since(errors_before):
+        session.mig_profile_capacity[uuid] = (layout, tuple(capacity))
+    return tuple(capacity)
 
 
 def _read_mig_devices(

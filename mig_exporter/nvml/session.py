@@ -73,6 +73,10 @@ class NvmlSession:
         self.known_uuids: dict[int, str] = {}
         # GPU UUID → {driver profile ID: profile}; only tables read without error are kept.
         self.gpu_instance_profiles: dict[str, dict[int, ProfileSummary]] = {}
+        # GPU UUID → (the GPU instance layout, as (profile ID, placement start) pairs, and the
+        # remaining capacity per profile NVML gave for it); asked again when the layout changes.
+        self.mig_profile_capacity: dict[
+            str, tuple[tuple[tuple[int, int], ...], tuple[tuple[str, int], ...]]] = {}
 
     def __enter__(self) -> NvmlSession:
         try:
@@ -109,6 +113,7 @@ class NvmlSession:
         """A call answered with one of ``NVML_GONE_CODES``: the next collection re-initialises."""
         self.initialised = False
         self.gpu_instance_profiles.clear()
+        self.mig_profile_capacity.clear()
 
     def close(self) -> None:
         if self.initialised:

@@ -52,6 +52,9 @@ def partitioned_gpu(index: int = 0) -> Gpu:
             GpuInstance(index, 1, 9, "3g.40gb", 0, 4, (0,)),
             GpuInstance(index, 2, 9, "3g.40gb", 4, 4, (0,)),
         ),
+        # mig-facts.md: both 3g.40gb placements {0,4}:4 are taken, so all 8 memory slices are: nothing fits
+        mig_profile_capacity=tuple((name, 0) for name in (
+            "1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb", "1g.10gb+me", "1g.20gb")),
         mig_instances=migs,
         processes=(
             GpuProcess(5001, "server-a", index, uuid, 12000 * MIB, gpu_instance_id=2, compute_instance_id=0),

@@ -15,7 +15,7 @@ from mig_exporter.exporter.collector import (
 )
 from mig_exporter.model import MIB, Gpu, Snapshot
 
-from .snapshots import INCIDENT_MIB, SPANNING_PIDS, incident, partitioned_gpu
+from .snapshots import INCIDENT_MIB, SPANNING_PIDS, incident, incident_gpu, partitioned_gpu
 
 SETTINGS = ExporterSettings(interval_seconds=5.0)
 
@@ -119,6 +119,8 @@ def test_partitioned_gpu_series() -> None:
         "process_name": "server-a"}) == 12000 * MIB
     assert registry.get_sample_value("nvml_processes_spanning_gpus") == 0
     assert registry.get_sample_value("nvml_process_gpus", {"pid": "5001", "process_name": "server-a"}) == 1
+    capacity = {**gpu_labels(gpu), "profile": "1g.10gb"}
+    assert registry.get_sample_value("nvml_gpu_mig_profile_capacity", capacity) == 0
 
 
 def test_a_gpu_instance_count_nvml_would_not_give_is_absent_not_zero() -> None:
@@ -126,6 +128,15 @@ def test_a_gpu_instance_count_nvml_would_not_give_is_absent_not_zero() -> None:
     registry = registry_for(Snapshot(taken_at=1.0, nvml_up=True, gpus=(gpu,)))
     assert registry.get_sample_value("nvml_gpu_mig_instances", gpu_labels(gpu)) is None
     assert registry.get_sample_value("nvml_gpu_mig_mode_current", gpu_labels(gpu)) == 1
+
+
+def test_mig_profile_capacity_per_profile_and_absent_where_not_read() -> None:
+    fragmented = replace(partitioned_gpu(), mig_profile_capacity=(("1g.10gb", 5), ("3g.40gb", 0)))
+    unread = replace(partitioned_gpu(1), mig_profile_capacity=None)
+    registry = registry_for(Snapshot(taken_at=1.0, nvml_up=True, gpus=(fragmented, unread, incident_gpu(2))))
+    samples = {(s.labels["gpu"], s.labels["profile"]): s.value for m in registry.collect()
+               if m.name == "nvml_gpu_mig_profile_capacity" for s in m.samples}
+    assert samples == {("0", "1g.10gb"): 5, ("0", "3g.40gb"): 0}
 
 
 def test_a_lost_gpu_is_reported_and_the_others_still_exported() -> None:

@@ -9,7 +9,7 @@ import inspect
 import re
 import textwrap
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ import pytest
 from mig_exporter.model import MIB
 from mig_exporter.nvml import read
 from mig_exporter.nvml.read import read_snapshot
-from mig_exporter.nvml.session import NvmlSession
+
+from .conftest import Opener
 
 INCIDENT_GPU = """
   - model: A100-SXM4-80GB
@@ -46,29 +47,11 @@ PARTITIONED_GPU = """
 """
 
 
-Opener = Callable[[str], NvmlSession]
-
-
 def fleet_file(tmp_path: Path, gpus: str, faults: str = "") -> str:
     path = tmp_path / "fleet.yaml"
     path.write_text(f'driver_version: "575.57.08"\ncuda_version: "12.9"\ngpus:{gpus}'
                     + (f"faults:\n{textwrap.indent(textwrap.dedent(faults), '  ')}" if faults else ""))
     return str(path)
-
-
-@pytest.fixture
-def open_session() -> Iterator[Opener]:
-    sessions: list[NvmlSession] = []
-
-    def opener(fleet: str) -> NvmlSession:
-        session = NvmlSession(fleet)
-        session.open()
-        sessions.append(session)
-        return session
-
-    yield opener
-    for session in sessions:
-        session.close()
 
 
 def test_the_incident_gpu(tmp_path: Path, open_session: Opener) -> None:
