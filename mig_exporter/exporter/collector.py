@@ -21,13 +21,17 @@ from prometheus_client.registry import Collector
 from mig_exporter import __version__
 from mig_exporter.advice import advised_layout
 from mig_exporter.findings import is_unpartitioned_sharing, process_gpus, spanning_processes
+from mig_exporter.kubelet.podresources import DeviceAllocation
 from mig_exporter.model import Gpu, GpuProcess, MigInstance, Snapshot
 
 DEFAULT_MAX_PROCESS_SERIES = 2000
 
 GPU_LABELS = ["gpu", "uuid"]
 MIG_LABELS = ["gpu", "uuid", "mig_uuid", "gpu_instance_id", "compute_instance_id"]
-PROCESS_LABELS = ["gpu", "uuid", "gpu_instance_id", "compute_instance_id", "pid", "process_name"]
+# The pod, namespace and container the kubelet allocated the process's device to; empty when unknown.
+WORKLOAD_LABELS = ["namespace", "pod", "container"]
+PROCESS_LABELS = ["gpu", "uuid", "gpu_instance_id", "compute_instance_id", "pid", "process_name",
+                  *WORKLOAD_LABELS]
 
 T = TypeVar("T")
 Family = TypeVar("Family", GaugeMetricFamily, CounterMetricFamily)
@@ -35,11 +39,14 @@ Family = TypeVar("Family", GaugeMetricFamily, CounterMetricFamily)
 
 @dataclass(frozen=True)
 class ExporterTotals:
-    """What accumulates over collections; a Snapshot only knows its own collection."""
+    """What accumulates over collections, and what comes from outside NVML; a Snapshot only knows
+    its own collection."""
 
     errors_by_call: Mapping[str, int] = field(default_factory=dict)
     timeouts: int = 0
     process_series_dropped: int = 0
+    # device ID (GPU or MIG device UUID) → the container the kubelet allocated it to
+    allocations: Mapping[str, DeviceAllocation] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,8 @@ def metric_families(
     )
     yield from _gpu_families(snapshot)
     yield from _mig_families(snapshot)
-    yield from _process_families(snapshot, settings.max_process_series)
+    yield from _allocation_families(snapshot, totals.allocations)
+    yield from _process_families(snapshot, settings.max_process_series, totals.allocations)
 
 
 class SnapshotCollector(Collector):
@@ -138,7 +146,8 @@ def _exporter_families(
                  "The configured --collect.interval, to tell a stale exporter from a slow one.",
                  [], [([], settings.interval_seconds)])
     yield _counter("mig_exporter_collection_errors",
-                   "NVML calls that failed, by pynvml function (unsupported values are not errors).",
+                   "NVML calls that failed, by pynvml function (unsupported values are not errors), "
+                   "and failed kubelet pod-resources polls (call pod_resources).",
                    ["call"], [([call], count) for call, count in sorted(totals.errors_by_call.items())])
     yield _counter("mig_exporter_collection_timeouts",
                    "Collections abandoned after --collect.timeout (a hung NVML call).",
@@ -276,16 +285,60 @@ def _capped(items: Iterable[T], cap: int) -> list[T]:
     return list(islice(items, cap))
 
 
-def _process_labels(process: GpuProcess) -> list[str]:
+def _allocation_families(snapshot: Snapshot, allocations: Mapping[str, DeviceAllocation]) -> Iterator[Metric]:
+    """One series per allocated device NVML also sees; an allocation of a device NVML does not list
+    has no GPU to name and is left out."""
+    samples = []
+    for gpu in snapshot.gpus:
+        devices = [("", gpu.uuid)] + [(m.mig_uuid, m.mig_uuid) for m in gpu.mig_instances]
+        for mig_uuid, device_id in devices:
+            if (allocation := allocations.get(device_id)) is not None:
+                samples.append(([str(gpu.index), gpu.uuid, mig_uuid, allocation.resource,
+                                 *_workload_labels(allocation)], 1))
+    yield _gauge("nvml_gpu_allocation_info",
+                 "One per GPU or MIG device the kubelet allocated to a container; value 1.",
+                 ["gpu", "uuid", "mig_uuid", "resource", *WORKLOAD_LABELS], samples)
+
+
+def _workload_labels(allocation: DeviceAllocation | None) -> list[str]:
+    if allocation is None:
+        return ["", "", ""]
+    return [allocation.namespace, allocation.pod, allocation.container]
+
+
+def process_allocation(
+    snapshot: Snapshot, process: GpuProcess, allocations: Mapping[str, DeviceAllocation],
+) -> DeviceAllocation | None:
+    """The allocation of the device the process holds memory on: its MIG device with MIG on, else
+    its GPU."""
+    if not allocations:
+        return None
+    if process.gpu_instance_id is None:
+        return allocations.get(process.gpu_uuid)
+    for gpu in snapshot.gpus:
+        if gpu.index != process.gpu_index:
+            continue
+        for mig in gpu.mig_instances:
+            if (mig.gpu_instance_id, mig.compute_instance_id) == (process.gpu_instance_id,
+                                                                  process.compute_instance_id):
+                return allocations.get(mig.mig_uuid)
+    return None
+
+
+def _process_labels(process: GpuProcess, allocation: DeviceAllocation | None) -> list[str]:
     def instance_id(value: int | None) -> str:
         return "" if value is None else str(value)
 
     return [str(process.gpu_index), process.gpu_uuid, instance_id(process.gpu_instance_id),
-            instance_id(process.compute_instance_id), str(process.pid), process.name or ""]
+            instance_id(process.compute_instance_id), str(process.pid), process.name or "",
+            *_workload_labels(allocation)]
 
 
-def _process_families(snapshot: Snapshot, max_process_series: int) -> Iterator[Metric]:
-    with_memory = ((_process_labels(p), used) for p in snapshot.processes
+def _process_families(
+    snapshot: Snapshot, max_process_series: int, allocations: Mapping[str, DeviceAllocation],
+) -> Iterator[Metric]:
+    allocation_of = {id(p): process_allocation(snapshot, p, allocations) for p in snapshot.processes}
+    with_memory = ((_process_labels(p, allocation_of[id(p)]), used) for p in snapshot.processes
                    if (used := p.used_memory_bytes) is not None)
     yield _gauge(
         "nvml_process_memory_bytes",
@@ -295,12 +348,14 @@ def _process_families(snapshot: Snapshot, max_process_series: int) -> Iterator[M
     # Counts over GPUs are exact only when every GPU's processes were read: a process seen on one
     # GPU may hold memory on one that was not, and a lower bound is not the count.
     complete = snapshot.processes_complete
-    names = {p.pid: p.name or "" for p in reversed(snapshot.processes)}  # the first name seen wins
+    # the first name and the first known pod seen win
+    names = {p.pid: p.name or "" for p in reversed(snapshot.processes)}
+    pods = {p.pid: a for p in reversed(snapshot.processes) if (a := allocation_of[id(p)]) is not None}
     yield _gauge(
         "nvml_process_gpus", "Physical GPUs the process holds memory on (more than 1: it spans GPUs).",
-        ["pid", "process_name"],
-        [([str(pid), names[pid]], len(gpus)) for pid, gpus in _capped(process_gpus(snapshot).items(),
-                                                                     max_process_series)] if complete else [],
+        ["pid", "process_name", *WORKLOAD_LABELS],
+        [([str(pid), names[pid], *_workload_labels(pods.get(pid))], len(gpus))
+         for pid, gpus in _capped(process_gpus(snapshot).items(), max_process_series)] if complete else [],
     )
     yield _gauge("nvml_processes_spanning_gpus", "Processes holding memory on more than one physical GPU.",
                  [], [([], len(spanning_processes(snapshot)))] if complete else [])

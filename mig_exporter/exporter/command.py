@@ -24,6 +24,7 @@ from mig_exporter.exporter.flags import (
 from mig_exporter.exporter.logs import FORMATS, LEVELS, configure_logging
 from mig_exporter.exporter.service import DEFAULT_MAX_REQUESTS, Exporter, ServeConfig
 from mig_exporter.exporter.webconfig import load_web_config
+from mig_exporter.kubelet.podresources import DEFAULT_SOCKET
 from mig_exporter.nvml.session import NvmlSession, NvmlUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--collect.max-process-series", dest="max_process_series",
                         default=str(DEFAULT_MAX_PROCESS_SERIES), metavar="N",
                         help=f"cap on each per-process series family (default {DEFAULT_MAX_PROCESS_SERIES})")
+    parser.add_argument("--kubernetes.pod-resources-socket", dest="pod_resources_socket",
+                        default=DEFAULT_SOCKET, metavar="PATH",
+                        help="the kubelet's pod-resources socket, asked for the pod of each GPU and MIG "
+                             f"device when it exists; '' to never ask (default {DEFAULT_SOCKET})")
     parser.add_argument("--log.level", dest="log_level", default="info", metavar="LEVEL",
                         help=f"one of {', '.join(LEVELS)} (default info)")
     parser.add_argument("--log.format", dest="log_format", default="logfmt", metavar="FORMAT",
@@ -75,6 +80,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         interval_seconds=parse_duration("--collect.interval", args.interval),
         timeout_seconds=parse_duration("--collect.timeout", args.timeout),
         max_process_series=parse_count("--collect.max-process-series", args.max_process_series),
+        pod_resources_socket=args.pod_resources_socket,
     )
 
 

@@ -14,6 +14,7 @@ from mig_exporter.exporter.schedule import CollectionJob, start_collecting
 from mig_exporter.exporter.server import ExporterHTTPServer
 from mig_exporter.exporter.state import ExporterState
 from mig_exporter.exporter.webconfig import WebConfig
+from mig_exporter.kubelet.podresources import DEFAULT_SOCKET, ERROR_CALL, PodResourcesPoller
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
 
@@ -29,6 +30,7 @@ class ServeConfig:
     web_config: WebConfig | None = None
     max_process_series: int = DEFAULT_MAX_PROCESS_SERIES
     max_requests: int = DEFAULT_MAX_REQUESTS
+    pod_resources_socket: str = DEFAULT_SOCKET  # "" asks no kubelet
 
 
 class Exporter:
@@ -36,7 +38,12 @@ class Exporter:
 
     def __init__(self, session: NvmlSession, config: ServeConfig) -> None:
         self.config = config
-        self.state = ExporterState(ExporterSettings(config.interval_seconds, config.max_process_series))
+        self.pod_resources: PodResourcesPoller | None = None
+        if config.pod_resources_socket:
+            self.pod_resources = PodResourcesPoller(config.pod_resources_socket, config.interval_seconds,
+                                                    on_error=lambda: self.state.record_error(ERROR_CALL))
+        self.state = ExporterState(ExporterSettings(config.interval_seconds, config.max_process_series),
+                                   self.pod_resources.allocations if self.pod_resources else dict)
         self.job = CollectionJob(lambda: read_snapshot(session), self.state, config.timeout_seconds)
         self.server = ExporterHTTPServer(config.listen_address, self.state, config.telemetry_path,
                                          config.web_config, config.max_requests)
@@ -46,12 +53,16 @@ class Exporter:
     def start(self) -> None:
         self._server_thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
         self._server_thread.start()
+        if self.pod_resources is not None:
+            self.pod_resources.start()
         self._scheduler = start_collecting(self.job, self.config.interval_seconds)
 
     def stop(self) -> None:
         """Stop collecting and serving. A hung NVML read is left to its daemon thread."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        if self.pod_resources is not None:
+            self.pod_resources.stop()
         if self._server_thread is not None:
             self.server.shutdown()
         self.server.server_close()

@@ -12,6 +12,7 @@ import gzip
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,6 +23,7 @@ from mig_exporter.exporter.collector import (
     SnapshotCollector,
     process_series_dropped,
 )
+from mig_exporter.kubelet.podresources import DeviceAllocation
 from mig_exporter.model import Snapshot
 
 # /health turns 503 when no collection has finished for this many intervals.
@@ -56,8 +58,13 @@ def health(last_finished: float | None, now: float, interval_seconds: float) -> 
 class ExporterState:
     """Thread-safe: the scheduler publishes, the HTTP threads read ``exposition``."""
 
-    def __init__(self, settings: ExporterSettings) -> None:
+    def __init__(
+        self, settings: ExporterSettings,
+        allocations: Callable[[], Mapping[str, DeviceAllocation]] = dict,
+    ) -> None:
+        """``allocations`` gives the kubelet's last answer at each rendering (it never blocks)."""
         self.settings = settings
+        self._allocations = allocations
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._totals = ExporterTotals()
@@ -90,11 +97,18 @@ class ExporterState:
             self._totals = replace(self._totals, timeouts=self._totals.timeouts + 1)
             self.exposition = self._render()
 
+    def record_error(self, call: str) -> None:
+        """A failure outside a collection (a kubelet poll): counted from the next rendering on."""
+        with self._lock:
+            errors = Counter(self._totals.errors_by_call)
+            errors[call] += 1
+            self._totals = replace(self._totals, errors_by_call=dict(errors))
+
     def health(self) -> Health:
         return health(self._last_finished, time.monotonic(), self.settings.interval_seconds)
 
     def _current(self) -> tuple[Snapshot | None, ExporterTotals]:
-        return self._snapshot, self._totals
+        return self._snapshot, replace(self._totals, allocations=self._allocations())
 
     def _render(self) -> Exposition:
         plain = generate_latest(self.registry)

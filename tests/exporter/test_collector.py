@@ -17,6 +17,9 @@ from mig_exporter.model import MIB, Gpu, Snapshot
 
 from .snapshots import INCIDENT_MIB, SPANNING_PIDS, incident, incident_gpu, partitioned_gpu
 
+# Outside Kubernetes the workload labels are present and empty.
+NO_POD = {"namespace": "", "pod": "", "container": ""}
+
 SETTINGS = ExporterSettings(interval_seconds=5.0)
 
 
@@ -45,7 +48,7 @@ def test_incident_shows_spanning_processes_and_unpartitioned_sharing() -> None:
         assert registry.get_sample_value("nvml_gpu_persistence_mode", gpu_labels(gpu)) == 0
         assert registry.get_sample_value("nvml_gpu_lost", gpu_labels(gpu)) == 0
     for pid in SPANNING_PIDS:
-        labels = {"pid": str(pid), "process_name": "python"}
+        labels = {"pid": str(pid), "process_name": "python", **NO_POD}
         assert registry.get_sample_value("nvml_process_gpus", labels) == 4
 
 
@@ -54,7 +57,7 @@ def test_incident_memory_per_process_is_the_incident_table() -> None:
     for gpu_index, per_pid in INCIDENT_MIB.items():
         for pid, mib in zip(SPANNING_PIDS, per_pid, strict=True):
             labels = {"gpu": str(gpu_index), "uuid": f"GPU-incident-{gpu_index}", "gpu_instance_id": "",
-                      "compute_instance_id": "", "pid": str(pid), "process_name": "python"}
+                      "compute_instance_id": "", "pid": str(pid), "process_name": "python", **NO_POD}
             assert registry.get_sample_value("nvml_process_memory_bytes", labels) == mib * 1048576
 
 
@@ -116,9 +119,9 @@ def test_partitioned_gpu_series() -> None:
     assert registry.get_sample_value("nvml_mig_instance_multiprocessors", mig) == 42
     assert registry.get_sample_value("nvml_process_memory_bytes", {
         **gpu_labels(gpu), "gpu_instance_id": "2", "compute_instance_id": "0", "pid": "5001",
-        "process_name": "server-a"}) == 12000 * MIB
+        "process_name": "server-a", **NO_POD}) == 12000 * MIB
     assert registry.get_sample_value("nvml_processes_spanning_gpus") == 0
-    assert registry.get_sample_value("nvml_process_gpus", {"pid": "5001", "process_name": "server-a"}) == 1
+    assert registry.get_sample_value("nvml_process_gpus", {"pid": "5001", "process_name": "server-a", **NO_POD}) == 1
     capacity = {**gpu_labels(gpu), "profile": "1g.10gb"}
     assert registry.get_sample_value("nvml_gpu_mig_profile_capacity", capacity) == 0
 
@@ -151,7 +154,7 @@ def test_a_lost_gpu_is_reported_and_the_others_still_exported() -> None:
         assert registry.get_sample_value("nvml_gpu_lost", gpu_labels(gpu)) == 0
         assert registry.get_sample_value("nvml_gpu_memory_used_bytes", gpu_labels(gpu)) == 32759 * MIB
     # Seen on three GPUs, but the lost one was not read: 3 would be a lower bound, not the count.
-    assert registry.get_sample_value("nvml_process_gpus", {"pid": "78914", "process_name": "python"}) is None
+    assert registry.get_sample_value("nvml_process_gpus", {"pid": "78914", "process_name": "python", **NO_POD}) is None
     assert registry.get_sample_value("nvml_processes_spanning_gpus") is None
 
 
@@ -165,12 +168,12 @@ def test_counts_over_processes_not_all_read_are_absent_not_zero() -> None:
     assert registry.get_sample_value("nvml_gpu_processes", gpu_labels(unread)) is None
     assert registry.get_sample_value("nvml_gpu_unpartitioned_sharing", gpu_labels(unread)) is None
     assert registry.get_sample_value("nvml_processes_spanning_gpus") is None
-    assert registry.get_sample_value("nvml_process_gpus", {"pid": "78914", "process_name": "python"}) is None
+    assert registry.get_sample_value("nvml_process_gpus", {"pid": "78914", "process_name": "python", **NO_POD}) is None
     for gpu in (*snapshot.gpus[:2], snapshot.gpus[3]):  # what was read is still there
         assert registry.get_sample_value("nvml_gpu_processes", gpu_labels(gpu)) == 2
         assert registry.get_sample_value("nvml_gpu_unpartitioned_sharing", gpu_labels(gpu)) == 1
     memory = {"gpu": "0", "uuid": "GPU-incident-0", "gpu_instance_id": "", "compute_instance_id": "",
-              "pid": "78914", "process_name": "python"}
+              "pid": "78914", "process_name": "python", **NO_POD}
     assert registry.get_sample_value("nvml_process_memory_bytes", memory) == INCIDENT_MIB[0][0] * MIB
     assert process_series_dropped(snapshot, 1) == 6 - 1  # no per-pid series to drop
 

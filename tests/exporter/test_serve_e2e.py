@@ -22,6 +22,9 @@ from mig_exporter.sim import builtin_text
 from .certificates import self_signed
 from .snapshots import INCIDENT_MIB, SPANNING_PIDS
 
+# Outside Kubernetes the workload labels are present and empty.
+NO_POD = {"namespace": "", "pod": "", "container": ""}
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -92,11 +95,12 @@ def test_seed_incident_through_a_real_scrape() -> None:
     assert samples[("nvml_processes_spanning_gpus", frozenset())] == 2
     for gpu, uuid in uuids.items():
         assert samples[("nvml_gpu_unpartitioned_sharing", frozenset({("gpu", gpu), ("uuid", uuid)}))] == 1
-    assert samples[("nvml_process_gpus", frozenset({("pid", "78914"), ("process_name", "python")}))] == 4
+    assert samples[("nvml_process_gpus",
+                    frozenset({"pid": "78914", "process_name": "python", **NO_POD}.items()))] == 4
     for gpu, per_pid in INCIDENT_MIB.items():
         for pid, mib in zip(SPANNING_PIDS, per_pid, strict=True):
             labels = {"gpu": str(gpu), "uuid": uuids[str(gpu)], "gpu_instance_id": "",
-                      "compute_instance_id": "", "pid": str(pid), "process_name": "python"}
+                      "compute_instance_id": "", "pid": str(pid), "process_name": "python", **NO_POD}
             assert samples[("nvml_process_memory_bytes", frozenset(labels.items()))] == mib * 1048576
     promtool = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True,
                               check=False)
