@@ -53,6 +53,8 @@ class Attribution:
     cmdline: tuple[str, ...] | None = None
     started_at: float | None = None  # unix time
     container: Container | None = None
+    systemd_unit: str | None = None  # the innermost unit of its cgroup, e.g. "triton.service"
+    slurm_job: str | None = None  # the Slurm job ID its cgroup names
     environment_read: bool = False  # False: CUDA_VISIBLE_DEVICES is unknown, not absent
     cuda_visible_devices: str | None = None
     nvidia_visible_devices: str | None = None
@@ -132,6 +134,40 @@ def container_from_cgroup(cgroup_file: str) -> Container | None:
     return None
 
 
+# A unit is a path component ending in .service or .scope (slices only group units). In v1 the
+# "name=systemd" hierarchy carries the units; in v2 the one "0::" line does.
+_UNIT = re.compile(r"(?<=/)[^/:]+\.(?:service|scope)(?=/|$)")
+# slurmd's cgroup plugins: v1 "/slurm/uid_<uid>/job_<id>/step_<s>/…", v2 "…/slurmstepd.scope/job_<id>/…"
+_SLURM_JOB = re.compile(r"/job_(?P<id>\d+)(?=/|$)")
+
+
+def _systemd_path(cgroup_file: str) -> str | None:
+    """The path in the hierarchy systemd manages: ``name=systemd`` under v1 and hybrid layouts
+    (where the ``0::`` line may show another daemon's cgroup), else the v2 ``0::`` line."""
+    paths = {}
+    for line in cgroup_file.splitlines():
+        _, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        paths.setdefault(controllers, path)
+    return paths.get("name=systemd", paths.get(""))
+
+
+def systemd_unit_from_cgroup(cgroup_file: str) -> str | None:
+    """The innermost systemd service or scope the process runs in; a user session's
+    ``session-N.scope`` counts too. None when the path names no unit."""
+    units = _UNIT.findall(_systemd_path(cgroup_file) or "")
+    return units[-1] if units else None
+
+
+def slurm_job_from_cgroup(cgroup_file: str) -> str | None:
+    """The Slurm job ID from any hierarchy's path (slurmd puts jobs in every v1 controller it uses)."""
+    for line in cgroup_file.splitlines():
+        job = _SLURM_JOB.search(line.split(":", 2)[-1])
+        if job is not None:
+            return job.group("id")
+    return None
+
+
 def _runtime_before(path_before_id: str) -> str | None:
     for prefix, runtime in _RUNTIME_BY_PREFIX.items():
         if any(path_before_id.endswith(f"{sep}{prefix}{end}") for sep in "/:" for end in "-:/"):
@@ -162,7 +198,7 @@ def attribute_host_process(pid: int, not_started_after: float | None = None) -> 
         return Attribution(pid, "none", notes=(
             "the pid now belongs to a process started after NVML listed it: the GPU process exited",
         ))
-    container, cgroup_note = _container(pid)
+    cgroup_file, cgroup_note = _cgroup(pid)
     notes = tuple(n for n in (user[1], cmdline[1], environ[1], cgroup_note) if n)
     return Attribution(
         pid=pid,
@@ -170,7 +206,9 @@ def attribute_host_process(pid: int, not_started_after: float | None = None) -> 
         user=user[0],
         cmdline=tuple(cmdline[0] or ()) or None,  # a kernel thread's is empty: nothing to show
         started_at=started_at,
-        container=container,
+        container=None if cgroup_file is None else container_from_cgroup(cgroup_file),
+        systemd_unit=None if cgroup_file is None else systemd_unit_from_cgroup(cgroup_file),
+        slurm_job=None if cgroup_file is None else slurm_job_from_cgroup(cgroup_file),
         environment_read=environ[0] is not None,
         cuda_visible_devices=(environ[0] or {}).get(CUDA_VISIBLE_DEVICES),
         nvidia_visible_devices=(environ[0] or {}).get(NVIDIA_VISIBLE_DEVICES),
@@ -187,14 +225,14 @@ def _read(getter: Callable[[], T], what: str) -> tuple[T | None, str | None]:
         return None, f"{what}: permission denied (run as root or as the process's user)"
 
 
-def _container(pid: int) -> tuple[Container | None, str | None]:
+def _cgroup(pid: int) -> tuple[str | None, str | None]:
+    """(the cgroup file, None) or (None, why it could not be read)."""
     try:
-        text = Path(f"/proc/{pid}/cgroup").read_text()
+        return Path(f"/proc/{pid}/cgroup").read_text(), None
     except PermissionError:
-        return None, "cgroup: permission denied, container unknown"
+        return None, "cgroup: permission denied, container, systemd unit and Slurm job unknown"
     except (FileNotFoundError, ProcessLookupError):
         return None, "cgroup: the process exited while being read, container unknown"
-    return container_from_cgroup(text), None
 
 
 class FleetProcessFields(Protocol):

@@ -22,6 +22,8 @@ from mig_exporter.hostinfo import (
     attribute_host_process,
     attribute_simulated_process,
     container_from_cgroup,
+    slurm_job_from_cgroup,
+    systemd_unit_from_cgroup,
 )
 
 CGROUP_FIXTURES = Path(__file__).parent / "fixtures" / "cgroup"
@@ -54,6 +56,37 @@ POD_UID = "5c1e9a3b-7d2f-4e8a-9b6c-0f1e2d3c4b5a"
 )
 def test_container_from_cgroup_fixtures(fixture, expected):
     assert container_from_cgroup((CGROUP_FIXTURES / fixture).read_text()) == expected
+
+
+@pytest.mark.parametrize(
+    ("fixture", "unit", "job"),
+    [
+        ("host-v1.cgroup", "session-4.scope", None),
+        ("host-v1-service.cgroup", "triton-server.service", None),
+        ("host-v2-service.cgroup", "triton-server.service", None),
+        # a user's own service manager: the innermost unit, not user@1000.service
+        ("host-v2-user-service.cgroup", "jupyter.service", None),
+        # v1: slurmd puts the job in every controller it uses; name=systemd still shows slurmd
+        ("slurm-v1.cgroup", "slurmd.service", "4242"),
+        ("slurm-v2.cgroup", "slurmstepd.scope", "4242"),
+        ("slurm-v2-batch-step.cgroup", "slurmstepd.scope", "4242"),
+        ("docker-v1.cgroup", None, None),  # the cgroupfs driver makes no unit
+        ("docker-v2-systemd.cgroup", f"docker-{DOCKER_ID}.scope", None),
+        ("kubernetes-crio-v1-systemd.cgroup", f"crio-{OTHER_ID}.scope", None),
+        ("kubernetes-containerd-v2-systemd.cgroup", f"cri-containerd-{OTHER_ID}.scope", None),
+        ("kubernetes-containerd-v1-cgroupfs.cgroup", None, None),
+        # the containerd-in-a-service layout names no scope of its own: the service is the unit
+        ("kubernetes-containerd-v2-systemd-in-service.cgroup", "containerd.service", None),
+        ("container-with-cgroup-namespace-v2.cgroup", None, None),
+    ],
+)
+def test_systemd_unit_and_slurm_job_from_cgroup_fixtures(fixture, unit, job):
+    text = (CGROUP_FIXTURES / fixture).read_text()
+    assert (systemd_unit_from_cgroup(text), slurm_job_from_cgroup(text)) == (unit, job)
+
+
+def test_slurm_jobs_are_not_containers():
+    assert container_from_cgroup((CGROUP_FIXTURES / "slurm-v2.cgroup").read_text()) is None
 
 
 def test_container_description_is_short_and_names_the_pod():
