@@ -144,7 +144,7 @@ _SLURM_JOB = re.compile(r"/job_(?P<id>\d+)(?=/|$)")
 def _systemd_path(cgroup_file: str) -> str | None:
     """The path in the hierarchy systemd manages: ``name=systemd`` under v1 and hybrid layouts
     (where the ``0::`` line may show another daemon's cgroup), else the v2 ``0::`` line."""
-    paths = {}
+    paths: dict[str, str] = {}
     for line in cgroup_file.splitlines():
         _, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
