@@ -121,7 +121,8 @@ def test_partitioned_gpu_series() -> None:
         **gpu_labels(gpu), "gpu_instance_id": "2", "compute_instance_id": "0", "pid": "5001",
         "process_name": "server-a", **NO_POD}) == 12000 * MIB
     assert registry.get_sample_value("nvml_processes_spanning_gpus") == 0
-    assert registry.get_sample_value("nvml_process_gpus", {"pid": "5001", "process_name": "server-a", **NO_POD}) == 1
+    assert registry.get_sample_value(
+        "nvml_process_gpus", {"pid": "5001", "process_name": "server-a", **NO_POD}) == 1
     capacity = {**gpu_labels(gpu), "profile": "1g.10gb"}
     assert registry.get_sample_value("nvml_gpu_mig_profile_capacity", capacity) == 0
 
@@ -154,7 +155,8 @@ def test_a_lost_gpu_is_reported_and_the_others_still_exported() -> None:
         assert registry.get_sample_value("nvml_gpu_lost", gpu_labels(gpu)) == 0
         assert registry.get_sample_value("nvml_gpu_memory_used_bytes", gpu_labels(gpu)) == 32759 * MIB
     # Seen on three GPUs, but the lost one was not read: 3 would be a lower bound, not the count.
-    assert registry.get_sample_value("nvml_process_gpus", {"pid": "78914", "process_name": "python", **NO_POD}) is None
+    assert registry.get_sample_value(
+        "nvml_process_gpus", {"pid": "78914", "process_name": "python", **NO_POD}) is None
     assert registry.get_sample_value("nvml_processes_spanning_gpus") is None
 
 
@@ -168,7 +170,8 @@ def test_counts_over_processes_not_all_read_are_absent_not_zero() -> None:
     assert registry.get_sample_value("nvml_gpu_processes", gpu_labels(unread)) is None
     assert registry.get_sample_value("nvml_gpu_unpartitioned_sharing", gpu_labels(unread)) is None
     assert registry.get_sample_value("nvml_processes_spanning_gpus") is None
-    assert registry.get_sample_value("nvml_process_gpus", {"pid": "78914", "process_name": "python", **NO_POD}) is None
+    assert registry.get_sample_value(
+        "nvml_process_gpus", {"pid": "78914", "process_name": "python", **NO_POD}) is None
     for gpu in (*snapshot.gpus[:2], snapshot.gpus[3]):  # what was read is still there
         assert registry.get_sample_value("nvml_gpu_processes", gpu_labels(gpu)) == 2
         assert registry.get_sample_value("nvml_gpu_unpartitioned_sharing", gpu_labels(gpu)) == 1
