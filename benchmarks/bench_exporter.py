@@ -55,11 +55,11 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
     from mig_exporter.exporter.collector import ExporterSettings
     from mig_exporter.exporter.schedule import CollectionJob
     from mig_exporter.exporter.state import ExporterState
+    from mig_exporter.host import nvml_session
     from mig_exporter.nvml import read
-    from mig_exporter.nvml.session import NvmlSession
 
     process = psutil.Process()
-    with NvmlSession(fleet) as session:
+    with nvml_session(fleet) as session:
         assert session.simulator is not None
         state = ExporterState(ExporterSettings(interval_seconds=5))
         job = CollectionJob(lambda: read.read_snapshot(session), state, timeout_seconds=60)

@@ -19,9 +19,9 @@ from mig_exporter.diagnose.render_json import render_json
 from mig_exporter.diagnose.render_text import render_text
 from mig_exporter.diagnose.report import build_report, reading_failure
 from mig_exporter.errors import InputError
+from mig_exporter.host import nvml_session
 from mig_exporter.hostinfo import attribute_processes
 from mig_exporter.nvml.read import read_snapshot
-from mig_exporter.nvml.session import NvmlSession
 
 _PERCENT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*%?\s*$")  # [0-9]: \d would take any script's digits
 MAX_HEADROOM_PERCENT = 400  # beyond this the advice would be for some other workload
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     headroom_ratio = parse_headroom(args.headroom)
-    with NvmlSession(args.fleet) as session:
+    with nvml_session(args.fleet) as session:
         snapshot = read_snapshot(session)
         failure = reading_failure(snapshot)
         if failure is not None:

@@ -24,6 +24,7 @@ from mig_exporter.exporter.flags import (
 from mig_exporter.exporter.logs import FORMATS, LEVELS, configure_logging
 from mig_exporter.exporter.service import DEFAULT_MAX_REQUESTS, Exporter, ServeConfig
 from mig_exporter.exporter.webconfig import load_web_config
+from mig_exporter.host import nvml_session
 from mig_exporter.kubelet.podresources import DEFAULT_SOCKET
 from mig_exporter.nvml.session import NvmlSession, NvmlUnavailable
 
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
 
-    session = NvmlSession(args.fleet)
+    session = nvml_session(args.fleet)
     exporter: Exporter | None = None
     try:
         _open_or_retry_later(session)

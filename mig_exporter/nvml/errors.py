@@ -1,8 +1,7 @@
-"""NVML's error codes by name, read from pynvml once for every module that names them.
+"""NVML's error codes by name, read from pynvml, for the real side of the seam.
 
-The writer names a failure's code for the operator (``In use by another client (IN_USE)``), a fleet
-file's fault names the error to inject (``error: NOT_SUPPORTED``), and the simulator words a code
-nvidia-ml-py has no string for: all of them must agree on the same names, so there is one table.
+The writer names a failure's code for the operator (``In use by another client (IN_USE)``). The
+simulator reads the same names from pynvml in ``sim/codes.py``, on its own side of the seam.
 """
 
 from __future__ import annotations

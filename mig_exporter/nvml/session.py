@@ -1,5 +1,8 @@
-"""NVML's lifecycle for this process: install the simulator when asked, initialise, re-initialise
-after NVML failed, shut down.
+"""NVML's lifecycle for this process: put a simulated library under pynvml when one is given,
+initialise, re-initialise after NVML failed, shut down.
+
+The session never imports the simulator: ``mig_exporter.host`` opens a host, real or simulated,
+and hands the session a ``Simulation`` (the ``mig_exporter.sim`` module) only for ``--fleet``.
 
 pynvml keeps one library and one reference count per process, so there is one session per process
 (``serve``, ``diagnose`` and ``remediate`` each open one). The session also keeps what must outlive
@@ -13,14 +16,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import pynvml
 
 from mig_exporter.errors import InputError
 
 if TYPE_CHECKING:
-    from mig_exporter.sim import SimulatedNvml
+    from mig_exporter.hostinfo import FleetProcessFields
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,26 @@ class ProfileSummary:
     max_count: int
 
 
+class SimulatedLibrary(Protocol):
+    """What the commands need of a simulated library beyond NVML itself: ``nvidia-smi -r`` for
+    the write side, who runs each simulated pid (not on this host's /proc), and whether the fleet
+    is a read-only built-in."""
+
+    read_only: bool
+
+    def reset_gpu(self, index: int) -> None: ...
+
+    def attribution(self, pid: int) -> FleetProcessFields | None: ...
+
+
+class Simulation(Protocol):
+    """How a simulated NVML is put under pynvml and taken out again (``mig_exporter.sim``)."""
+
+    def install(self, spec: str) -> SimulatedLibrary: ...
+
+    def uninstall(self) -> None: ...
+
+
 class NvmlUnavailable(InputError):
     """NVML could not be initialised. ``nvml_error`` is NVML's own text, for the metrics;
     ``driver_missing`` is True when there is no NVIDIA library at all (no GPU host), as opposed
@@ -65,9 +88,12 @@ class NvmlUnavailable(InputError):
 class NvmlSession:
     """Context manager around nvmlInit/nvmlShutdown, over the real library or a simulated fleet."""
 
-    def __init__(self, fleet: str | None = None) -> None:
+    def __init__(self, fleet: str | None = None, simulation: Simulation | None = None) -> None:
+        if (fleet is None) != (simulation is None):
+            raise ValueError("a fleet needs its simulation, and a simulation its fleet")
         self.fleet = fleet
-        self.simulator: SimulatedNvml | None = None
+        self._simulation = simulation
+        self.simulator: SimulatedLibrary | None = None
         self.initialised = False
         # GPU index → the UUID it had when last read.
         self.known_uuids: dict[int, str] = {}
@@ -94,11 +120,8 @@ class NvmlSession:
     def open(self) -> None:
         """Install the simulator over ``fleet`` (if given) and initialise NVML, or raise
         ``NvmlUnavailable`` with one line saying why and what to do."""
-        if self.fleet is not None and self.simulator is None:
-            # Imported here so that a real host never loads the simulator and its fleet files.
-            from mig_exporter.sim import install
-
-            self.simulator = install(self.fleet)
+        if self._simulation is not None and self.fleet is not None and self.simulator is None:
+            self.simulator = self._simulation.install(self.fleet)
         self._initialise()
 
     def reopen_if_failed(self) -> None:
@@ -119,10 +142,8 @@ class NvmlSession:
         if self.initialised:
             self._shutdown_quietly()
             self.initialised = False
-        if self.simulator is not None:
-            from mig_exporter.sim import uninstall
-
-            uninstall()
+        if self._simulation is not None and self.simulator is not None:
+            self._simulation.uninstall()
             self.simulator = None
 
     def _initialise(self) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mig_exporter.errors import InputError, print_error
+from mig_exporter.host import nvml_session
 from mig_exporter.hostinfo import Attribution, attribute_processes
 from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
@@ -112,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
     output = Output(args.format)
     try:
         if not args.apply:
-            with NvmlSession(args.fleet) as session:
+            with nvml_session(args.fleet) as session:
                 found = _read(session)
                 targets, plan = _plan(args, session, found)
                 _show_plan(output, session, found, targets, plan)
             return EXIT_DONE
-        with HostLock(args.lock or default_lock(args.fleet)), NvmlSession(args.fleet) as session:
+        with HostLock(args.lock or default_lock(args.fleet)), nvml_session(args.fleet) as session:
             simulator = session.simulator
             if simulator is not None and simulator.read_only:
                 raise InputError(f"--fleet {args.fleet} is a built-in fleet and read-only; to apply, copy "

@@ -13,9 +13,9 @@ from typing import Any
 
 import pynvml
 
-from mig_exporter.nvml.errors import NVML_ERROR_NAMES
 from mig_exporter.sim import placement as driver
 from mig_exporter.sim.calls import CallsBase, NvmlFailure, Target, c_function
+from mig_exporter.sim.codes import NVML_ERROR_NAMES
 from mig_exporter.sim.handles import (
     Handle,
     Kind,

@@ -22,9 +22,9 @@ from typing import Any
 import yaml
 
 from mig_exporter.errors import InputError, shown_key, yaml_problem
-from mig_exporter.nvml.errors import NVML_ERROR_CODES, NVML_ERROR_NAMES
 from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel, match_profile, valid_compute_slices
 from mig_exporter.sim import placement as driver
+from mig_exporter.sim.codes import NVML_ERROR_CODES, NVML_ERROR_NAMES
 from mig_exporter.sim.library import c_function_targets
 from mig_exporter.sim.state import (
     DEFAULT_CUDA_VERSION,

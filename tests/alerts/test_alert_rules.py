@@ -25,8 +25,8 @@ from alerts.rule_files import (
 from alerts.tools import run_tool
 from mig_exporter.exporter.collector import ExporterSettings
 from mig_exporter.exporter.state import ExporterState
+from mig_exporter.host import nvml_session
 from mig_exporter.nvml.read import read_snapshot
-from mig_exporter.nvml.session import NvmlSession
 
 RULES = alerting_rules()
 CASES = alert_rule_tests()
@@ -47,7 +47,7 @@ def served_series_names(fleet: str) -> set[str]:
     """The names of the series ``mig-exporter serve`` writes for a simulated fleet, counters with
     their ``_total``, taken from the exposition's TYPE lines (written for every family, even one
     without samples)."""
-    with NvmlSession(fleet) as session:
+    with nvml_session(fleet) as session:
         snapshot = read_snapshot(session)
     state = ExporterState(ExporterSettings(interval_seconds=5))
     state.publish(snapshot)

@@ -13,9 +13,9 @@ import pytest
 from mig_exporter.exporter.collector import ExporterSettings
 from mig_exporter.exporter.schedule import CollectionJob, start_collecting
 from mig_exporter.exporter.state import ExporterState
+from mig_exporter.host import nvml_session
 from mig_exporter.model import CollectionError, Snapshot
 from mig_exporter.nvml.read import read_snapshot
-from mig_exporter.nvml.session import NvmlSession
 
 from .snapshots import incident
 
@@ -94,7 +94,7 @@ def test_gpu_is_lost_from_the_gpu_count_is_nvml_down_then_recovers(
     fleet.write_text("gpus:\n  - model: A100-SXM4-80GB\n"
                      "faults:\n  - {call: nvmlDeviceGetCount_v2, error: GPU_IS_LOST, count: 2}\n")
     state = new_state()
-    with NvmlSession(str(fleet)) as session, \
+    with nvml_session(str(fleet)) as session, \
             caplog.at_level(logging.INFO, logger="mig_exporter.exporter.schedule"):
         job = CollectionJob(lambda: read_snapshot(session), state, timeout_seconds=5)
         up = []

@@ -8,11 +8,11 @@ import requests
 
 from mig_exporter.exporter.flags import ListenAddress
 from mig_exporter.exporter.service import Exporter, ServeConfig
-from mig_exporter.nvml.session import NvmlSession
+from mig_exporter.host import nvml_session
 
 
 def test_scrapes_never_call_nvml() -> None:
-    with NvmlSession("seed-incident") as session:
+    with nvml_session("seed-incident") as session:
         assert session.simulator is not None
         exporter = Exporter(session, ServeConfig(ListenAddress("127.0.0.1", 0), interval_seconds=3600,
                                                  timeout_seconds=5))

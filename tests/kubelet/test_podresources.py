@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubelet.kubelet_server import FakeKubelet, KubeletServer, pod
 from mig_exporter.exporter.flags import ListenAddress
 from mig_exporter.exporter.service import Exporter, ServeConfig
+from mig_exporter.host import nvml_session
 from mig_exporter.kubelet.podresources import DeviceAllocation, list_allocations
 from mig_exporter.nvml.read import read_snapshot
-from mig_exporter.nvml.session import NvmlSession
 
 FLEET = "h100-mixed"
 INTERVAL = 0.2
@@ -26,7 +26,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 @pytest.fixture(scope="module")
 def devices() -> dict[str, str]:
     """The UUIDs NVML gives for the simulated fleet: GPU 0's two MIG devices, GPU 5 (MIG off)."""
-    with NvmlSession(FLEET) as session:
+    with nvml_session(FLEET) as session:
         snapshot = read_snapshot(session)
     gpu0, gpu5 = snapshot.gpus[0], snapshot.gpus[5]
     by_gi = {m.gpu_instance_id: m.mig_uuid for m in gpu0.mig_instances}
@@ -56,7 +56,7 @@ def test_list_reads_gpu_and_mig_devices_and_ignores_other_resources(kubelet, dev
 
 @pytest.fixture
 def scrape(kubelet) -> Iterator[Callable[[], Samples]]:
-    with NvmlSession(FLEET) as session:
+    with nvml_session(FLEET) as session:
         exporter = Exporter(session, ServeConfig(ListenAddress("127.0.0.1", 0), interval_seconds=INTERVAL,
                                                  timeout_seconds=5, pod_resources_socket=kubelet.socket))
         exporter.start()

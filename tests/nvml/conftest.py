@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from mig_exporter.host import nvml_session
 from mig_exporter.nvml.session import NvmlSession
 
 Opener = Callable[[str], NvmlSession]
@@ -16,7 +17,7 @@ def open_session() -> Iterator[Opener]:
     sessions: list[NvmlSession] = []
 
     def opener(fleet: str) -> NvmlSession:
-        session = NvmlSession(fleet)
+        session = nvml_session(fleet)
         session.open()
         sessions.append(session)
         return session

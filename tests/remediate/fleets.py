@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 
 from mig_exporter.cli import main
+from mig_exporter.host import nvml_session
 from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
-from mig_exporter.nvml.session import NvmlSession
 from mig_exporter.sim import builtin_text
 
 
@@ -58,5 +58,5 @@ def remediate(directory: Path, fleet: Path, *arguments: str) -> int:
 
 def read(fleet: Path) -> Snapshot:
     """The simulated hardware as the reader sees it."""
-    with NvmlSession(str(fleet)) as session:
+    with nvml_session(str(fleet)) as session:
         return read_snapshot(session)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mig_exporter.errors import InputError
+from mig_exporter.host import nvml_session
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
 from mig_exporter.nvml.write import HardwareWriter, MigModeChange
@@ -83,7 +84,7 @@ def apply_plan(
 ) -> Outcome:
     """Plan ``--gpu GPUS --layout LAYOUT`` on the fleet and apply it through ``writer``, journalled
     in ``tmp_path``, as ``remediate --apply`` does."""
-    with NvmlSession(str(fleet)) as session, Journal(tmp_path / "journal.jsonl") as journal:
+    with nvml_session(str(fleet)) as session, Journal(tmp_path / "journal.jsonl") as journal:
         found = read_snapshot(session)
         plan = make_plan(found, layout_targets(gpus, layout, found), privileged=True, persistence=persistence)
         return Applier(writer(session), journal, found, allow_reset=allow_reset).apply(plan)
@@ -372,7 +373,7 @@ def test_a_plan_with_blockers_is_never_applied_although_it_has_steps(tmp_path: P
     for its blockers, before any change."""
     fleet = write_fleet(tmp_path, incident_document())
     before = fleet.read_bytes()
-    with NvmlSession(str(fleet)) as session, Journal(tmp_path / "journal.jsonl") as journal:
+    with nvml_session(str(fleet)) as session, Journal(tmp_path / "journal.jsonl") as journal:
         found = read_snapshot(session)
         plan = make_plan(found, layout_targets("0", "3g,3g", found), privileged=True, persistence=True)
         assert plan.unsafe and plan.steps

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mig_exporter.host import nvml_session
 from mig_exporter.nvml.session import NvmlSession
 from mig_exporter.nvml.write import HardwareWriter, WriteFailed
 from mig_exporter.sim import SimulatedNvml
@@ -40,7 +41,7 @@ def nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str
 def host_session(tmp_path: Path) -> Iterator[tuple[NvmlSession, SimulatedNvml]]:
     """A session as on a host with a driver: NVML answers (from a simulated fleet), but the session
     has no simulator, so a reset goes to ``nvidia-smi``."""
-    with NvmlSession(str(incident_copy(tmp_path))) as session:
+    with nvml_session(str(incident_copy(tmp_path))) as session:
         simulator = session.simulator
         assert simulator is not None
         session.simulator = None
@@ -73,7 +74,7 @@ def test_a_refused_reset_says_why_and_that_the_gpu_is_in_use(
 
 
 def test_nvml_failures_name_the_call_and_the_error(tmp_path: Path) -> None:
-    with NvmlSession(str(incident_copy(tmp_path))) as session:
+    with nvml_session(str(incident_copy(tmp_path))) as session:
         writer = HardwareWriter(session)
         with pytest.raises(WriteFailed) as raised:
             writer.create_gpu_instance(0, 2, 4, 4)  # MIG is disabled on GPU 0
