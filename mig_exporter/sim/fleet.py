@@ -62,7 +62,10 @@ GPU_KEYS = (
 INSTANCE_KEYS = ("profile", "placement", "processes", "compute_instances")
 COMPUTE_INSTANCE_KEYS = ("profile", "placement", "processes")
 ATTRIBUTION_KEYS = ("user", "cmdline", "container", "env")
-PROCESS_KEYS = ("pid", "name", "used_memory_mib", *ATTRIBUTION_KEYS)
+# A process's utilization sample (0-100 %), given only on a GPU without MIG: NVML samples no
+# process of a MIG-enabled GPU (mig-facts.md). Either key makes the process sampled; the other is 0.
+PROCESS_UTILIZATION_KEYS = ("sm_util_percent", "mem_util_percent")
+PROCESS_KEYS = ("pid", "name", "used_memory_mib", *PROCESS_UTILIZATION_KEYS, *ATTRIBUTION_KEYS)
 FAULT_KEYS = ("call", "gpu", "error", "delay_seconds", "skip", "count")
 
 # libyaml's loader when PyYAML has it: the large benchmark fleets load several times faster.
@@ -269,7 +272,7 @@ class _FleetReader:
 
         pids_seen: dict[int, str] = {}
         processes = tuple(
-            self.process(p, f"{path}.processes[{i}]", pids_seen)
+            self.process(p, f"{path}.processes[{i}]", pids_seen, whole_gpu=True)
             for i, p in enumerate(self.sequence(entry.get("processes"), f"{path}.processes"))
         )
         if processes and mig.current:
@@ -478,8 +481,13 @@ class _FleetReader:
         names = ", ".join(f"{c}c.{profile.name}" if c < profile.slice_count else profile.name for c in valid)
         raise self.error(path, f"{name!r} is not a compute instance profile of {profile.name} ({names})")
 
-    def process(self, raw: Any, path: str, pids_seen: dict[int, str]) -> SimProcess:
+    def process(self, raw: Any, path: str, pids_seen: dict[int, str], whole_gpu: bool = False) -> SimProcess:
         entry = self.mapping(raw, path, PROCESS_KEYS, required=("pid", "used_memory_mib"))
+        utilization = {key: self.integer(entry[key], f"{path}.{key}", 0, 100)
+                       for key in PROCESS_UTILIZATION_KEYS if key in entry}
+        if utilization and not whole_gpu:
+            raise self.error(f"{path}.{next(iter(utilization))}",
+                             "NVML samples no process utilization under MIG: give it on a GPU without MIG")
         pid = self.integer(entry["pid"], f"{path}.pid", 1, _PID_MAX)
         if pid in pids_seen:
             raise self.error(f"{path}.pid", f"pid {pid} is already on this GPU ({pids_seen[pid]})")
@@ -492,7 +500,10 @@ class _FleetReader:
                     f"{path}.name", f"pid {pid} is named {first[0]!r} at {first[1]}; a pid has one name"
                 )
         self.attribution(pid, entry, path)
-        return SimProcess(pid, self.integer(entry["used_memory_mib"], f"{path}.used_memory_mib", 0), name)
+        if utilization:
+            utilization = {key: utilization.get(key, 0) for key in PROCESS_UTILIZATION_KEYS}
+        return SimProcess(pid, self.integer(entry["used_memory_mib"], f"{path}.used_memory_mib", 0), name,
+                          **utilization)
 
     def attribution(self, pid: int, entry: dict, path: str) -> None:
         """Attribution fields may be given on any entry of a pid; given twice, they must agree."""
@@ -600,6 +611,8 @@ def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
         if p.name is not None:
             out["name"] = p.name
         out["used_memory_mib"] = p.used_memory_mib
+        if p.sampled:
+            out.update({key: getattr(p, key) for key in PROCESS_UTILIZATION_KEYS})
         attribution = fleet.attribution(p.pid)
         if attribution is not None and p.pid not in attributed:
             attributed.add(p.pid)

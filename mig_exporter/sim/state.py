@@ -54,11 +54,18 @@ class MigMode(str, Enum):
 class SimProcess:
     """A compute process holding memory on one GPU or one MIG device. ``name`` None: NVML cannot
     name it (``nvmlSystemGetProcessName`` answers NOT_FOUND, as for a process in another PID
-    namespace)."""
+    namespace). ``sm_util_percent``/``mem_util_percent``: its latest utilization sample on a GPU
+    without MIG; both None when NVML holds no sample of it."""
 
     pid: int
     used_memory_mib: int
     name: str | None = None
+    sm_util_percent: int | None = None
+    mem_util_percent: int | None = None
+
+    @property
+    def sampled(self) -> bool:
+        return self.sm_util_percent is not None or self.mem_util_percent is not None
 
 
 @dataclass(frozen=True)
