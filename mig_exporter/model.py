@@ -29,6 +29,9 @@ class GpuProcess:
     # None when MIG is off (NVML reports 0xFFFFFFFF there).
     gpu_instance_id: int | None = None
     compute_instance_id: int | None = None
+    # NVML's latest per-process utilization sample (GPUs without MIG only); None: not sampled.
+    sm_utilization_ratio: float | None = None
+    memory_utilization_ratio: float | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ MIG_LABELS = ["gpu", "uuid", "mig_uuid", "gpu_instance_id", "compute_instance_id
 WORKLOAD_LABELS = ["namespace", "pod", "container"]
 PROCESS_LABELS = ["gpu", "uuid", "gpu_instance_id", "compute_instance_id", "pid", "process_name",
                   *WORKLOAD_LABELS]
+PROCESS_UTILIZATION_LABELS = ["gpu", "uuid", "pid", "process_name"]  # MIG off: no instance IDs
 
 T = TypeVar("T")
 Family = TypeVar("Family", GaugeMetricFamily, CounterMetricFamily)
@@ -56,10 +57,13 @@ class ExporterSettings:
 
 
 def process_series_dropped(snapshot: Snapshot, max_process_series: int) -> int:
-    """How many process series the cap leaves out of this Snapshot (both per-process families)."""
+    """How many process series the cap leaves out of this Snapshot (every per-process family)."""
     memory_series = sum(1 for p in snapshot.processes if p.used_memory_bytes is not None)
     pid_series = len(process_gpus(snapshot)) if snapshot.processes_complete else 0
-    return max(0, memory_series - max_process_series) + max(0, pid_series - max_process_series)
+    sm_series = sum(1 for p in snapshot.processes if p.sm_utilization_ratio is not None)
+    memory_util_series = sum(1 for p in snapshot.processes if p.memory_utilization_ratio is not None)
+    return sum(max(0, series - max_process_series)
+               for series in (memory_series, pid_series, sm_series, memory_util_series))
 
 
 def metric_families(
@@ -84,6 +88,7 @@ def metric_families(
     yield from _mig_families(snapshot)
     yield from _allocation_families(snapshot, totals.allocations)
     yield from _process_families(snapshot, settings.max_process_series, totals.allocations)
+    yield from _process_utilization_families(snapshot, settings.max_process_series)
 
 
 class SnapshotCollector(Collector):
@@ -359,3 +364,18 @@ def _process_families(
     )
     yield _gauge("nvml_processes_spanning_gpus", "Processes holding memory on more than one physical GPU.",
                  [], [([], len(spanning_processes(snapshot)))] if complete else [])
+
+
+def _process_utilization_families(snapshot: Snapshot, max_process_series: int) -> Iterator[Metric]:
+    """NVML's latest per-process sample, on GPUs without MIG; a process NVML did not sample has none."""
+    def samples(ratio: Callable[[GpuProcess], float | None]) -> list[tuple[list[str], float]]:
+        sampled = (([str(p.gpu_index), p.gpu_uuid, str(p.pid), p.name or ""], value)
+                   for p in snapshot.processes if (value := ratio(p)) is not None)
+        return _capped(sampled, max_process_series)
+
+    yield _gauge("nvml_process_sm_utilization_ratio",
+                 "Share of the sample period the process had kernels running on the SMs (MIG off).",
+                 PROCESS_UTILIZATION_LABELS, samples(lambda p: p.sm_utilization_ratio))
+    yield _gauge("nvml_process_memory_utilization_ratio",
+                 "Share of the sample period the process was reading or writing device memory (MIG off).",
+                 PROCESS_UTILIZATION_LABELS, samples(lambda p: p.memory_utilization_ratio))

@@ -31,6 +31,7 @@ from typing import Any
 import pynvml
 
 from mig_exporter.model import CollectionError, Gpu, GpuInstance, GpuProcess, MigInstance, Snapshot
+from mig_exporter.nvml.process_util import with_utilization
 from mig_exporter.nvml.session import NVML_GONE_CODES, NvmlSession, NvmlUnavailable, ProfileSummary
 
 NOT_AN_INSTANCE = 0xFFFFFFFF  # a process's gpuInstanceId / computeInstanceId when MIG is off
@@ -183,6 +184,7 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
     else:
         listed = _read_processes(collection, handle, index, uuid, mig=None)
         processes, processes_complete = listed or (), listed is not None
+        processes = with_utilization(call, handle, processes)
 
     return Gpu(
         index=index, uuid=uuid, name=name,

@@ -232,3 +232,29 @@ def test_promtool_finds_nothing_to_say() -> None:
     result = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True,
                             check=False)
     assert (result.returncode, result.stdout + result.stderr) == (0, b"")
+
+
+def _with_process_utilization(snapshot: Snapshot) -> Snapshot:
+    """The incident with GPU 0's first process sampled at 87 % SM / 41 % memory, the rest not."""
+    gpu = snapshot.gpus[0]
+    sampled = replace(gpu.processes[0], sm_utilization_ratio=0.87, memory_utilization_ratio=0.41)
+    return replace(snapshot, gpus=(replace(gpu, processes=(sampled, *gpu.processes[1:])), *snapshot.gpus[1:]))
+
+
+def test_process_utilization_only_where_nvml_sampled_it() -> None:
+    registry = registry_for(_with_process_utilization(incident()))
+    labels = {"gpu": "0", "uuid": "GPU-incident-0", "pid": "78914", "process_name": "python"}
+    assert registry.get_sample_value("nvml_process_sm_utilization_ratio", labels) == 0.87
+    assert registry.get_sample_value("nvml_process_memory_utilization_ratio", labels) == 0.41
+    exposition = generate_latest(registry).decode()
+    # one series each: the unsampled processes have none (absent, never a 0)
+    assert exposition.count("nvml_process_sm_utilization_ratio{") == 1
+    assert exposition.count("nvml_process_memory_utilization_ratio{") == 1
+
+
+def test_process_utilization_counts_against_the_series_cap() -> None:
+    snapshot = _with_process_utilization(incident())
+    # 8 memory series, 2 per-pid series, 1 + 1 utilization series; a cap of 0 drops them all
+    assert process_series_dropped(snapshot, 0) == 8 + 2 + 1 + 1
+    registry = registry_for(snapshot, settings=ExporterSettings(interval_seconds=5.0, max_process_series=0))
+    assert "nvml_process_sm_utilization_ratio{" not in generate_latest(registry).decode()
