@@ -12,12 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mig_exporter import __version__
+from mig_exporter import __version__, fleet_command
 from mig_exporter.diagnose import command as diagnose_command
 from mig_exporter.errors import InputError, print_error
 from mig_exporter.exporter import command as serve_command
 from mig_exporter.remediate import command as remediate_command
-from mig_exporter.sim import command as fleet_command
 
 EXIT_ERROR = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe

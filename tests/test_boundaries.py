@@ -8,6 +8,8 @@ lean on the simulator by accident.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mig_exporter"
@@ -69,3 +71,11 @@ def test_the_checker_sees_relative_and_aliased_imports() -> None:
     assert imports("mig_exporter.sim", modules)
     assert imports("pynvml", modules)
     assert not imports("mig_exporter.nvml", imported_modules("from . import state\n", "mig_exporter.sim"))
+
+
+def test_the_cli_loads_no_simulator_until_a_fleet_is_used() -> None:
+    # issue 8: a real host never imports the simulator, its model tables or its fleet files.
+    probe = ("import sys, mig_exporter.cli as cli; cli.build_parser(); "
+             "print(sorted(m for m in sys.modules if m.startswith('mig_exporter.sim')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

@@ -2,14 +2,13 @@
 
 ``list`` says what each fleet is for; ``show`` prints its YAML as shipped, comments included, so
 ``mig-exporter fleet show seed-incident > lab.yaml`` gives a fleet file to edit and pass to
-``--fleet lab.yaml``.
+``--fleet lab.yaml``. It lives outside ``sim/`` and imports the simulator only when it runs, so the
+CLI loads no simulator unless a fleet is used.
 """
 
 from __future__ import annotations
 
 import argparse
-
-from mig_exporter.sim.fleet import builtin_names, builtin_text, parse_fleet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from mig_exporter.sim.fleet import builtin_names, builtin_text, parse_fleet
+
     names = builtin_names()
     width = max(len(name) for name in names)
     for name in names:
@@ -35,5 +36,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from mig_exporter.sim.fleet import builtin_text
+
     print(builtin_text(args.name), end="")  # an unknown name: FleetError, one line listing the built-in ones
     return 0
