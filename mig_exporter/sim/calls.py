@@ -46,6 +46,8 @@ class World(Protocol):
 
     def commit(self, fleet: Fleet) -> None: ...
 
+    def wait(self, seconds: float) -> None: ...
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -38,6 +38,7 @@ from mig_exporter.sim.state import (
     SimGpuInstance,
     SimProcess,
     Telemetry,
+    XidEvent,
     default_gpu_uuid,
     default_pci_bus_id,
     default_serial,
@@ -58,7 +59,10 @@ GPU_KEYS = (
     "pci_bus_id",
     "lost",
     "held_by",
+    "xid_events",
 )
+# An XID error NVML reports as an event: ``after_seconds`` after the GPU's first registration.
+XID_EVENT_KEYS = ("xid", "after_seconds", "gpu_instance")
 INSTANCE_KEYS = ("profile", "placement", "processes", "compute_instances")
 COMPUTE_INSTANCE_KEYS = ("profile", "placement", "processes")
 ATTRIBUTION_KEYS = ("user", "cmdline", "container", "env")
@@ -306,6 +310,10 @@ class _FleetReader:
                 self.string(h, f"{path}.held_by[{i}]")
                 for i, h in enumerate(self.sequence(entry.get("held_by"), f"{path}.held_by"))
             ),
+            xid_events=tuple(
+                self.xid_event(e, f"{path}.xid_events[{i}]")
+                for i, e in enumerate(self.sequence(entry.get("xid_events"), f"{path}.xid_events"))
+            ),
         ).with_instances(instances)
         in_processes = sum(p.used_memory_mib for p in processes)
         if not mig.current:
@@ -358,6 +366,16 @@ class _FleetReader:
         }
         return Telemetry(
             **{key: checks[key](entry[key], f"{path}.{key}") for key in TELEMETRY_KEYS if key in entry}
+        )
+
+    def xid_event(self, raw: Any, path: str) -> XidEvent:
+        entry = self.mapping(raw, path, XID_EVENT_KEYS, required=("xid", "after_seconds"))
+        return XidEvent(
+            xid=self.integer(entry["xid"], f"{path}.xid", 1, _UINT_MAX),
+            after_seconds=self.number(entry["after_seconds"], f"{path}.after_seconds",
+                                      maximum=_MAX_DELAY_SECONDS),
+            gpu_instance=self.integer(entry["gpu_instance"], f"{path}.gpu_instance", 0, _UINT_MAX - 1)
+            if "gpu_instance" in entry else None,
         )
 
     def gpu_instance(
@@ -663,6 +681,12 @@ def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
         out["lost"] = True
     if g.held_by:
         out["held_by"] = list(g.held_by)
+    if g.xid_events:
+        out["xid_events"] = [
+            {"xid": e.xid, "after_seconds": e.after_seconds}
+            | ({} if e.gpu_instance is None else {"gpu_instance": e.gpu_instance})
+            for e in g.xid_events
+        ]
     if g.processes:
         out["processes"] = [process(p) for p in g.processes]
     if g.instances:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from mig_exporter.sim.calls import Target
 from mig_exporter.sim.device_calls import DeviceCalls
+from mig_exporter.sim.event_calls import EventCalls
 from mig_exporter.sim.mig_calls import MigCalls
 from mig_exporter.sim.process_util_calls import ProcessUtilCalls
 
 
-class NvmlLibrary(DeviceCalls, MigCalls, ProcessUtilCalls):
+class NvmlLibrary(DeviceCalls, MigCalls, ProcessUtilCalls, EventCalls):
     """The C functions over a ``World`` (see ``calls``)."""
 
 

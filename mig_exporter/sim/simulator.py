@@ -50,6 +50,7 @@ class SimulatedNvml:
         self.read_only = source.path is None
         self.call_counts: Counter[str] = Counter()
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # notified at each new state
         self._fleet = source.fleet
         self._loaded = source  # the file as last read from disk: its bytes and state
         self._on_disk = source.data  # what the file holds now, as last read or written
@@ -89,6 +90,13 @@ class SimulatedNvml:
             if fleet.faults != self._fleet.faults:
                 self._faults = FaultInjector(fleet.faults)
             self._fleet = fleet
+            self._changed.notify_all()
+
+    def wait(self, seconds: float) -> None:
+        """Inside a C function: sleep up to ``seconds`` or until the state changes, with the lock
+        released meanwhile (a blocking call such as an event wait must not stop the others)."""
+        with self._changed:
+            self._changed.wait(seconds)
 
     def _unsaved(self, call: str, error: OSError) -> int:
         """The NVML code a mutation answers when its new state cannot be written back: NO_PERMISSION

@@ -131,6 +131,16 @@ class Telemetry:
 
 
 @dataclass(frozen=True)
+class XidEvent:
+    """An XID error the GPU reports ``after_seconds`` after XID events were first registered on it
+    (``sim/event_calls.py``), with GPU instance ``gpu_instance`` (None: not attributable)."""
+
+    xid: int
+    after_seconds: float
+    gpu_instance: int | None = None
+
+
+@dataclass(frozen=True)
 class SimGpu:
     """One physical GPU. The index is its position in ``Fleet.gpus``."""
 
@@ -147,6 +157,7 @@ class SimGpu:
     pci_bus_id: str | None = None  # "00000000:07:00.0"; None: NOT_SUPPORTED
     lost: bool = False  # fell off the bus: every call on it answers GPU_IS_LOST
     held_by: tuple[str, ...] = ()  # clients holding the device open that are not listed processes
+    xid_events: tuple[XidEvent, ...] = ()
 
     @property
     def model(self) -> GpuModel:
