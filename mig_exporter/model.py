@@ -93,6 +93,10 @@ class Gpu:
     clock_memory_hz: float | None = None
     ecc_errors_corrected_total: int | None = None
     ecc_errors_uncorrected_total: int | None = None
+    # Whether NVML delivers the GPU's XID events (None: not known, e.g. not registered yet), and
+    # (XID, events seen since the exporter started) for each XID seen; None unless supported.
+    xid_events_supported: bool | None = None
+    xid_errors: tuple[tuple[int, int], ...] | None = None
     gpu_instances: tuple[GpuInstance, ...] = ()
     # False when NVML would not list every GPU instance (NO_PERMISSION for a reader without root):
     # ``gpu_instances`` may then miss some, and "no GPU instances" cannot be concluded from it.

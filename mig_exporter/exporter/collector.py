@@ -15,19 +15,24 @@ from importlib.metadata import PackageNotFoundError, version
 from itertools import islice
 from typing import TypeVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from mig_exporter import __version__
 from mig_exporter.advice import advised_layout
+from mig_exporter.exporter.families import GPU_LABELS, MIG_LABELS
+from mig_exporter.exporter.families import counter as _counter
+from mig_exporter.exporter.families import gauge as _gauge
+from mig_exporter.exporter.families import gpu_samples as _gpu_samples
+from mig_exporter.exporter.families import mig_labels as _mig_labels
+from mig_exporter.exporter.families import mig_samples as _mig_samples
+from mig_exporter.exporter.health_families import health_families
 from mig_exporter.findings import is_unpartitioned_sharing, process_gpus, spanning_processes
 from mig_exporter.kubelet.podresources import DeviceAllocation
-from mig_exporter.model import Gpu, GpuProcess, MigInstance, Snapshot
+from mig_exporter.model import GpuProcess, Snapshot
 
 DEFAULT_MAX_PROCESS_SERIES = 2000
 
-GPU_LABELS = ["gpu", "uuid"]
-MIG_LABELS = ["gpu", "uuid", "mig_uuid", "gpu_instance_id", "compute_instance_id"]
 # The pod, namespace and container the kubelet allocated the process's device to; empty when unknown.
 WORKLOAD_LABELS = ["namespace", "pod", "container"]
 PROCESS_LABELS = ["gpu", "uuid", "gpu_instance_id", "compute_instance_id", "pid", "process_name",
@@ -35,7 +40,6 @@ PROCESS_LABELS = ["gpu", "uuid", "gpu_instance_id", "compute_instance_id", "pid"
 PROCESS_UTILIZATION_LABELS = ["gpu", "uuid", "pid", "process_name"]  # MIG off: no instance IDs
 
 T = TypeVar("T")
-Family = TypeVar("Family", GaugeMetricFamily, CounterMetricFamily)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ def metric_families(
            snapshot.nvml_version or ""], 1)],
     )
     yield from _gpu_families(snapshot)
+    yield from health_families(snapshot)
     yield from _mig_families(snapshot)
     yield from _allocation_families(snapshot, totals.allocations)
     yield from _process_families(snapshot, settings.max_process_series, totals.allocations)
@@ -103,29 +108,6 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         snapshot, totals = self._current()
         return list(metric_families(snapshot, totals, self._settings))
-
-
-def _family(
-    kind: type[Family], name: str, documentation: str, labels: list[str],
-    samples: Iterable[tuple[list[str], float]],
-) -> Family:
-    family = kind(name, documentation, labels=labels)
-    for label_values, value in samples:
-        family.add_metric(label_values, value)
-    return family
-
-
-def _gauge(
-    name: str, documentation: str, labels: list[str], samples: Iterable[tuple[list[str], float]],
-) -> GaugeMetricFamily:
-    return _family(GaugeMetricFamily, name, documentation, labels, samples)
-
-
-def _counter(
-    name: str, documentation: str, labels: list[str], samples: Iterable[tuple[list[str], float]],
-) -> CounterMetricFamily:
-    """A counter family: prometheus_client appends ``_total`` to ``name``."""
-    return _family(CounterMetricFamily, name, documentation, labels, samples)
 
 
 def _package_version(distribution: str) -> str:
@@ -168,15 +150,6 @@ def _exporter_families(
                  "How long the last finished collection took.", [], [([], snapshot.duration_seconds)])
     yield _gauge("mig_exporter_collection_nvml_calls",
                  "NVML calls made by the last finished collection.", [], [([], snapshot.nvml_calls)])
-
-
-def _gpu_samples(
-    gpus: Iterable[Gpu], value_of: Callable[[Gpu], float | None],
-) -> Iterator[tuple[list[str], float]]:
-    for gpu in gpus:
-        value = value_of(gpu)
-        if value is not None:
-            yield [str(gpu.index), gpu.uuid], value
 
 
 def _gpu_families(snapshot: Snapshot) -> Iterator[Metric]:
@@ -250,20 +223,6 @@ def _gpu_families(snapshot: Snapshot) -> Iterator[Metric]:
         [([str(g.index), g.uuid, ",".join(layout)], 1)
          for g in present if (layout := advised_layout(snapshot, g.index)) is not None],
     )
-
-
-def _mig_labels(mig: MigInstance) -> list[str]:
-    return [str(mig.gpu_index), mig.gpu_uuid, mig.mig_uuid, str(mig.gpu_instance_id),
-            str(mig.compute_instance_id)]
-
-
-def _mig_samples(
-    migs: Iterable[MigInstance], value_of: Callable[[MigInstance], float | None],
-) -> Iterator[tuple[list[str], float]]:
-    for mig in migs:
-        value = value_of(mig)
-        if value is not None:
-            yield _mig_labels(mig), value
 
 
 def _mig_families(snapshot: Snapshot) -> Iterator[Metric]:

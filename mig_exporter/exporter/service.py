@@ -15,6 +15,7 @@ from mig_exporter.exporter.server import ExporterHTTPServer
 from mig_exporter.exporter.state import ExporterState
 from mig_exporter.exporter.webconfig import WebConfig
 from mig_exporter.kubelet.podresources import DEFAULT_SOCKET, ERROR_CALL, PodResourcesPoller
+from mig_exporter.nvml.events import XidWatcher
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
 
@@ -44,7 +45,9 @@ class Exporter:
                                                     on_error=lambda: self.state.record_error(ERROR_CALL))
         self.state = ExporterState(ExporterSettings(config.interval_seconds, config.max_process_series),
                                    self.pod_resources.allocations if self.pod_resources else dict)
-        self.job = CollectionJob(lambda: read_snapshot(session), self.state, config.timeout_seconds)
+        self.xid_watcher = XidWatcher(on_error=self.state.record_error)
+        self.job = CollectionJob(lambda: self.xid_watcher.with_xid_errors(read_snapshot(session)),
+                                 self.state, config.timeout_seconds)
         self.server = ExporterHTTPServer(config.listen_address, self.state, config.telemetry_path,
                                          config.web_config, config.max_requests)
         self._scheduler: BackgroundScheduler | None = None
@@ -55,6 +58,7 @@ class Exporter:
         self._server_thread.start()
         if self.pod_resources is not None:
             self.pod_resources.start()
+        self.xid_watcher.start()
         self._scheduler = start_collecting(self.job, self.config.interval_seconds)
 
     def stop(self) -> None:
@@ -63,6 +67,7 @@ class Exporter:
             self._scheduler.shutdown(wait=False)
         if self.pod_resources is not None:
             self.pod_resources.stop()
+        self.xid_watcher.stop()
         if self._server_thread is not None:
             self.server.shutdown()
         self.server.server_close()

@@ -258,3 +258,19 @@ def test_process_utilization_counts_against_the_series_cap() -> None:
     assert process_series_dropped(snapshot, 0) == 8 + 2 + 1 + 1
     registry = registry_for(snapshot, settings=ExporterSettings(interval_seconds=5.0, max_process_series=0))
     assert "nvml_process_sm_utilization_ratio{" not in generate_latest(registry).decode()
+
+
+def test_xid_counters_only_for_gpus_whose_events_nvml_delivers() -> None:
+    snapshot = incident()
+    gpus = (replace(snapshot.gpus[0], xid_events_supported=True, xid_errors=((48, 2), (79, 1))),
+            replace(snapshot.gpus[1], xid_events_supported=True, xid_errors=()),
+            replace(snapshot.gpus[2], xid_events_supported=False), snapshot.gpus[3])
+    registry = registry_for(replace(snapshot, gpus=gpus))
+    first = gpu_labels(gpus[0])
+    assert registry.get_sample_value("nvml_gpu_xid_errors_total", {**first, "xid": "48"}) == 2
+    assert registry.get_sample_value("nvml_gpu_xid_errors_total", {**first, "xid": "79"}) == 1
+    assert [registry.get_sample_value("nvml_gpu_xid_events_supported", gpu_labels(g)) for g in gpus] == [
+        1, 1, 0, None]
+    xid_series = [s for m in registry.collect() if m.name == "nvml_gpu_xid_errors" for s in m.samples
+                  if s.name.endswith("_total")]
+    assert {s.labels["gpu"] for s in xid_series} == {"0"}  # none on the unsupported or unknown GPU

@@ -121,6 +121,30 @@ def test_a_hung_nvml_call_keeps_metrics_served_and_turns_health_503(tmp_path: Pa
         assert samples[("mig_exporter_collection_timeouts_total", frozenset())] >= 1
 
 
+def test_xid_errors_are_counted_once_each_while_serving(tmp_path: Path) -> None:
+    fleet = tmp_path / "xid.yaml"
+    text = builtin_text("seed-incident").split("  - model:")
+    text[1] = text[1].replace("mig: disabled\n", "mig: disabled\n    xid_events:\n"
+                              "      - {xid: 79, after_seconds: 0.5}\n      - {xid: 48, after_seconds: 1.0}\n"
+                              "      - {xid: 48, after_seconds: 1.5}\n", 1)  # GPU 0
+    fleet.write_text("  - model:".join(text))
+    with serve(str(fleet), "--collect.interval", "500ms") as served:
+        def xids() -> dict[tuple[str, str], float]:
+            return {(dict(labels)["gpu"], dict(labels)["xid"]): value
+                    for (name, labels), value in served.samples().items()
+                    if name == "nvml_gpu_xid_errors_total"}
+
+        wait_for(lambda: xids() == {("0", "79"): 1, ("0", "48"): 2}, what="the XID errors to be counted")
+        samples = served.samples()
+        exposition = served.get("/metrics").content
+    supported = {dict(labels)["gpu"]: value for (name, labels), value in samples.items()
+                 if name == "nvml_gpu_xid_events_supported"}
+    assert supported == {"0": 1, "1": 1, "2": 1, "3": 1}
+    promtool = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True,
+                              check=False)
+    assert (promtool.returncode, promtool.stdout + promtool.stderr) == (0, b"")
+
+
 def test_a_lost_gpu_leaves_the_others_exported(tmp_path: Path) -> None:
     fleet = tmp_path / "lost.yaml"
     text = builtin_text("seed-incident").split("  - model:")
