@@ -128,13 +128,19 @@ def pod_errors(samples: Samples) -> float:
                         frozenset({"call": "pod_resources"}.items())), 0)
 
 
+def series(samples: Samples, family: str) -> int:
+    return sum(1 for name, _ in samples if name == family)
+
+
 def last_collection(samples: Samples) -> float:
     return samples[("mig_exporter_last_collection_timestamp_seconds", frozenset())]
 
 
 @pytest.mark.parametrize("failure", ["hangs", "disappears"])
 def test_a_hanging_or_vanished_kubelet_only_takes_the_pod_labels_away(scrape, kubelet, failure):
-    before = wait_for(scrape, allocated)
+    # once the XID event thread has registered the GPUs too, so only the kubelet changes after
+    before = wait_for(scrape, lambda s: allocated(s) and series(s, "nvml_gpu_xid_events_supported")
+                      == series(s, "nvml_gpu_info"))
     if failure == "hangs":
         kubelet.kubelet.hang.set()
     else:
