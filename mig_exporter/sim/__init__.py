@@ -14,7 +14,8 @@ API for the rest of the project (only ``nvml/`` and tests should need it):
   ``pynvml.NVMLError`` IN_USE while processes, ``held_by`` clients or persistence mode hold the
   GPU; else applies the pending MIG mode and clears its instances), ``.attribution(pid) ->
   ProcessAttribution | None`` (user, cmdline, container, env from the fleet file),
-  ``.call_counts`` (``Counter`` of C function name → calls).
+  ``.call_counts`` (``Counter`` of C function name → calls), ``.call_families()`` (the same per
+  family of functions: identity, mig, process, telemetry …).
 - A fleet-file simulator writes the state back to the file atomically after each successful
   mutating call (the file's original bytes when the state is back to the state as loaded; a file it
   cannot write makes the call fail with NO_PERMISSION, changing nothing, and logs why) and re-reads
@@ -29,6 +30,9 @@ only takes MIG device handles; MIG device slots are the instance's first compute
 have gaps; a pid the fleet gives no ``name`` makes ``nvmlSystemGetProcessName`` answer NOT_FOUND;
 memory info v2 ``reserved`` is 0 and ``used`` is what nvidia-smi shows (107 MiB on an idle
 3g.40gb).
+
+Latency (fleet file ``call_latency: {seconds: s, calls: {<C symbol>: s}, gpus: {<index>: s}}``):
+every call sleeps that long, outside the lock, as a real NVML call costs 0.1-5 ms.
 
 Faults (fleet file ``faults:``): ``{call: <C symbol>, gpu: <index>, error: NOT_SUPPORTED | <code>,
 delay_seconds: <s>, skip: <n>, count: <n>}``. ``call: nvmlInitWithFlags, error:

@@ -25,6 +25,7 @@ from mig_exporter.errors import InputError, shown_key, yaml_problem
 from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel, match_profile, valid_compute_slices
 from mig_exporter.sim import placement as driver
 from mig_exporter.sim.codes import NVML_ERROR_CODES, NVML_ERROR_NAMES
+from mig_exporter.sim.latency import CallLatency
 from mig_exporter.sim.library import c_function_targets
 from mig_exporter.sim.state import (
     DEFAULT_CUDA_VERSION,
@@ -44,7 +45,8 @@ from mig_exporter.sim.state import (
     default_serial,
 )
 
-TOP_KEYS = ("description", "driver_version", "cuda_version", "gpus", "faults")
+TOP_KEYS = ("description", "driver_version", "cuda_version", "gpus", "faults", "call_latency")
+CALL_LATENCY_KEYS = ("seconds", "calls", "gpus")
 TELEMETRY_KEYS = tuple(f.name for f in fields(Telemetry))
 GPU_KEYS = (
     "model",
@@ -245,6 +247,7 @@ class _FleetReader:
             cuda_version=cuda_version,
             description=self.description(top["description"]) if "description" in top else None,
             faults=faults,
+            call_latency=self.call_latency(top.get("call_latency", {}), len(gpus)),
             attributions=tuple(a for _, (a, _) in sorted(self.attributions.items())),
         )
 
@@ -559,12 +562,7 @@ class _FleetReader:
 
     def fault(self, raw: Any, path: str, gpu_count: int) -> Fault:
         entry = self.mapping(raw, path, FAULT_KEYS, required=("call",))
-        call = self.string(entry["call"], f"{path}.call")
-        known = c_function_targets()
-        if call not in known:
-            close = difflib.get_close_matches(call, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise self.error(f"{path}.call", f"{call!r} is not a C function the simulator implements{hint}")
+        call = self.c_function(entry["call"], f"{path}.call")
         if "error" not in entry and "delay_seconds" not in entry:
             raise self.error(path, "a fault needs an error, a delay_seconds, or both")
         return Fault(
@@ -577,6 +575,39 @@ class _FleetReader:
             skip=self.integer(entry.get("skip", 0), f"{path}.skip", 0),
             count=self.integer(entry["count"], f"{path}.count", 1) if "count" in entry else None,
         )
+
+    def call_latency(self, raw: Any, gpu_count: int) -> CallLatency:
+        """``call_latency: {seconds: 0.001, calls: {<C symbol>: s}, gpus: {<index>: s}}``."""
+        entry = self.mapping(raw, "call_latency", CALL_LATENCY_KEYS)
+        calls = self.any_mapping(entry.get("calls"), "call_latency.calls")
+        gpus = self.any_mapping(entry.get("gpus"), "call_latency.gpus")
+        return CallLatency(
+            seconds=self.seconds(entry.get("seconds", 0), "call_latency.seconds"),
+            calls={self.c_function(call, f"call_latency.calls.{call}"):
+                   self.seconds(s, f"call_latency.calls.{call}") for call, s in calls.items()},
+            gpus={self.gpu_index(index, f"call_latency.gpus.{index}", gpu_count):
+                  self.seconds(s, f"call_latency.gpus.{index}") for index, s in gpus.items()},
+        )
+
+    def any_mapping(self, raw: Any, path: str) -> dict:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise self.error(path, "must be a mapping")
+        return raw
+
+    def seconds(self, raw: Any, path: str) -> float:
+        return self.number(raw, path, maximum=_MAX_DELAY_SECONDS)
+
+    def c_function(self, raw: Any, path: str) -> str:
+        """The name of a C function the simulator implements."""
+        call = self.string(raw, path)
+        known = c_function_targets()
+        if call not in known:
+            close = difflib.get_close_matches(call, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise self.error(path, f"{call!r} is not a C function the simulator implements{hint}")
+        return call
 
     def gpu_index(self, raw: Any, path: str, gpu_count: int) -> int:
         index = self.integer(raw, path)
@@ -617,6 +648,10 @@ def dump_fleet(fleet: Fleet) -> str:
     document["gpus"] = [gpu_entry(fleet, i, attributed) for i in range(len(fleet.gpus))]
     if fleet.faults:
         document["faults"] = [_fault(f) for f in fleet.faults]
+    if fleet.call_latency:
+        latency = fleet.call_latency
+        settings = {"seconds": latency.seconds, "calls": dict(latency.calls), "gpus": dict(latency.gpus)}
+        document["call_latency"] = {key: item for key, item in settings.items() if item}
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=110)
 
 

@@ -1,13 +1,14 @@
 """``SimulatedNvml``: the object installed as ``pynvml.nvmlLib``.
 
 Attribute access returns the simulated C functions (plain functions, so pynvml can set
-``restype`` on them as it does on ctypes functions). Around every call it counts the call, injects
-the fleet's faults, answers GPU_IS_LOST for a lost GPU and serialises access to the state with a
-lock, released while an injected delay sleeps so a hung call does not block other threads. A
-simulator over a fleet file keeps the file and the state in step: every successful mutation is
-written back atomically (the original bytes when the state is back to the state as loaded), a
-mutation whose state cannot be written fails with NO_PERMISSION and changes nothing, and an edit of
-the file on disk is picked up at ``nvmlInit`` and at each ``nvmlDeviceGetCount``.
+``restype`` on them as it does on ctypes functions). Around every call it counts the call, sleeps
+the fleet's ``call_latency``, injects the fleet's faults, answers GPU_IS_LOST for a lost GPU and
+serialises access to the state with a lock, released while a latency or an injected delay sleeps
+so a hung call does not block other threads. A simulator over a fleet file keeps the file and the
+state in step: every successful mutation is written back atomically (the original bytes when the
+state is back to the state as loaded), a mutation whose state cannot be written fails with
+NO_PERMISSION and changes nothing, and an edit of the file on disk is picked up at ``nvmlInit``
+and at each ``nvmlDeviceGetCount``.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from typing import Any
 import pynvml
 
 from mig_exporter.sim.calls import NvmlFailure, Target
-from mig_exporter.sim.faults import FaultInjector
+from mig_exporter.sim.faults import NOTHING, FaultInjector
 from mig_exporter.sim.fleet import FleetError, FleetSource, open_fleet, parse_fleet, write_atomically
 from mig_exporter.sim.handles import as_text, decode, value
+from mig_exporter.sim.latency import by_family
 from mig_exporter.sim.library import NvmlLibrary, c_function_targets
 from mig_exporter.sim.state import Fleet, MigMode, ProcessAttribution
 from mig_exporter.sim.writeback import updated_fleet_file
@@ -56,6 +58,7 @@ class SimulatedNvml:
         self._on_disk = source.data  # what the file holds now, as last read or written
         self._file_stamp = self._stamp()
         self._faults = FaultInjector(source.fleet.faults)
+        self._per_gpu = _per_gpu(source.fleet)
         self._library = NvmlLibrary(self)
         self._targets = c_function_targets()
         self._functions = {name: self._c_function(name) for name in self._targets}
@@ -90,6 +93,7 @@ class SimulatedNvml:
             if fleet.faults != self._fleet.faults:
                 self._faults = FaultInjector(fleet.faults)
             self._fleet = fleet
+            self._per_gpu = _per_gpu(fleet)
             self._changed.notify_all()
 
     def wait(self, seconds: float) -> None:
@@ -140,6 +144,7 @@ class SimulatedNvml:
         self._on_disk = data
         self._fleet = fleet
         self._faults = FaultInjector(fleet.faults)
+        self._per_gpu = _per_gpu(fleet)
 
     # ---- operations outside NVML ----------------------------------------------------------------
 
@@ -166,6 +171,11 @@ class SimulatedNvml:
         """Who runs ``pid``, as the fleet file says; None when it says nothing of it."""
         return self.fleet.attribution(pid)
 
+    def call_families(self) -> Counter[str]:
+        """Calls so far per family of C functions (``latency.call_family``): identity, mig, …"""
+        with self._lock:
+            return by_family(self.call_counts)
+
     def c_function_names(self) -> tuple[str, ...]:
         """The C symbols implemented (for the contract test)."""
         return tuple(sorted(self._functions))
@@ -190,10 +200,13 @@ class SimulatedNvml:
                     self._reload_if_changed()
                 if name not in _WITHOUT_INIT and self._library.init_count == 0:
                     return pynvml.NVML_ERROR_UNINITIALIZED
-                gpu = self._gpu_of_call(where, args)
-                firing = self._faults.fire(name, gpu)
-            if firing.delay_seconds:
-                time.sleep(firing.delay_seconds)
+                # Which GPU a call is about matters only to faults, per-GPU latency and lost GPUs:
+                # without them the dispatch skips decoding it, the bulk of its own cost.
+                gpu = self._gpu_of_call(where, args) if self._per_gpu else None
+                firing = self._faults.fire(name, gpu) if self._faults.faults else NOTHING
+                delay = firing.delay_seconds + self._fleet.call_latency.of(name, gpu)
+            if delay:
+                time.sleep(delay)  # outside the lock: concurrent callers overlap as on a driver
             if firing.error is not None:
                 return firing.error
             with self._lock:
@@ -219,3 +232,8 @@ class SimulatedNvml:
             return self._library.gpu_index_of_uuid(as_text(args[0]))
         handle = decode(args[0])
         return None if handle is None else handle.gpu
+
+
+def _per_gpu(fleet: Fleet) -> bool:
+    """Whether any call can depend on the GPU it is about: a fault, a per-GPU latency, a lost GPU."""
+    return bool(fleet.faults or fleet.call_latency.gpus or any(gpu.lost for gpu in fleet.gpus))

@@ -16,6 +16,7 @@ from enum import Enum
 from functools import cached_property
 
 from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel
+from mig_exporter.sim.latency import CallLatency
 
 # Fixed namespace, so derived GPU and MIG UUIDs are the same in every run and on every machine.
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "simulated-nvml.mig-exporter.invalid")
@@ -202,6 +203,7 @@ class Fleet:
     description: str | None = None
     faults: tuple[Fault, ...] = ()
     attributions: tuple[ProcessAttribution, ...] = ()
+    call_latency: CallLatency = field(default_factory=CallLatency)
 
     def with_gpu(self, index: int, gpu: SimGpu) -> Fleet:
         return replace(self, gpus=(*self.gpus[:index], gpu, *self.gpus[index + 1 :]))
