@@ -21,6 +21,9 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
 #   docker run --rm --gpus all --user 0 --privileged mig-exporter remediate ...
 USER 10001
 EXPOSE 9458
-HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9458/health').status != 200)"
+# `mig-exporter health` reads --web.listen-address and --web.config.file from the `serve` that is
+# PID 1, so any address and TLS work unchanged; with basic auth, give the probe its credentials:
+#   docker run -e MIG_EXPORTER_HEALTH_USERNAME=probe -e MIG_EXPORTER_HEALTH_PASSWORD_FILE=/run/secrets/probe ...
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s CMD ["mig-exporter", "health", "--timeout", "5s"]
 ENTRYPOINT ["mig-exporter"]
 CMD ["serve"]

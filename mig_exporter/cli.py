@@ -1,4 +1,4 @@
-"""The one entry point: ``mig-exporter serve | diagnose | remediate | fleet``.
+"""The one entry point: ``mig-exporter serve | health | diagnose | remediate | fleet``.
 
 Each subcommand lives beside the code it drives and registers itself here through
 ``register(subparsers)``, which adds its parser and sets ``run`` to a function taking the parsed
@@ -16,6 +16,7 @@ from mig_exporter import __version__, fleet_command
 from mig_exporter.diagnose import command as diagnose_command
 from mig_exporter.errors import InputError, print_error
 from mig_exporter.exporter import command as serve_command
+from mig_exporter.exporter import health_command
 from mig_exporter.remediate import command as remediate_command
 
 EXIT_ERROR = 2
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve_command, diagnose_command, remediate_command, fleet_command):
+    for module in (serve_command, health_command, diagnose_command, remediate_command, fleet_command):
         module.register(subparsers)
     return parser
 
