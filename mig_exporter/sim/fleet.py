@@ -30,6 +30,7 @@ from mig_exporter.sim.library import c_function_targets
 from mig_exporter.sim.state import (
     DEFAULT_CUDA_VERSION,
     DEFAULT_DRIVER_VERSION,
+    Activity,
     Fault,
     Fleet,
     MigMode,
@@ -62,10 +63,13 @@ GPU_KEYS = (
     "lost",
     "held_by",
     "xid_events",
+    "gpm",
 )
 # An XID error NVML reports as an event: ``after_seconds`` after the GPU's first registration.
 XID_EVENT_KEYS = ("xid", "after_seconds", "gpu_instance")
-INSTANCE_KEYS = ("profile", "placement", "processes", "compute_instances")
+INSTANCE_KEYS = ("profile", "placement", "processes", "compute_instances", "gpm")
+# GPM activity (0-100 %) of a GPU without MIG or of a GPU instance; Hopper and later only.
+GPM_KEYS = tuple(f.name for f in fields(Activity))
 COMPUTE_INSTANCE_KEYS = ("profile", "placement", "processes")
 ATTRIBUTION_KEYS = ("user", "cmdline", "container", "env")
 # A process's utilization sample (0-100 %), given only on a GPU without MIG: NVML samples no
@@ -317,7 +321,11 @@ class _FleetReader:
                 self.xid_event(e, f"{path}.xid_events[{i}]")
                 for i, e in enumerate(self.sequence(entry.get("xid_events"), f"{path}.xid_events"))
             ),
+            activity=self.activity(entry, path, model),
         ).with_instances(instances)
+        if "gpm" in entry and mig.current:
+            raise self.error(f"{path}.gpm", "with MIG enabled the GPU's activity is its instances': "
+                                            "give gpm under each instance")
         in_processes = sum(p.used_memory_mib for p in processes)
         if not mig.current:
             self.check_fits(
@@ -370,6 +378,15 @@ class _FleetReader:
         return Telemetry(
             **{key: checks[key](entry[key], f"{path}.{key}") for key in TELEMETRY_KEYS if key in entry}
         )
+
+    def activity(self, entry: dict, path: str, model: GpuModel) -> Activity:
+        if "gpm" not in entry:
+            return Activity()
+        if model.architecture == "ampere":
+            raise self.error(f"{path}.gpm", f"{model.key} has no GPM (NVML gives it on Hopper and later)")
+        values = self.mapping(entry["gpm"], f"{path}.gpm", GPM_KEYS)
+        return Activity(**{key: self.number(values[key], f"{path}.gpm.{key}", maximum=100)
+                           for key in GPM_KEYS if key in values})
 
     def xid_event(self, raw: Any, path: str) -> XidEvent:
         entry = self.mapping(raw, path, XID_EVENT_KEYS, required=("xid", "after_seconds"))
@@ -431,7 +448,8 @@ class _FleetReader:
             start = auto
         compute_instances = self.compute_instances(entry, path, profile, pids_seen)
         instance = SimGpuInstance(
-            driver.gpu_instance_id(model, profile, start), profile.id, start, compute_instances
+            driver.gpu_instance_id(model, profile, start), profile.id, start, compute_instances,
+            self.activity(entry, path, model),
         )
         self.check_fits(
             f"{path}.processes",
@@ -679,6 +697,8 @@ def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
         profile = gpu.profile(gi.profile_id)
         assert profile is not None
         out: dict[str, Any] = {"profile": profile.name, "placement": gi.start}
+        if gi.activity != Activity():
+            out["gpm"] = activity(gi.activity)
         if gi.compute_instances == (SimComputeInstance(0, profile.slice_count, gi.processes),):
             if gi.processes:
                 out["processes"] = [process(p) for p in gi.processes]
@@ -716,6 +736,8 @@ def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
         out["lost"] = True
     if g.held_by:
         out["held_by"] = list(g.held_by)
+    if g.activity != Activity():
+        out["gpm"] = activity(g.activity)
     if g.xid_events:
         out["xid_events"] = [
             {"xid": e.xid, "after_seconds": e.after_seconds}
@@ -727,6 +749,10 @@ def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
     if g.instances:
         out["instances"] = [gpu_instance(g, gi) for gi in g.instances]
     return out
+
+
+def activity(values: Activity) -> dict[str, float]:
+    return {key: getattr(values, key) for key in GPM_KEYS if getattr(values, key)}
 
 
 def _fault(fault: Fault) -> dict[str, Any]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from mig_exporter.sim.calls import Target
 from mig_exporter.sim.device_calls import DeviceCalls
 from mig_exporter.sim.event_calls import EventCalls
+from mig_exporter.sim.gpm_calls import GpmCalls
 from mig_exporter.sim.mig_calls import MigCalls
 from mig_exporter.sim.process_util_calls import ProcessUtilCalls
 
 
-class NvmlLibrary(DeviceCalls, MigCalls, ProcessUtilCalls, EventCalls):
+class NvmlLibrary(DeviceCalls, MigCalls, ProcessUtilCalls, EventCalls, GpmCalls):
     """The C functions over a ``World`` (see ``calls``)."""
 
 

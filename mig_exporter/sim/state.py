@@ -98,6 +98,17 @@ class SimComputeInstance:
 
 
 @dataclass(frozen=True)
+class Activity:
+    """What GPM measures on a GPU or GPU instance (Hopper and later), in percent of its capacity:
+    busy SMs, active warps of the maximum, SMs doing tensor work, DRAM bandwidth used."""
+
+    sm_util_percent: float = 0.0
+    sm_occupancy_percent: float = 0.0
+    tensor_util_percent: float = 0.0
+    dram_bw_util_percent: float = 0.0
+
+
+@dataclass(frozen=True)
 class SimGpuInstance:
     """A GPU instance of driver profile ``profile_id`` at memory slice ``start``, with the ID the
     driver gives that placement."""
@@ -106,6 +117,7 @@ class SimGpuInstance:
     profile_id: int
     start: int
     compute_instances: tuple[SimComputeInstance, ...] = ()
+    activity: Activity = field(default_factory=Activity)
 
     def compute_instance(self, compute_instance_id: int) -> SimComputeInstance | None:
         return next((c for c in self.compute_instances if c.id == compute_instance_id), None)
@@ -159,6 +171,7 @@ class SimGpu:
     lost: bool = False  # fell off the bus: every call on it answers GPU_IS_LOST
     held_by: tuple[str, ...] = ()  # clients holding the device open that are not listed processes
     xid_events: tuple[XidEvent, ...] = ()
+    activity: Activity = field(default_factory=Activity)  # MIG off; with MIG on, its instances'
 
     @property
     def model(self) -> GpuModel:
