@@ -48,6 +48,18 @@ class GpuInstance:
 
 
 @dataclass(frozen=True)
+class GpmMetrics:
+    """GPM activity (Hopper and later) of a GPU or GPU instance over ``window_seconds`` ending
+    at or before the collection, each a 0-1 share; None where NVML did not give that metric."""
+
+    window_seconds: float
+    sm_utilization_ratio: float | None = None
+    sm_occupancy_ratio: float | None = None
+    tensor_utilization_ratio: float | None = None
+    dram_bandwidth_utilization_ratio: float | None = None
+
+
+@dataclass(frozen=True)
 class MigInstance:
     """A MIG device as CUDA sees it: one compute instance inside one GPU instance.
 
@@ -65,6 +77,7 @@ class MigInstance:
     memory_total_bytes: int | None = None
     memory_used_bytes: int | None = None
     multiprocessors: int | None = None
+    gpm: GpmMetrics | None = None  # its GPU instance's (GPM samples GPU instances)
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,7 @@ class Gpu:
     # (XID, events seen since the exporter started) for each XID seen; None unless supported.
     xid_events_supported: bool | None = None
     xid_errors: tuple[tuple[int, int], ...] | None = None
+    gpm: GpmMetrics | None = None  # None: not a GPM GPU, or no window yet
     gpu_instances: tuple[GpuInstance, ...] = ()
     # False when NVML would not list every GPU instance (NO_PERMISSION for a reader without root):
     # ``gpu_instances`` may then miss some, and "no GPU instances" cannot be concluded from it.

@@ -26,6 +26,7 @@ from mig_exporter.exporter.families import gauge as _gauge
 from mig_exporter.exporter.families import gpu_samples as _gpu_samples
 from mig_exporter.exporter.families import mig_labels as _mig_labels
 from mig_exporter.exporter.families import mig_samples as _mig_samples
+from mig_exporter.exporter.gpm_families import gpm_families
 from mig_exporter.exporter.health_families import health_families
 from mig_exporter.findings import is_unpartitioned_sharing, process_gpus, spanning_processes
 from mig_exporter.kubelet.podresources import DeviceAllocation
@@ -91,6 +92,7 @@ def metric_families(
     yield from _gpu_families(snapshot)
     yield from health_families(snapshot)
     yield from _mig_families(snapshot)
+    yield from gpm_families(snapshot)
     yield from _allocation_families(snapshot, totals.allocations)
     yield from _process_families(snapshot, settings.max_process_series, totals.allocations)
     yield from _process_utilization_families(snapshot, settings.max_process_series)

@@ -185,6 +185,7 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
         listed = _read_processes(collection, handle, index, uuid, mig=None)
         processes, processes_complete = listed or (), listed is not None
         processes = with_utilization(call, handle, processes)
+    gpm, mig_instances = session.gpm_samples.read(call, handle, uuid, gpu_instances, mig_instances)
 
     return Gpu(
         index=index, uuid=uuid, name=name,
@@ -206,7 +207,7 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
         ecc_errors_corrected_total=ecc_corrected, ecc_errors_uncorrected_total=ecc_uncorrected,
         gpu_instances=gpu_instances, gpu_instances_complete=gpu_instances_complete,
         mig_profile_capacity=mig_profile_capacity, mig_instances=mig_instances, processes=processes,
-        processes_complete=processes_complete,
+        processes_complete=processes_complete, gpm=gpm,
     )
 
 

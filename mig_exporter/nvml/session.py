@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import pynvml
 
 from mig_exporter.errors import InputError
+from mig_exporter.nvml.gpm import GpmSamples
 
 if TYPE_CHECKING:
     from mig_exporter.hostinfo import FleetProcessFields
@@ -103,6 +104,7 @@ class NvmlSession:
         # remaining capacity per profile NVML gave for it); asked again when the layout changes.
         self.mig_profile_capacity: dict[
             str, tuple[tuple[tuple[int, int], ...], tuple[tuple[str, int], ...]]] = {}
+        self.gpm_samples = GpmSamples()  # GPM samples kept for the next collection's diff
 
     def __enter__(self) -> NvmlSession:
         try:
@@ -137,6 +139,7 @@ class NvmlSession:
         self.initialised = False
         self.gpu_instance_profiles.clear()
         self.mig_profile_capacity.clear()
+        self.gpm_samples.clear()
 
     def close(self) -> None:
         if self.initialised:

@@ -13,7 +13,7 @@ from mig_exporter.exporter.collector import (
     SnapshotCollector,
     process_series_dropped,
 )
-from mig_exporter.model import MIB, Gpu, Snapshot
+from mig_exporter.model import MIB, GpmMetrics, Gpu, Snapshot
 
 from .snapshots import INCIDENT_MIB, SPANNING_PIDS, incident, incident_gpu, partitioned_gpu
 
@@ -274,3 +274,23 @@ def test_xid_counters_only_for_gpus_whose_events_nvml_delivers() -> None:
     xid_series = [s for m in registry.collect() if m.name == "nvml_gpu_xid_errors" for s in m.samples
                   if s.name.endswith("_total")]
     assert {s.labels["gpu"] for s in xid_series} == {"0"}  # none on the unsupported or unknown GPU
+
+
+def test_gpm_series_per_gpu_and_per_mig_device_only_where_measured() -> None:
+    gpu = partitioned_gpu(0)
+    measured = GpmMetrics(window_seconds=5.0, sm_utilization_ratio=0.8, sm_occupancy_ratio=0.4,
+                          tensor_utilization_ratio=0.3, dram_bandwidth_utilization_ratio=None)
+    gpu = replace(gpu, gpm=measured, mig_instances=(replace(gpu.mig_instances[0], gpm=measured),
+                                                    gpu.mig_instances[1]))
+    registry = registry_for(Snapshot(taken_at=1.0, nvml_up=True, gpus=(gpu, incident_gpu(1))))
+    mig = {"gpu": "0", "uuid": gpu.uuid, "mig_uuid": "MIG-0-2", "gpu_instance_id": "2",
+           "compute_instance_id": "0"}
+    for name, value in (("sm_utilization_ratio", 0.8), ("sm_occupancy_ratio", 0.4),
+                        ("tensor_utilization_ratio", 0.3)):
+        assert registry.get_sample_value(f"nvml_gpu_{name}", gpu_labels(gpu)) == value
+        assert registry.get_sample_value(f"nvml_mig_instance_{name}", mig) == value
+        assert registry.get_sample_value(f"nvml_mig_instance_{name}", {**mig, "mig_uuid": "MIG-0-1",
+                                                                       "gpu_instance_id": "1"}) is None
+        assert registry.get_sample_value(f"nvml_gpu_{name}", gpu_labels(incident_gpu(1))) is None
+    # a metric NVML did not give is absent, not 0
+    assert registry.get_sample_value("nvml_gpu_dram_bandwidth_utilization_ratio", gpu_labels(gpu)) is None

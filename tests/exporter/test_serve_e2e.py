@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import bcrypt
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -140,6 +141,34 @@ def test_xid_errors_are_counted_once_each_while_serving(tmp_path: Path) -> None:
     supported = {dict(labels)["gpu"]: value for (name, labels), value in samples.items()
                  if name == "nvml_gpu_xid_events_supported"}
     assert supported == {"0": 1, "1": 1, "2": 1, "3": 1}
+    promtool = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True,
+                              check=False)
+    assert (promtool.returncode, promtool.stdout + promtool.stderr) == (0, b"")
+
+
+def test_gpm_activity_of_h100_mig_instances_through_a_real_scrape(tmp_path: Path) -> None:
+    fleet = tmp_path / "gpm.yaml"
+    fleet.write_text("""gpus:
+  - model: H100-SXM5-80GB
+    mig: enabled
+    instances:
+      - {profile: 3g.40gb, placement: 0, gpm: {sm_util_percent: 75, tensor_util_percent: 40}}
+      - {profile: 3g.40gb, placement: 4}
+  - model: A100-SXM4-80GB
+""")
+    with serve(str(fleet), "--collect.interval", "500ms") as served:
+        def sm(samples: Samples) -> dict[str, float]:
+            return {dict(labels)["gpu_instance_id"]: value for (name, labels), value in samples.items()
+                    if name == "nvml_mig_instance_sm_utilization_ratio"}
+
+        wait_for(lambda: sm(served.samples()) != {}, what="the first GPM window")
+        samples = served.samples()
+        exposition = served.get("/metrics").content
+    assert sm(samples) == {"1": pytest.approx(0.75), "2": 0.0}
+    tensor = {dict(labels)["gpu"]: value for (name, labels), value in samples.items()
+              if name == "nvml_gpu_tensor_utilization_ratio"}
+    assert tensor == {"0": pytest.approx(0.40 * 3 / 7)}  # the A100 has none
+    assert not [name for name, _ in samples if name == "mig_exporter_collection_errors_total"]
     promtool = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True,
                               check=False)
     assert (promtool.returncode, promtool.stdout + promtool.stderr) == (0, b"")

@@ -17,7 +17,7 @@ import pynvml
 import pytest
 
 from mig_exporter.model import MIB
-from mig_exporter.nvml import process_util, read
+from mig_exporter.nvml import gpm, process_util, read
 from mig_exporter.nvml.read import read_snapshot
 
 from .conftest import Opener
@@ -245,7 +245,8 @@ def test_no_nvml_call_is_repeated_within_a_collection(
             return function(*args)
         return wrapper
 
-    sources = inspect.getsource(read) + inspect.getsource(process_util)  # the functions the reader calls
+    # the functions the reader calls
+    sources = inspect.getsource(read) + inspect.getsource(process_util) + inspect.getsource(gpm)
     for name in set(re.findall(r"pynvml\.(nvml\w+)", sources)):
         if callable(getattr(pynvml, name)):
             monkeypatch.setattr(pynvml, name, recording(getattr(pynvml, name)))
