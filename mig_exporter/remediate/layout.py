@@ -8,13 +8,16 @@ the file and the reason, raised before anything is planned.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
 
 from mig_exporter.errors import InputError, read_yaml_file
 from mig_exporter.model import Gpu, Snapshot
 from mig_exporter.numbers import is_whole_number
-from mig_exporter.profiles import GpuInstanceProfile, GpuModel, match_profile, mig_model
+from mig_exporter.profiles import GpuInstanceProfile, GpuModel, match_profile, mig_model, valid_compute_slices
+from mig_exporter.remediate import migparted
+
+_COMPUTE_PREFIX = re.compile(r"\d+c\.")
 
 
 @dataclass(frozen=True)
@@ -24,11 +27,21 @@ class GpuTarget:
     gpu_index: int
     model: GpuModel | None
     mig_enabled: bool
-    profiles: tuple[GpuInstanceProfile, ...]  # the GPU instances wanted, each with one full compute instance
+    profiles: tuple[GpuInstanceProfile, ...]  # the GPU instances wanted, each with one compute instance
+    # compute slices of each one's compute instance, in the order of ``profiles``; () when all are
+    # full size. ``1c.3g.40gb`` is a 3g.40gb GPU instance with a 1-slice compute instance.
+    compute_slices: tuple[int, ...] = ()
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The MIG devices wanted, as mig-parted names them: ``3g.40gb``, ``1c.3g.40gb``."""
+        slices = self.compute_slices or tuple(p.slice_count for p in self.profiles)
+        return tuple(p.name if c == p.slice_count else f"{c}c.{p.name}"
+                     for p, c in zip(self.profiles, slices, strict=True))
 
     @property
     def layout(self) -> str:
-        return ",".join(p.name for p in self.profiles) if self.mig_enabled else "MIG disabled"
+        return ",".join(self.devices) if self.mig_enabled else "MIG disabled"
 
 
 def select_gpus(spec: str, snapshot: Snapshot) -> tuple[int, ...]:
@@ -51,19 +64,25 @@ def select_gpus(spec: str, snapshot: Snapshot) -> tuple[int, ...]:
     return tuple(sorted(selected))
 
 
-def resolve_profiles(
-    names: list[str], gpu: Gpu, model: GpuModel, where: str,
-) -> tuple[GpuInstanceProfile, ...]:
-    """Each name as this model's profile, or an ``InputError`` that lists the model's profiles."""
-    resolved = []
+def _target(gpu: Gpu, model: GpuModel, names: list[str], where: str) -> GpuTarget:
+    """GPU instances and their compute instance sizes for MIG device names (``3g``, ``1c.3g.40gb``)."""
+    profiles, slices = [], []
     for name in names:
-        profile = match_profile(model, name)
+        compute, _, instance = name.rpartition("c.") if _COMPUTE_PREFIX.match(name) else ("", "", name)
+        profile = match_profile(model, instance)
         if profile is None:
-            why = ("compute-instance profiles are not supported, give GPU instance profiles"
-                   if "c." in name else f"{model.key} has {', '.join(p.name for p in model.profiles)}")
-            raise InputError(f"{where}: unknown profile {name!r} for GPU {gpu.index} ({model.key}): {why}")
-        resolved.append(profile)
-    return tuple(resolved)
+            have = ", ".join(p.name for p in model.profiles)
+            raise InputError(f"{where}: unknown profile {name!r} for GPU {gpu.index} ({model.key}): "
+                             f"{model.key} has {have}")
+        c = int(compute) if compute else profile.slice_count
+        valid = valid_compute_slices(profile.slice_count)
+        if c not in valid:
+            raise InputError(f"{where}: {name!r}: a {profile.name} GPU instance takes compute instances "
+                             f"of {', '.join(map(str, valid))} slices, not {c}")
+        profiles.append(profile)
+        slices.append(c)
+    full = all(c == p.slice_count for p, c in zip(profiles, slices, strict=True))
+    return GpuTarget(gpu.index, model, True, tuple(profiles), () if full else tuple(slices))
 
 
 def layout_targets(gpu_spec: str, layout_spec: str, snapshot: Snapshot) -> tuple[GpuTarget, ...]:
@@ -76,23 +95,24 @@ def layout_targets(gpu_spec: str, layout_spec: str, snapshot: Snapshot) -> tuple
     for index in select_gpus(gpu_spec, snapshot):
         gpu = snapshot.gpu(index)
         model = mig_model(gpu)
-        profiles = () if model is None else resolve_profiles(names, gpu, model, f"--layout {layout_spec}")
-        targets.append(GpuTarget(index, model, True, profiles))
+        targets.append(GpuTarget(index, model, True, ()) if model is None
+                       else _target(gpu, model, names, f"--layout {layout_spec}"))
     return tuple(targets)
 
 
 def mig_parted_targets(path: str, config_name: str, snapshot: Snapshot) -> tuple[GpuTarget, ...]:
-    """``--mig-parted-config FILE --config NAME``: mig-parted's v1 format, ``device-filter`` included.
+    """``--mig-parted-config FILE --config NAME``: mig-parted's v1 format (``migparted.py``).
 
     Each entry of the config selects GPUs by ``devices`` (``all`` or indices) and, optionally, by
     ``device-filter`` (PCI IDs as mig-parted writes them, ``0x20B210DE``: device then vendor).
     """
-    entries = _config_entries(path, config_name)
+    document = read_yaml_file(path, unreadable=f"--mig-parted-config {path}")
+    configs = migparted.parse_document(document, path)
+    if config_name not in configs:
+        raise InputError(f"{path}: no config {config_name!r} (configs: {', '.join(configs)})")
     chosen: dict[int, tuple[int, GpuTarget]] = {}
-    for number, entry in enumerate(entries):
+    for number, entry in enumerate(configs[config_name]):
         where = f"{path}: mig-configs.{config_name}[{number}]"
-        if not isinstance(entry, dict):
-            raise InputError(f"{where}: expected a mapping with devices, mig-enabled and mig-devices")
         for gpu in _entry_gpus(entry, snapshot, where):
             if gpu.index in chosen:
                 first = chosen[gpu.index][0]
@@ -103,36 +123,18 @@ def mig_parted_targets(path: str, config_name: str, snapshot: Snapshot) -> tuple
     return tuple(target for _, (_, target) in sorted(chosen.items()))
 
 
-def _config_entries(path: str, config_name: str) -> list[Any]:
-    document = read_yaml_file(path, unreadable=f"--mig-parted-config {path}")
-    if not isinstance(document, dict) or document.get("version") != "v1":
-        raise InputError(f"{path}: not a mig-parted config (expected version: v1 and mig-configs)")
-    configs = document.get("mig-configs")
-    if not isinstance(configs, dict):
-        raise InputError(f"{path}: mig-configs: expected a mapping of config names")
-    if config_name not in configs:
-        raise InputError(f"{path}: no config {config_name!r} (configs: {', '.join(map(str, configs))})")
-    entries = configs[config_name]
-    if not isinstance(entries, list):
-        raise InputError(f"{path}: mig-configs.{config_name}: expected a list of entries")
-    return entries
-
-
-def _entry_gpus(entry: dict[str, Any], snapshot: Snapshot, where: str) -> list[Gpu]:
-    devices = entry.get("devices")
-    if devices == "all":
+def _entry_gpus(entry: migparted.Entry, snapshot: Snapshot, where: str) -> list[Gpu]:
+    if isinstance(entry.devices, str):  # "all"
         gpus = list(snapshot.gpus)
-    elif isinstance(devices, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in devices):
+    else:
         known = {gpu.index for gpu in snapshot.gpus}
-        missing = sorted(set(devices) - known)
+        missing = sorted(set(entry.devices) - known)
         if missing:
             raise InputError(f"{where}.devices: no GPU {missing[0]} on this host")
-        gpus = [snapshot.gpu(index) for index in sorted(set(devices))]
-    else:
-        raise InputError(f"{where}.devices: expected all or a list of GPU indices, got {devices!r}")
-    if "device-filter" not in entry:
+        gpus = [snapshot.gpu(index) for index in sorted(set(entry.devices))]
+    if not entry.device_filter:
         return gpus
-    wanted = _device_ids(entry["device-filter"], f"{where}.device-filter")
+    wanted = {_device_id(int(item.split(":")[0], 16)) for item in entry.device_filter}
     selected = []
     for gpu in gpus:
         if gpu.pci_device_id is None:
@@ -142,34 +144,16 @@ def _entry_gpus(entry: dict[str, Any], snapshot: Snapshot, where: str) -> list[G
     return selected
 
 
-def _device_ids(value: Any, where: str) -> set[int]:
-    values = value if isinstance(value, list) else [value]
-    ids = set()
-    for item in values:
-        try:
-            ids.add(_device_id(int(str(item), 16)))
-        except ValueError as error:
-            raise InputError(f"{where}: {item!r} is not a PCI ID like 0x20B210DE") from error
-    return ids
-
-
 def _device_id(pci_id: int) -> int:
     """The 16-bit device ID from either form: ``0x20B2`` or NVML's/mig-parted's ``0x20B210DE``."""
     return pci_id >> 16 if pci_id > 0xFFFF else pci_id
 
 
-def _entry_target(entry: dict[str, Any], gpu: Gpu, where: str) -> GpuTarget:
-    enabled = entry.get("mig-enabled")
-    if not isinstance(enabled, bool):
-        raise InputError(f"{where}.mig-enabled: expected true or false, got {enabled!r}")
+def _entry_target(entry: migparted.Entry, gpu: Gpu, where: str) -> GpuTarget:
     model = mig_model(gpu)
-    if not enabled:
+    if not entry.mig_enabled:
         return GpuTarget(gpu.index, model, False, ())
-    devices = entry.get("mig-devices") or {}
-    if not isinstance(devices, dict) or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in devices.values()):
-        raise InputError(f"{where}.mig-devices: expected a mapping of profile name to count, "
-                         "like {3g.40gb: 2}")
-    names = [str(name) for name, count in devices.items() for _ in range(count)]
-    profiles = () if model is None else resolve_profiles(names, gpu, model, f"{where}.mig-devices")
-    return GpuTarget(gpu.index, model, True, profiles)
+    names = [name for name, count in entry.mig_devices for _ in range(count)]
+    if model is None:
+        return GpuTarget(gpu.index, model, True, ())
+    return _target(gpu, model, names, f"{where}.mig-devices")

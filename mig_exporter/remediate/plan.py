@@ -227,9 +227,11 @@ def _choose_instances(gpu: Gpu, target: GpuTarget, model: GpuModel) -> tuple[
     busy = [gi for gi in existing if _processes_in(gpu, gi)]
     remaining = _wanted(target) - Counter(gi.profile_id for gi in busy)
     reusable = [gi for gi in existing
-                if gi not in busy and remaining[gi.profile_id] and _has_full_compute(gpu, gi)]
+                if gi not in busy and remaining[gi.profile_id] and _compute_matches(gpu, gi, target, model)]
     fixed = [_slot(gi) for gi in busy]
     for keep in _keep_choices(reusable, remaining):
+        if _compute_left(gpu, target, model, (*busy, *keep)) is None:
+            continue
         new = _take(target.profiles, remaining - Counter(gi.profile_id for gi in keep))
         placed = pack(model, [*fixed, *map(_slot, keep)], new)
         if placed is not None:
@@ -265,13 +267,44 @@ def _processes_in(gpu: Gpu, gi: GpuInstance) -> tuple[GpuProcess, ...]:
     return tuple(p for p in gpu.processes if p.gpu_instance_id == gi.gpu_instance_id)
 
 
-def _has_full_compute(gpu: Gpu, gi: GpuInstance) -> bool:
-    """The instance has exactly the one full-size compute instance the layout asks for, or none yet
-    (one is then created). Smaller compute instances (``1c.3g.40gb``) do not match a layout."""
-    devices = [m for m in gpu.mig_instances if m.gpu_instance_id == gi.gpu_instance_id]
+def _single_compute(gpu: Gpu, gi: GpuInstance, model: GpuModel) -> int | None:
+    """Slices of the GPU instance's only compute instance; None without one; 0 with several."""
+    if not gi.compute_instance_ids:
+        return None
     if len(gi.compute_instance_ids) > 1:
-        return False
-    return all(not m.profile.split(".")[0].endswith("c") for m in devices)
+        return 0
+    return _compute_slices(gpu, gi, gi.compute_instance_ids[0], _profile(model, gi.profile_id))
+
+
+def _wanted_compute(target: GpuTarget) -> dict[int, list[int]]:
+    """Compute instance sizes wanted, per GPU instance profile ID, in the layout's order."""
+    slices = target.compute_slices or tuple(p.slice_count for p in target.profiles)
+    wanted: dict[int, list[int]] = {}
+    for profile, c in zip(target.profiles, slices, strict=True):
+        wanted.setdefault(profile.id, []).append(c)
+    return wanted
+
+
+def _compute_matches(gpu: Gpu, gi: GpuInstance, target: GpuTarget, model: GpuModel) -> bool:
+    """The instance has no compute instance yet (one is then created) or exactly one of a size the
+    layout asks for (``1c.3g.40gb`` matches only where the layout says ``1c.3g.40gb``)."""
+    c = _single_compute(gpu, gi, model)
+    return c is None or c in _wanted_compute(target).get(gi.profile_id, [])
+
+
+def _compute_left(gpu: Gpu, target: GpuTarget, model: GpuModel,
+                  kept: Sequence[GpuInstance]) -> dict[int, list[int]] | None:
+    """The compute instance sizes still to create, per profile ID, once ``kept`` stays; None when
+    idle kept instances hold more of one size than the layout asks for."""
+    left = _wanted_compute(target)
+    for gi in kept:
+        c = _single_compute(gpu, gi, model)
+        sizes = left.get(gi.profile_id, [])
+        if c in sizes:
+            sizes.remove(c)
+        elif c is not None and not _processes_in(gpu, gi):
+            return None
+    return left
 
 
 def _slot(gi: GpuInstance) -> Slot:
@@ -295,14 +328,14 @@ def _steps(gpu: Gpu, target: GpuTarget, model: GpuModel, kept: Sequence[GpuInsta
         steps.append(SetMigMode(gpu.index, target.mig_enabled, restore=bool(gpu.mig_mode_pending)))
     if persistence and target.mig_enabled and gpu.persistence_mode is False:
         steps.append(SetPersistence(gpu.index, True))
+    left = _compute_left(gpu, target, model, kept) or {}
     for gi in kept:
         if not gi.compute_instance_ids:
-            slices = _profile(model, gi.profile_id).slice_count
-            steps.append(CreateComputeInstance(gpu.index, gi.placement_start, slices))
+            steps.append(CreateComputeInstance(gpu.index, gi.placement_start, left[gi.profile_id].pop(0)))
     for slot in created:
         profile = _profile(model, slot.profile_id)
         steps.append(CreateGpuInstance(gpu.index, profile.name, profile.enum, slot.start, slot.size))
-        steps.append(CreateComputeInstance(gpu.index, slot.start, profile.slice_count))
+        steps.append(CreateComputeInstance(gpu.index, slot.start, left[slot.profile_id].pop(0)))
     return steps
 
 

@@ -109,6 +109,10 @@ def _gpu_differences(fresh: Snapshot, gpu_plan: GpuPlan) -> list[str]:
         found.append(f"GPU {index}: GPU instances are {listing}; expected {expected}")
     found += [f"GPU {index}: GPU instance {gi.gpu_instance_id} has no compute instance"
               for gi in gpu.gpu_instances if not gi.compute_instance_ids]
+    devices = sorted(m.profile for m in gpu.mig_instances)
+    if target.compute_slices and devices != sorted(target.devices):
+        found.append(f"GPU {index}: MIG devices are {', '.join(devices) or 'none'}; "
+                     f"expected {', '.join(sorted(target.devices))}")
     if SetPersistence(index, True) in gpu_plan.steps and gpu.persistence_mode is not True:
         persistence = _word(gpu.persistence_mode, "on", "off")
         found.append(f"GPU {index}: persistence mode is {persistence}; expected on")

@@ -10,6 +10,8 @@ from mig_exporter.errors import InputError
 from mig_exporter.model import Gpu
 from mig_exporter.profiles import A30, A100_SXM4_80GB, H100_SXM5_80GB
 from mig_exporter.remediate.layout import layout_targets, mig_parted_targets, select_gpus
+from mig_exporter.remediate.plan import make_plan
+from mig_exporter.remediate.steps import CreateComputeInstance
 
 from .builders import gpu, snapshot
 
@@ -53,8 +55,8 @@ def test_driver_drift_in_names_still_matches() -> None:
 def test_unknown_profile_and_compute_profiles_are_refused() -> None:
     with pytest.raises(InputError, match=r"unknown profile '5g.40gb' for GPU 0 \(A100-SXM4-80GB\)"):
         layout_targets("0", "3g.40gb,5g.40gb", MIXED)
-    with pytest.raises(InputError, match="compute-instance profiles are not supported"):
-        layout_targets("0", "1c.3g.40gb", MIXED)
+    with pytest.raises(InputError, match=r"'4c.3g.40gb': .* compute instances of 1, 2, 3 slices, not 4"):
+        layout_targets("0", "4c.3g.40gb", MIXED)
     with pytest.raises(InputError, match="empty profile name"):
         layout_targets("0", "3g,,3g", MIXED)
 
@@ -89,9 +91,9 @@ mig-configs:
     - devices: all
       mig-enabled: false
   compute:
-    - devices: all
+    - devices: [0, 2]
       mig-enabled: true
-      mig-devices: {"1c.3g.40gb": 2}
+      mig-devices: {"1c.3g.40gb": 1, "3g.40gb": 1}
 """
 
 
@@ -125,13 +127,64 @@ def test_mig_parted_devices_and_disabled(config: str) -> None:
     [
         ("missing", r"no config 'missing' \(configs: all-disabled, a100-balanced"),
         ("overlapping", r"mig-configs.overlapping\[1\]: GPU 0 is already selected by entry 0"),
-        ("compute", r"mig-configs.compute\[0\].mig-devices: unknown profile '1c.3g.40gb'"),
     ],
 )
 def test_mig_parted_errors_name_the_file_and_the_place(config: str, name: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as raised:
         mig_parted_targets(config, name, MIXED)
     assert str(raised.value).startswith(config)
+
+
+def test_compute_instance_profiles_are_accepted_as_mig_parted_accepts_them(config: str) -> None:
+    # mig-parted's "1c.3g.40gb": a 3g.40gb GPU instance holding one 1-slice compute instance
+    # (mig-facts.md, Compute instances: a 3g takes 1, 2 or 3).
+    targets = mig_parted_targets(config, "compute", MIXED)
+    assert targets[0].devices == ("1c.3g.40gb", "3g.40gb")
+    assert [p.name for p in targets[0].profiles] == ["3g.40gb", "3g.40gb"]
+    assert targets[0].compute_slices == (1, 3)
+    assert targets[1].devices == ("1c.3g.40gb", "3g.40gb")  # GPU 2, the H100's own 3g.40gb
+    assert targets[1].profiles[0].memory_mib == 40448
+    plan = make_plan(MIXED, targets[:1], privileged=True, persistence=False)
+    computes = [s for s in plan.steps if isinstance(s, CreateComputeInstance)]
+    assert sorted(s.slices for s in computes) == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('{devices: all, mig-enabled: true, mig-devices: {"5c.7g.80gb": 1}}',
+         r"mig-configs.x\[0\].mig-devices: 5c.7g.80gb: 5 is not a compute instance slice count"),
+        ('{devices: all, mig-enabled: true, mig-devices: {"4c.3g.40gb": 1}}',
+         r"4c.3g.40gb: a 4-slice compute instance does not fit a 3-slice GPU instance"),
+        ('{devices: all, mig-enabled: true, mig-devices: {"3g.40gb+me,me": 1}}', "not a MIG profile name"),
+        ('{devices: all, mig-enabled: true, mig-devices: {"3g.40gb": -1}}', "expected a count of 0 or more"),
+        ("{devices: all, migenabled: true, mig-enabled: true, mig-devices: {}}",
+         r"mig-configs.x\[0\]: unexpected field migenabled"),
+        ('{devices: all, mig-enabled: false, mig-devices: {"3g.40gb": 1}}',
+         "MIG devices given while mig-enabled is false"),
+        ("{devices: all, mig-enabled: true}", "mig-devices: required when mig-enabled is true"),
+        ("{mig-enabled: false}", "missing required field devices"),
+        ("{devices: first, mig-enabled: false}", "devices: expected all or a list of GPU indices"),
+        ('{device-filter: "H100", devices: all, mig-enabled: false}', "'H100' is not a PCI ID"),
+    ],
+)
+def test_what_mig_parted_refuses_is_refused_with_the_place(tmp_path: Path, entry: str, message: str) -> None:
+    # the rules of mig-parted's api/spec/v1 (MigConfigSpec.UnmarshalJSON) and pkg/types (ParseMigProfile)
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"version: v1\nmig-configs:\n  x:\n    - {entry}\n")
+    with pytest.raises(InputError, match=message) as raised:
+        mig_parted_targets(str(path), "x", MIXED)
+    assert str(raised.value).startswith(str(path))
+
+
+def test_a_file_mig_parted_refuses_is_refused_whole(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: v1\nmig-configs:\n  good: [{devices: all, mig-enabled: false}]\n  empty: []\n")
+    with pytest.raises(InputError, match=r"mig-configs.empty: expected a list of at least one entry"):
+        mig_parted_targets(str(path), "good", MIXED)
+    path.write_text("version: v2\nmig-configs: {}\n")
+    with pytest.raises(InputError, match="version: 'v2' is not v1"):
+        mig_parted_targets(str(path), "good", MIXED)
 
 
 def test_mig_parted_filter_that_selects_nothing(tmp_path: Path) -> None:

@@ -446,3 +446,22 @@ def test_a_fleet_file_keeps_its_journal_and_lock_beside_it(tmp_path: Path) -> No
     entries = [json.loads(line) for line in journal.read_text().splitlines()]
     assert entries[0]["event"] == "run-start" and entries[-1]["event"] == "run-end"
     assert (tmp_path / "fleet.yaml.lock").exists()
+
+
+def test_compute_instance_profiles_from_mig_parted_are_created_verified_and_idempotent(
+    tmp_path: Path,
+) -> None:
+    # mig-parted's "1c.3g.40gb": a 3g.40gb GPU instance with a 1-slice compute instance inside
+    # (mig-facts.md, Compute instances: a 3g takes 1, 2 or 3 slices).
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0, 1)))
+    config = tmp_path / "config.yaml"
+    config.write_text('version: v1\nmig-configs:\n  split:\n    - devices: [0]\n      mig-enabled: true\n'
+                      '      mig-devices: {"1c.3g.40gb": 1, "3g.40gb": 1}\n')
+    args = ("--mig-parted-config", str(config), "--config", "split", "--apply")
+    assert remediate(tmp_path, fleet, *args) == 0
+    devices = sorted(m.profile for m in read(fleet).gpus[0].mig_instances)
+    assert devices == ["1c.3g.40gb", "3g.40gb"]
+    journal, before = tmp_path / "journal.jsonl", fleet.read_bytes()
+    journaled = journal.read_text()
+    assert remediate(tmp_path, fleet, *args) == 0  # the same config again changes nothing
+    assert journal.read_text() == journaled and fleet.read_bytes() == before
