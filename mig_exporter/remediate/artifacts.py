@@ -20,6 +20,7 @@ import jinja2
 
 from mig_exporter.model import Snapshot
 from mig_exporter.remediate.apply import Executed, PendingMode
+from mig_exporter.remediate.kubernetes import resource_name, single_strategy_problem
 from mig_exporter.remediate.plan import GpuPlan, Plan
 from mig_exporter.remediate.report import gpu_summary
 from mig_exporter.remediate.steps import (
@@ -59,11 +60,6 @@ class Assignment:
     profile: str
     placement_start: int | None
     new: bool  # created by this run
-
-    @property
-    def resource_name(self) -> str:
-        """The GPU Operator's extended resource (mixed strategy), e.g. ``nvidia.com/mig-3g.40gb``."""
-        return f"nvidia.com/mig-{self.profile}"
 
     @property
     def service_name(self) -> str:
@@ -116,7 +112,7 @@ def _layout_key(gpu_plan: GpuPlan) -> str:
 
 
 def _profile_counts(gpu_plan: GpuPlan) -> tuple[tuple[str, int], ...]:
-    names = [p.name for p in gpu_plan.target.profiles]
+    names = gpu_plan.target.devices
     return tuple((name, names.count(name)) for name in dict.fromkeys(names))
 
 
@@ -170,12 +166,16 @@ class RunRecord:
     executed: tuple[Executed, ...]
     pending: tuple[PendingMode, ...]
     assignments: tuple[Assignment, ...]
+    mig_strategy: str = "mixed"  # the device plugin's: how pods ask for these devices
 
 
 def render_all(run: RunRecord) -> dict[str, str]:
     """File name → rendered text for every artifact."""
-    resources = Counter(a.resource_name for a in run.assignments)
+    resources = Counter(resource_name(a.profile, run.mig_strategy) for a in run.assignments)
+    without_mig = [gpu_plan.gpu.index for gpu_plan in run.plan.gpus if not gpu_plan.target.mig_enabled]
     context: dict[str, Any] = {
+        "strategy_problem": (single_strategy_problem([a.profile for a in run.assignments], without_mig)
+                             if run.mig_strategy == "single" else None),
         "run": run,
         "before": [(gpu_plan.gpu, gpu_summary(gpu_plan.gpu)) for gpu_plan in run.plan.gpus],
         "done": [(e.step.describe(), done_command(e)) for e in run.executed],

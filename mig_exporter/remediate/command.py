@@ -39,6 +39,7 @@ from mig_exporter.remediate.artifacts import (
     write_all,
 )
 from mig_exporter.remediate.journal import Journal
+from mig_exporter.remediate.kubernetes import MIG_STRATEGIES, resource_name
 from mig_exporter.remediate.layout import GpuTarget, layout_targets, mig_parted_targets
 from mig_exporter.remediate.lock import HostLock
 from mig_exporter.remediate.plan import BlockerKind, Plan, make_plan
@@ -73,6 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--no-persistence", action="store_true", help="leave persistence mode as it is")
     add("--output-dir", metavar="DIR", type=Path,
         help="write MIG assignments, docker-compose, Kubernetes, mig-parted and runbook files there")
+    add("--kubernetes.mig-strategy", dest="mig_strategy", choices=MIG_STRATEGIES, default="mixed",
+        help="the device plugin's MIG strategy, for the resource names in the artifacts (default mixed)")
     add("--format", choices=("text", "json"), default="text")
     add("--journal", metavar="PATH", type=Path,
         help=f"JSON-lines journal of each change (default: beside a --fleet file; as root: "
@@ -220,7 +223,7 @@ def _apply(
     except OSError as error:  # the hardware is done and verified: say so, then the error
         files, unwritten = (), f"--output-dir {args.output_dir}: {error.strerror}: {error.filename}"
     output.add("outcome", report.outcome_json(outcome), _result_text(args, plan, execution, made, files))
-    output.document["assignments"] = [_assignment_json(a) for a in made]
+    output.document["assignments"] = [_assignment_json(a, args.mig_strategy) for a in made]
     output.document["files"] = [str(f) for f in files]
     if unwritten is not None:
         print_error("remediate", unwritten)
@@ -303,7 +306,8 @@ def _write_artifacts(args: argparse.Namespace, plan: Plan, execution: Execution,
         host=socket.gethostname(), generated_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         command_line=command_line(args), fleet=args.fleet, journal=str(execution.journal),
         run_id=execution.run_id, config_name=args.config or config_name(plan), plan=plan,
-        executed=execution.outcome.executed, pending=execution.outcome.pending, assignments=made)
+        executed=execution.outcome.executed, pending=execution.outcome.pending, assignments=made,
+        mig_strategy=args.mig_strategy)
     return write_all(args.output_dir, render_all(record))
 
 
@@ -330,8 +334,8 @@ def _result_text(args: argparse.Namespace, plan: Plan, execution: Execution, mad
     return "\n".join(lines)
 
 
-def _assignment_json(assignment: Assignment) -> dict[str, Any]:
-    return {**asdict(assignment), "resource": assignment.resource_name,
+def _assignment_json(assignment: Assignment, strategy: str) -> dict[str, Any]:
+    return {**asdict(assignment), "resource": resource_name(assignment.profile, strategy),
             "cuda_visible_devices": f"CUDA_VISIBLE_DEVICES={assignment.mig_uuid}"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -93,6 +94,27 @@ def test_kubernetes_resources_label_and_config_map() -> None:
     assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-3g.40gb": 1}
     assert "#   nvidia.com/mig-3g.40gb: 6" in rendered["kubernetes.yaml"]
     assert "nvidia.com/mig.config=custom-2x3g.40gb" in rendered["kubernetes.yaml"]
+
+
+def test_kubernetes_names_a_media_engine_device_as_the_device_plugin_does() -> None:
+    record = run_record(PLAN)
+    me = replace(record, assignments=(replace(record.assignments[0], profile="1g.10gb+me"),))
+    _, pod = yaml.safe_load_all(render_all(me)["kubernetes.yaml"])
+    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-1g.10gb.me": 1}
+
+
+def test_kubernetes_single_strategy_asks_for_gpus_and_warns_where_it_cannot_work() -> None:
+    single = replace(run_record(PLAN), mig_strategy="single")
+    rendered = render_all(single)["kubernetes.yaml"]
+    _, pod = yaml.safe_load_all(rendered)
+    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert "#   nvidia.com/gpu: 6" in rendered and "WARNING" not in rendered
+    mixed_plan = make_plan(BEFORE, layout_targets("all", "3g,2g", BEFORE), privileged=True, persistence=True)
+    record = replace(run_record(mixed_plan), mig_strategy="single")
+    two_types = replace(record, assignments=(record.assignments[0],
+                                             replace(record.assignments[1], profile="2g.20gb")))
+    assert "WARNING: with the single strategy the device plugin would advertise no GPU here: the node has " \
+           "MIG devices of 2 types" in render_all(two_types)["kubernetes.yaml"]
 
 
 def test_env_lines_compose_services_and_runbook_name_every_instance() -> None:
