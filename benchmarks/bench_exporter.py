@@ -1,21 +1,28 @@
-"""Exporter benchmark (issue 2, "Performance"): prints figures, asserts nothing.
+"""Exporter benchmark (issues 2 and 12): prints figures, asserts nothing.
 
-    python3 benchmarks/bench_exporter.py        # large and large-1000, as in docs/benchmarks.md
-    python3 benchmarks/bench_exporter.py --fleet seed-incident --collections 300
+    python3 benchmarks/bench_exporter.py        # large, gpus-64, processes-10k at 0 and 1 ms per call
+    python3 benchmarks/bench_exporter.py --fleet seed-incident --latency 0.002 --collections 300
 
-For each fleet:
+Fleets: a built-in name or a fleet file, or ``gpus-64`` (64 x H100, seven 1g.10gb MIG devices each
+with four processes: 448 MIG devices, 1,792 processes) or ``processes-10k`` (8 x H100, MIG off,
+1,250 processes each), generated here. Each fleet runs at every ``--latency``: the fleet file's
+``call_latency: {seconds: L}``, so every simulated C call costs what a real NVML call would.
+
+For each fleet and latency:
 
 - Collections, in a child process so that its resident memory is the exporter's alone: the
-  collection job of ``serve`` (read NVML on a worker thread, render and gzip the exposition) runs
-  ``--collections`` times back to back. Reported: the read and the whole cycle per collection,
-  NVML calls per collection (pynvml functions, and C functions from the simulator's
-  ``call_counts``, which counts the two calls of each INSUFFICIENT_SIZE list query), whether any
-  pynvml function is called twice with the same arguments in one collection, and RSS every 100
-  collections with its trend (least-squares slope from the 200th on, after warm-up).
-- ``/metrics`` latency: ``mig-exporter serve --fleet F`` and a plain ``http.server`` serving the
-  same bytes (HTTP/1.1 keep-alive like the exporter, no gzip for either) each run in their own
-  process; ``--scrapers`` threads scrape one of them at a time, in alternating rounds, in this
-  same run. Reported: p50 and p99 of each and their ratio (goal: within 1.5x).
+  collection job of ``serve`` (read NVML, render and gzip the exposition) runs ``--collections``
+  times back to back (``--collections-at-latency`` when the latency is not 0). Reported: the read
+  and the whole cycle per collection, CPU time per cycle (all threads), C calls per collection,
+  first and steady (the simulator's ``call_counts``, which counts the two calls of each
+  INSUFFICIENT_SIZE list query) and per family of C functions, whether any pynvml function is
+  called twice with the same arguments in one collection, and RSS every 100 collections with its
+  trend (least-squares slope from the 200th on, after warm-up).
+- ``/metrics`` latency (latency 0 only: scrapes never wait on NVML, so the per-call latency does
+  not change them): ``mig-exporter serve --fleet F`` and a plain ``http.server`` serving the same
+  bytes (HTTP/1.1 keep-alive like the exporter, no gzip for either) each run in their own process;
+  ``--scrapers`` threads scrape one of them at a time, in alternating rounds, in this same run.
+  Reported: p50 and p99 of each and their ratio.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import functools
 import http.client
 import inspect
 import json
+import os
 import re
 import socket
 import statistics
@@ -42,8 +50,47 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import yaml
 
 MIB = 1024 * 1024
+GENERATED = ("gpus-64", "processes-10k")
+
+
+# --- fleets ----------------------------------------------------------------------------------------
+
+def fleet_file(fleet: str, latency_seconds: float, directory: Path) -> str:
+    """A fleet spec for ``fleet`` (built-in, generated or a path) with every C call costing
+    ``latency_seconds``: ``fleet`` itself when there is nothing to add, else a file written here."""
+    from mig_exporter.sim import builtin_names, builtin_text
+
+    if fleet in GENERATED:
+        document = _generated(fleet)
+    elif not latency_seconds:
+        return fleet
+    else:
+        text = builtin_text(fleet) if fleet in builtin_names() else Path(fleet).read_text()
+        document = yaml.safe_load(text)
+    if latency_seconds:
+        document["call_latency"] = {"seconds": latency_seconds}
+    path = directory / f"{Path(fleet).stem}-{latency_seconds * 1000:g}ms.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return str(path)
+
+
+def _generated(name: str) -> dict[str, Any]:
+    if name == "gpus-64":
+        def mig_gpu(index: int) -> dict[str, Any]:
+            return {"model": "H100-SXM5-80GB", "persistence": True, "mig": "enabled", "instances": [
+                {"profile": "1g.10gb", "placement": slot, "processes": [
+                    {"pid": 100000 + index * 100 + slot * 10 + n, "name": "python", "used_memory_mib": 1800}
+                    for n in range(4)]}
+                for slot in range(7)]}
+        return {"description": "Benchmark: 64 x H100, 7 x 1g.10gb, 4 processes each", "gpus": [
+            mig_gpu(index) for index in range(64)]}
+    return {"description": "Benchmark: 8 x H100, MIG off, 1,250 processes each", "gpus": [
+        {"model": "H100-SXM5-80GB", "persistence": True, "mig": "disabled", "processes": [
+            {"pid": 200000 + index * 2000 + n, "name": "python", "used_memory_mib": 50} for n in range(1250)]}
+        for index in range(8)]}
 
 
 # --- child process: collections ------------------------------------------------------------------
@@ -60,25 +107,34 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
 
     process = psutil.Process()
     with nvml_session(fleet) as session:
-        assert session.simulator is not None
+        simulator = session.simulator
+        assert simulator is not None
         state = ExporterState(ExporterSettings(interval_seconds=5))
-        job = CollectionJob(lambda: read.read_snapshot(session), state, timeout_seconds=60)
+        job = CollectionJob(lambda: read.read_snapshot(session), state, timeout_seconds=600)
         # preallocated flat arrays: the benchmark's own bookkeeping must not grow with the RSS it measures
-        cycles, reads = array("d", [0.0]) * count, array("d", [0.0]) * count
-        pynvml_calls, c_calls = array("q", [0]) * count, array("q", [0]) * count
-        rss = array("q", [0]) * (count // 100)
+        cycles, reads, cpu = array("d", [0.0]) * count, array("d", [0.0]) * count, array("d", [0.0]) * count
+        c_calls = array("q", [0]) * count
+        rss = array("q", [0]) * max(1, count // 100)
+        first_families: Counter[str] = Counter()
+        steady_families: Counter[str] = Counter()
         for n in range(count):
-            c_before = sum(session.simulator.call_counts.values())
+            families_before = simulator.call_families()
+            c_before = sum(simulator.call_counts.values())
+            cpu_before = process.cpu_times()
             started = time.perf_counter()
             job()
             cycles[n] = time.perf_counter() - started
+            cpu_after = process.cpu_times()
+            cpu[n] = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
             snapshot = state.snapshot
             assert snapshot is not None and snapshot.nvml_up and not snapshot.errors, snapshot
             reads[n] = snapshot.duration_seconds
-            pynvml_calls[n] = snapshot.nvml_calls
-            c_calls[n] = sum(session.simulator.call_counts.values()) - c_before
-            if (n + 1) % 100 == 0:
-                rss[n // 100] = process.memory_info().rss
+            c_calls[n] = sum(simulator.call_counts.values()) - c_before
+            if n < 2:
+                (first_families if n == 0 else steady_families).update(
+                    simulator.call_families() - families_before)
+            if (n + 1) % 100 == 0 or n + 1 == count:
+                rss[min(n // 100, len(rss) - 1)] = process.memory_info().rss
         repeated = _repeated_calls(read, pynvml, lambda: read.read_snapshot(session))
         exposition = state.exposition
         gpus = snapshot.gpus
@@ -87,10 +143,10 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
         "gpus": len(gpus), "mig_devices": sum(len(g.mig_instances) for g in gpus),
         "process_series": sum(1 for g in gpus for p in g.processes if p.used_memory_bytes is not None),
         "exposition_bytes": len(exposition.plain), "exposition_gzip_bytes": len(exposition.gzipped),
-        "first": {"pynvml_calls": pynvml_calls[0], "c_calls": c_calls[0], "cycle_s": cycles[0]},
-        "steady_pynvml_calls": sorted(set(pynvml_calls[1:])), "steady_c_calls": sorted(set(c_calls[1:])),
-        "read_s": list(reads[1:]), "cycle_s": list(cycles[1:]),
-        "rss": [(100 * (i + 1), value) for i, value in enumerate(rss)], "repeated": repeated,
+        "first": {"c_calls": c_calls[0], "cycle_s": cycles[0], "families": first_families},
+        "steady_c_calls": sorted(set(c_calls[1:])), "steady_families": steady_families,
+        "read_s": list(reads[1:]), "cycle_s": list(cycles[1:]), "cpu_s": list(cpu[1:]),
+        "rss": [(min(count, 100 * (i + 1)), value) for i, value in enumerate(rss)], "repeated": repeated,
     }
 
 
@@ -207,7 +263,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def latency(fleet: str, scrapers: int, per_scraper: int, rounds: int) -> dict[str, Any]:
+def scrape_latency(fleet: str, scrapers: int, per_scraper: int, rounds: int) -> dict[str, Any]:
     port = free_port()
     exporter = subprocess.Popen([sys.executable, "-m", "mig_exporter", "serve", "--fleet", fleet,
                                  "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn"])
@@ -249,35 +305,45 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 
 # --- report -------------------------------------------------------------------------------------
 
-def report(
-    figures: dict[str, Any], scraped: dict[str, Any], scrapers: int, per_scraper: int, rounds: int,
-) -> None:
+def report(figures: dict[str, Any], latency_seconds: float) -> None:
     ms = 1000
     read_cuts, cycle_cuts = _percentiles(figures["read_s"]), _percentiles(figures["cycle_s"])
+    cpu_cuts = _percentiles(figures["cpu_s"])
     rss = figures["rss"]
-    tail = [(n, r) for n, r in rss if n >= 200] or rss
-    slope = statistics.linear_regression([n for n, _ in tail], [r for _, r in tail]).slope
     first = figures["first"]
-    print(f"fleet {figures['fleet']}: {figures['gpus']} GPUs, {figures['mig_devices']} MIG devices, "
-          f"{figures['process_series']} process series; exposition "
+    print(f"fleet {figures['fleet_name']} at {latency_seconds * ms:g} ms per C call: {figures['gpus']} GPUs, "
+          f"{figures['mig_devices']} MIG devices, {figures['process_series']} process series; exposition "
           f"{figures['exposition_bytes'] / 1024:.0f} KiB "
           f"({figures['exposition_gzip_bytes'] / 1024:.0f} KiB gzip)")
     print(f"  collection, {figures['collections']} cycles: read p50 {read_cuts['p50'] * ms:.1f} ms, "
           f"p99 {read_cuts['p99'] * ms:.1f} ms; whole cycle (read + render + gzip) p50 "
           f"{cycle_cuts['p50'] * ms:.1f} ms, p99 {cycle_cuts['p99'] * ms:.1f} ms; "
-          f"first cycle {first['cycle_s'] * ms:.1f} ms")
-    print(f"  NVML calls per cycle: first {first['pynvml_calls']} pynvml / {first['c_calls']} C, then "
-          f"{_listing(figures['steady_pynvml_calls'])} pynvml / {_listing(figures['steady_c_calls'])} C; "
+          f"first cycle {first['cycle_s'] * ms:.1f} ms; CPU per cycle p50 {cpu_cuts['p50'] * ms:.1f} ms, "
+          f"p99 {cpu_cuts['p99'] * ms:.1f} ms")
+    print(f"  C calls per collection: first {first['c_calls']} ({_families(first['families'])}), then "
+          f"{_listing(figures['steady_c_calls'])} ({_families(figures['steady_families'])}); "
           f"repeated within a cycle: {', '.join(figures['repeated']) or 'none'}")
+    trend = ""
+    tail = [(n, r) for n, r in rss if n >= 200]
+    if len(tail) >= 2:
+        slope = statistics.linear_regression([n for n, _ in tail], [r for _, r in tail]).slope
+        trend = f"; trend {slope * 100 / 1024:+.1f} KiB per 100 collections"
     print(f"  RSS: {', '.join(f'{r / MIB:.1f} MiB after {n}' for n, r in rss[:: max(1, len(rss) // 5)])}; "
-          f"{rss[-1][1] / MIB:.1f} MiB after {rss[-1][0]}; "
-          f"trend {slope * 100 / 1024:+.1f} KiB per 100 collections")
+          f"{rss[-1][1] / MIB:.1f} MiB after {rss[-1][0]}{trend}")
+
+
+def report_scrapes(scraped: dict[str, Any], scrapers: int, per_scraper: int, rounds: int) -> None:
+    ms = 1000
     ours, plain = scraped["ours"], scraped["plain"]
     print(f"  /metrics, {scrapers} concurrent scrapers x {per_scraper} x {rounds} rounds "
           f"({scraped['body_bytes'] / 1024:.0f} KiB, no gzip): mig-exporter p50 {ours['p50'] * ms:.2f} ms, "
           f"p99 {ours['p99'] * ms:.2f} ms; plain http.server p50 {plain['p50'] * ms:.2f} ms, "
           f"p99 {plain['p99'] * ms:.2f} ms; ratio p50 {ours['p50'] / plain['p50']:.2f}x, "
           f"p99 {ours['p99'] / plain['p99']:.2f}x; serve RSS {scraped['exporter_rss'] / MIB:.1f} MiB")
+
+
+def _families(counts: dict[str, int]) -> str:
+    return ", ".join(f"{family} {count}" for family, count in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _listing(values: list[int]) -> str:
@@ -288,16 +354,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fleet", action="append",
-                        help="built-in fleet or fleet file (default: large, large-1000)")
-    parser.add_argument("--collections", type=int, default=1000)
+                        help="built-in fleet, fleet file, gpus-64 or processes-10k "
+                             "(default: large, gpus-64, processes-10k)")
+    parser.add_argument("--latency", action="append", type=float, metavar="SECONDS",
+                        help="simulated seconds per C call (default: 0 and 0.001)")
+    parser.add_argument("--collections", type=int, default=300, help="collections at latency 0")
+    parser.add_argument("--collections-at-latency", type=int, default=10,
+                        help="collections at a latency above 0")
     parser.add_argument("--scrapers", type=int, default=20)
     parser.add_argument("--scrapes", type=int, default=50, help="scrapes per scraper per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child-collections", metavar="FLEET", help=argparse.SUPPRESS)
     parser.add_argument("--plain-server", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.collections < 300:
-        parser.error("--collections: at least 300, for an RSS trend past the warm-up")
+    if min(args.collections, args.collections_at_latency) < 2:
+        parser.error("--collections, --collections-at-latency: at least 2 (a first and a steady one)")
     if args.plain_server:
         plain_server(args.plain_server)
         return
@@ -305,13 +376,21 @@ def main() -> None:
         print(json.dumps(collections(args.child_collections, args.collections)))
         return
     print(f"mig-exporter benchmark on {psutil.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    for fleet in args.fleet or ["large", "large-1000"]:
-        child = subprocess.run([sys.executable, __file__, "--child-collections", fleet,
-                                "--collections", str(args.collections)],
-                               capture_output=True, text=True, check=True)
-        figures = json.loads(child.stdout)
-        scraped = latency(fleet, args.scrapers, args.scrapes, args.rounds)
-        report(figures, scraped, args.scrapers, args.scrapes, args.rounds)
+    with tempfile.TemporaryDirectory(prefix="mig-exporter-bench-") as directory:
+        for fleet in args.fleet or ["large", *GENERATED]:
+            for latency_seconds in args.latency or [0.0, 0.001]:
+                spec = fleet_file(fleet, latency_seconds, Path(directory))
+                count = args.collections if not latency_seconds else args.collections_at_latency
+                child = subprocess.run([sys.executable, __file__, "--child-collections", spec,
+                                        "--collections", str(count)],
+                                       capture_output=True, text=True, check=True,
+                                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+                figures = json.loads(child.stdout)
+                figures["fleet_name"] = fleet
+                report(figures, latency_seconds)
+                if not latency_seconds:
+                    scraped = scrape_latency(spec, args.scrapers, args.scrapes, args.rounds)
+                    report_scrapes(scraped, args.scrapers, args.scrapes, args.rounds)
 
 
 if __name__ == "__main__":
