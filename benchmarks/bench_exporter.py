@@ -80,7 +80,8 @@ def fleet_file(fleet: str, latency_seconds: float, directory: Path) -> str:
 def _generated(name: str) -> dict[str, Any]:
     if name == "gpus-64":
         def mig_gpu(index: int) -> dict[str, Any]:
-            return {"model": "H100-SXM5-80GB", "persistence": True, "mig": "enabled", "instances": [
+            return {"model": "H100-SXM5-80GB", "persistence": True, "mig": "enabled",
+                    "pci_bus_id": f"00000000:{0x10 + index:02X}:00.0", "instances": [
                 {"profile": "1g.10gb", "placement": slot, "processes": [
                     {"pid": 100000 + index * 100 + slot * 10 + n, "name": "python", "used_memory_mib": 1800}
                     for n in range(4)]}
