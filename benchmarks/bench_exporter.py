@@ -131,7 +131,7 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
             assert snapshot is not None and snapshot.nvml_up and not snapshot.errors, snapshot
             reads[n] = snapshot.duration_seconds
             c_calls[n] = sum(simulator.call_counts.values()) - c_before
-            if n < 2:
+            if n in (0, count - 1):  # the first collection's families and the last's
                 (first_families if n == 0 else steady_families).update(
                     simulator.call_families() - families_before)
             if (n + 1) % 100 == 0 or n + 1 == count:
@@ -271,10 +271,16 @@ def scrape_latency(fleet: str, scrapers: int, per_scraper: int, rounds: int) -> 
     baseline: subprocess.Popen[str] | None = None
     try:
         wait_healthy(port)
-        connection = http.client.HTTPConnection("127.0.0.1", port)
-        connection.request("GET", "/metrics", headers={"Accept-Encoding": "identity"})
-        body = connection.getresponse().read()
-        connection.close()
+        body = b""
+        deadline = time.monotonic() + 120
+        while b"\nnvml_up 1.0\n" not in body:  # the body of a collection that reached NVML
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the exporter on port {port} never served a collection: {body[-300:]!r}")
+            time.sleep(0.2)
+            connection = http.client.HTTPConnection("127.0.0.1", port)
+            connection.request("GET", "/metrics", headers={"Accept-Encoding": "identity"})
+            body = connection.getresponse().read()
+            connection.close()
         with tempfile.NamedTemporaryFile(suffix=".prom", delete=False) as file:
             file.write(body)
         baseline = subprocess.Popen([sys.executable, __file__, "--plain-server", file.name],
