@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mig_exporter.capability import MigCapability
 from mig_exporter.units import MIB as MIB  # re-exported: the unit the byte fields below are shown in
 
 
@@ -97,6 +98,9 @@ class Gpu:
     persistence_mode: bool | None = None
     mig_mode_current: bool | None = None  # None: MIG not supported on this GPU
     mig_mode_pending: bool | None = None
+    # What MIG can make of this GPU, as NVML reported it (read once per NVML session); None when
+    # MIG is not supported or NVML gave no profile table.
+    mig_capability: MigCapability | None = None
     utilization_gpu_ratio: float | None = None
     utilization_memory_ratio: float | None = None
     temperature_celsius: float | None = None

@@ -14,7 +14,8 @@ How an NVML error is treated (docs/metrics.md says the same to operators):
 - Anything else: a ``CollectionError`` naming the call, and the value is absent.
 
 Each NVML call is made at most once per collection (per device and arguments): process names are
-looked up once per pid, MIG profile tables come from the session's cache, the remaining capacity
+looked up once per pid, MIG capability (profiles, placements) comes from the session's cache
+(``nvml.capability``), the remaining capacity
 per profile is asked again only when a GPU's instances changed, and a MIG device's GPU instance
 profile comes from the GPU-instance list already read. Processes of a MIG-enabled GPU are
 read per MIG device, never on the parent (which would list them a second time, in aggregate).
@@ -30,9 +31,11 @@ from typing import Any
 
 import pynvml
 
+from mig_exporter.capability import GpuInstanceProfile
 from mig_exporter.model import CollectionError, Gpu, GpuInstance, GpuProcess, MigInstance, Snapshot
+from mig_exporter.nvml.capability import gpu_capability, with_compute_profiles
 from mig_exporter.nvml.process_util import with_utilization
-from mig_exporter.nvml.session import NVML_GONE_CODES, NvmlSession, NvmlUnavailable, ProfileSummary
+from mig_exporter.nvml.session import NVML_GONE_CODES, NvmlSession, NvmlUnavailable
 
 NOT_AN_INSTANCE = 0xFFFFFFFF  # a process's gpuInstanceId / computeInstanceId when MIG is off
 _ABSENT_CODES = frozenset({pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND})
@@ -169,12 +172,16 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
     gpu_instances_complete = True
     mig_instances: tuple[MigInstance, ...] = ()
     mig_profile_capacity = None
-    if mig_current:
-        errors_before = len(collection.errors)
-        profiles = _gpu_instance_profiles(collection, session, handle, index, uuid)
+    errors_before = len(collection.errors)
+    capability = None if mig_current is None else gpu_capability(
+        collection, session.mig_capabilities, index, handle, uuid, mig_current)
+    if mig_current and capability is not None:
         profiles_complete = not collection.failed_since(errors_before)
+        profiles = {profile.id: profile for profile in capability.profiles}
         gpu_instances, listed_complete = _read_gpu_instances(collection, handle, index, profiles)
         gpu_instances_complete = profiles_complete and listed_complete
+        capability = with_compute_profiles(collection, session.mig_capabilities, index, handle, uuid,
+                                           capability, gpu_instances)
         mig_profile_capacity = _read_mig_profile_capacity(
             collection, session, handle, index, uuid, profiles,
             gpu_instances if gpu_instances_complete else None)
@@ -196,7 +203,7 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
         memory_used_bytes=None if memory is None else memory.used,
         memory_reserved_bytes=None if memory is None else memory.reserved,
         persistence_mode=None if persistence is None else persistence == pynvml.NVML_FEATURE_ENABLED,
-        mig_mode_current=mig_current, mig_mode_pending=mig_pending,
+        mig_mode_current=mig_current, mig_mode_pending=mig_pending, mig_capability=capability,
         utilization_gpu_ratio=None if utilization is None else utilization.gpu / 100,
         utilization_memory_ratio=None if utilization is None else utilization.memory / 100,
         temperature_celsius=temperature,
@@ -244,31 +251,8 @@ def _read_processes(
     return tuple(processes)
 
 
-def _gpu_instance_profiles(
-    collection: _Collection, session: NvmlSession, handle: Any, index: int, uuid: str,
-) -> dict[int, ProfileSummary]:
-    """The GPU's MIG profiles by driver profile ID, from the session's cache or NVML.
-
-    Every ``NVML_GPU_INSTANCE_PROFILE_*`` enum is asked: NOT_SUPPORTED means the GPU lacks it, and
-    INVALID_ARGUMENT an enum newer than the driver.
-    """
-    cached = session.gpu_instance_profiles.get(uuid)
-    if cached is not None:
-        return cached
-    errors_before = len(collection.errors)
-    profiles = {}
-    for enum in range(pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
-        info = collection.call(pynvml.nvmlDeviceGetGpuInstanceProfileInfo, handle, enum,
-                               gpu=index, expected=_INVALID_ARGUMENT)
-        if info is not None:
-            profiles[info.id] = ProfileSummary(_text(info.name).removeprefix("MIG "), info.instanceCount)
-    if uuid and len(collection.errors) == errors_before:
-        session.gpu_instance_profiles[uuid] = profiles
-    return profiles
-
-
 def _read_gpu_instances(
-    collection: _Collection, handle: Any, index: int, profiles: dict[int, ProfileSummary],
+    collection: _Collection, handle: Any, index: int, profiles: dict[int, GpuInstanceProfile],
 ) -> tuple[tuple[GpuInstance, ...], bool]:
     """Every GPU instance with its placement, including those without compute instances (which
     have no MIG device, but which remediate must see); and whether the list is complete: an error
@@ -298,7 +282,7 @@ def _read_gpu_instances(
 
 def _read_mig_profile_capacity(
     collection: _Collection, session: NvmlSession, handle: Any, index: int, uuid: str,
-    profiles: dict[int, ProfileSummary], gpu_instances: tuple[GpuInstance, ...] | None,
+    profiles: dict[int, GpuInstanceProfile], gpu_instances: tuple[GpuInstance, ...] | None,
 ) -> tuple[tuple[str, int], ...]:
     """How many more GPU instances of each profile NVML says can be created now.
 

@@ -7,20 +7,20 @@ and hands the session a ``Simulation`` (the ``mig_exporter.sim`` module) only fo
 pynvml keeps one library and one reference count per process, so there is one session per process
 (``serve``, ``diagnose`` and ``remediate`` each open one). The session also keeps what must outlive
 a single collection: the last UUID seen at each GPU index, so a GPU that is lost later keeps its
-identity in the metrics, and each GPU's MIG profile table, which is static while NVML stays up and
-would otherwise cost eighteen NVML calls per GPU and collection.
+identity in the metrics, and each GPU's MIG capability (``nvml.capability``), which is static
+while NVML stays up and would otherwise cost some forty NVML calls per GPU and collection.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 import pynvml
 
 from mig_exporter.errors import InputError
+from mig_exporter.nvml.capability import CapabilityCache
 from mig_exporter.nvml.gpm import GpmSamples
 
 if TYPE_CHECKING:
@@ -44,15 +44,6 @@ _INIT_FAILURES = {
     pynvml.NVML_ERROR_DRIVER_NOT_LOADED: "the NVIDIA kernel driver is not loaded (NVML: Driver Not Loaded)",
     pynvml.NVML_ERROR_NO_PERMISSION: "no permission to open the NVIDIA devices (NVML: No Permission)",
 }
-
-
-@dataclass(frozen=True)
-class ProfileSummary:
-    """What the reader keeps of one GPU-instance profile: its name, and how many instances of it
-    fit on the GPU (the array size ``nvmlDeviceGetGpuInstances`` needs)."""
-
-    name: str
-    max_count: int
 
 
 class SimulatedLibrary(Protocol):
@@ -98,8 +89,8 @@ class NvmlSession:
         self.initialised = False
         # GPU index → the UUID it had when last read.
         self.known_uuids: dict[int, str] = {}
-        # GPU UUID → {driver profile ID: profile}; only tables read without error are kept.
-        self.gpu_instance_profiles: dict[str, dict[int, ProfileSummary]] = {}
+        # GPU UUID → its MIG capability (``nvml.capability``); only tables read without error are kept.
+        self.mig_capabilities: CapabilityCache = {}
         # GPU UUID → (the GPU instance layout, as (profile ID, placement start) pairs, and the
         # remaining capacity per profile NVML gave for it); asked again when the layout changes.
         self.mig_profile_capacity: dict[
@@ -137,7 +128,7 @@ class NvmlSession:
     def mark_failed(self) -> None:
         """A call answered with one of ``NVML_GONE_CODES``: the next collection re-initialises."""
         self.initialised = False
-        self.gpu_instance_profiles.clear()
+        self.mig_capabilities.clear()
         self.mig_profile_capacity.clear()
         self.gpm_samples.clear()
 

@@ -30,6 +30,8 @@ from mig_exporter.sim.state import MigMode, SimGpu, SimProcess, mig_device_uuid
 from mig_exporter.units import MIB
 
 NOT_AN_INSTANCE = 0xFFFFFFFF  # gpuInstanceId / computeInstanceId of a process when MIG is off
+_ARCHITECTURES = {"ampere": pynvml.NVML_DEVICE_ARCH_AMPERE, "hopper": pynvml.NVML_DEVICE_ARCH_HOPPER,
+                  "blackwell": pynvml.NVML_DEVICE_ARCH_BLACKWELL}
 
 
 def error_string(code: int) -> str:
@@ -172,6 +174,14 @@ class DeviceCalls(CallsBase):
         if gpu.serial is None:
             return pynvml.NVML_ERROR_NOT_SUPPORTED
         return self._string(serial, length, gpu.serial)
+
+    @c_function(Target.HANDLE)
+    def nvmlDeviceGetArchitecture(self, device: Any, arch: Any) -> int:
+        """The model's architecture as ``NVML_DEVICE_ARCH_*`` (the reader keeps it with the MIG
+        capability: whether enabling MIG needs a reset)."""
+        _, gpu = self._physical(device)
+        target(arch).value = _ARCHITECTURES[gpu.model.architecture]
+        return pynvml.NVML_SUCCESS
 
     @c_function(Target.HANDLE)
     def nvmlDeviceGetPciInfo_v3(self, device: Any, pci: Any) -> int:

@@ -17,7 +17,7 @@ import pynvml
 import pytest
 
 from mig_exporter.model import MIB
-from mig_exporter.nvml import gpm, process_util, read
+from mig_exporter.nvml import capability, gpm, process_util, read
 from mig_exporter.nvml.read import read_snapshot
 
 from .conftest import Opener
@@ -246,7 +246,8 @@ def test_no_nvml_call_is_repeated_within_a_collection(
         return wrapper
 
     # the functions the reader calls
-    sources = inspect.getsource(read) + inspect.getsource(process_util) + inspect.getsource(gpm)
+    sources = (inspect.getsource(read) + inspect.getsource(capability) + inspect.getsource(process_util)
+               + inspect.getsource(gpm))
     for name in set(re.findall(r"pynvml\.(nvml\w+)", sources)):
         if callable(getattr(pynvml, name)):
             monkeypatch.setattr(pynvml, name, recording(getattr(pynvml, name)))
@@ -257,8 +258,12 @@ def test_no_nvml_call_is_repeated_within_a_collection(
     calls.clear()
     second = read_snapshot(session)
     assert max(calls.values()) == 1 and second.nvml_calls == sum(calls.values())
-    # the MIG profile table is read once per session, not once per collection
-    assert not [c for c in calls if c[0] == "nvmlDeviceGetGpuInstanceProfileInfo"]
+    # the MIG capability is read once per session, not once per collection
+    capability_calls = set(re.findall(r"pynvml\.(nvml\w+)", inspect.getsource(capability)))
+    assert capability_calls >= {"nvmlDeviceGetGpuInstanceProfileInfo", "nvmlDeviceGetArchitecture",
+                                "nvmlDeviceGetGpuInstancePossiblePlacements",
+                                "nvmlGpuInstanceGetComputeInstanceProfileInfo"}
+    assert not [c for c in calls if c[0] in capability_calls]
     assert second.gpus == first.gpus
 
 
