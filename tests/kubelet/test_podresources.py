@@ -150,6 +150,7 @@ def test_a_hanging_or_vanished_kubelet_only_takes_the_pod_labels_away(scrape, ku
     after = wait_for(scrape, lambda s: not allocated(s) and pod_errors(s) >= 1)
     assert workload(process_memory(after, 20101)) == ("", "", "")
     assert without_workload(after) == without_workload(before)
-    # collections went on at their interval while the kubelet did not answer
-    later = wait_for(scrape, lambda s: last_collection(s) > last_collection(after) + INTERVAL)
-    assert pod_errors(later) > pod_errors(after)
+    # collections go on while the kubelet does not answer, and every failed poll is counted
+    # (both awaited together: which of the two shows first is up to the scheduler)
+    wait_for(scrape, lambda s: last_collection(s) > last_collection(after) + INTERVAL
+             and pod_errors(s) > pod_errors(after))
