@@ -12,6 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _Server(ThreadingHTTPServer):
+    # Alertmanager sends each group's notification at once: 500 groups are 500 connections in the
+    # same instant, far past socketserver's default backlog of 5.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class WebhookSink:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -29,7 +36,7 @@ class WebhookSink:
             def log_message(self, format: str, *args: Any) -> None:  # quiet: the test asserts instead
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
