@@ -54,9 +54,11 @@ def test_the_pager_templates_render(tmp_path: Path) -> None:
     empty = tmp_path / "none.tmpl"
     empty.write_text("")
     for text in templates:
-        result = run_tool("amtool", "template", "render", f"--template.glob={empty}", f"--template.text={text}")
+        result = run_tool("amtool", "template", "render", f"--template.glob={empty}",
+                          f"--template.text={text}")
         assert result.returncode == 0, result.stderr
-    broken = run_tool("amtool", "template", "render", f"--template.glob={empty}", "--template.text={{ .Nope }")
+    broken = run_tool("amtool", "template", "render", f"--template.glob={empty}",
+                      "--template.text={{ .Nope }")
     assert broken.returncode != 0  # proves the check above can fail
 
 

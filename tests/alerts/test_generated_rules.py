@@ -79,7 +79,8 @@ def test_every_series_selector_carries_the_configured_job_selector(tmp_path: Pat
 def test_a_selector_that_is_not_label_matchers_is_refused(tmp_path: Path, selector: str) -> None:
     result = generate("--selector", selector, str(tmp_path / "out"))
     assert result.returncode == 2
-    assert result.stderr.startswith(f"generate-rules: error: --selector {selector}: not PromQL label matchers")
+    assert result.stderr.startswith(
+        f"generate-rules: error: --selector {selector}: not PromQL label matchers")
     assert not (tmp_path / "out").exists()
 
 
@@ -91,7 +92,8 @@ def test_every_rule_file_but_the_examples_is_generated() -> None:
 
 def recording_rules() -> dict[str, str]:
     return {rule["record"]: rule["expr"] for path in sorted(ALERTS_DIR.glob("*.rules.yml"))
-            for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"] if "record" in rule}
+            for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"] if "record" in rule}
 
 
 def test_every_fleet_recording_rule_has_a_promtool_case() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,7 +98,9 @@ def pages(webhook: WebhookSink) -> list[dict[str, Any]]:
     return [n for n in webhook.notifications() if n["receiver"] == "pager"]
 
 
-def test_two_thousand_sharing_alerts_are_one_page_per_host(fleet_alertmanager: tuple[Server, WebhookSink]) -> None:
+def test_two_thousand_sharing_alerts_are_one_page_per_host(
+    fleet_alertmanager: tuple[Server, WebhookSink],
+) -> None:
     alertmanager, webhook = fleet_alertmanager
     sent = pages(webhook)
     assert len(sent) == HOSTS  # not 2,000
