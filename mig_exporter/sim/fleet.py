@@ -25,6 +25,7 @@ from mig_exporter.errors import InputError, shown_key, yaml_problem
 from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel, match_profile, valid_compute_slices
 from mig_exporter.sim import placement as driver
 from mig_exporter.sim.codes import NVML_ERROR_CODES, NVML_ERROR_NAMES
+from mig_exporter.sim.health_calls import CLOCK_EVENT_REASONS
 from mig_exporter.sim.latency import CallLatency
 from mig_exporter.sim.library import c_function_targets
 from mig_exporter.sim.state import (
@@ -33,8 +34,12 @@ from mig_exporter.sim.state import (
     Activity,
     Fault,
     Fleet,
+    Health,
     MigMode,
+    NvlinkErrors,
     ProcessAttribution,
+    RetiredPages,
+    RowRemapping,
     SimComputeInstance,
     SimGpu,
     SimGpuInstance,
@@ -64,7 +69,9 @@ GPU_KEYS = (
     "held_by",
     "xid_events",
     "gpm",
+    "health",
 )
+HEALTH_KEYS = tuple(f.name for f in fields(Health))
 # An XID error NVML reports as an event: ``after_seconds`` after the GPU's first registration.
 XID_EVENT_KEYS = ("xid", "after_seconds", "gpu_instance")
 INSTANCE_KEYS = ("profile", "placement", "processes", "compute_instances", "gpm")
@@ -322,6 +329,7 @@ class _FleetReader:
                 for i, e in enumerate(self.sequence(entry.get("xid_events"), f"{path}.xid_events"))
             ),
             activity=self.activity(entry, path, model),
+            health=self.health(entry["health"], f"{path}.health") if "health" in entry else Health(),
         ).with_instances(instances)
         if "gpm" in entry and mig.current:
             raise self.error(f"{path}.gpm", "with MIG enabled the GPU's activity is its instances': "
@@ -387,6 +395,34 @@ class _FleetReader:
         values = self.mapping(entry["gpm"], f"{path}.gpm", GPM_KEYS)
         return Activity(**{key: self.number(values[key], f"{path}.gpm.{key}", maximum=100)
                            for key in GPM_KEYS if key in values})
+
+    def health(self, raw: Any, path: str) -> Health:
+        entry = self.mapping(raw, path, HEALTH_KEYS)
+        reasons = tuple(self.string(r, f"{path}.clock_event_reasons[{i}]") for i, r in enumerate(
+            self.sequence(entry.get("clock_event_reasons"), f"{path}.clock_event_reasons")))
+        for i, reason in enumerate(reasons):
+            if reason not in CLOCK_EVENT_REASONS:
+                raise self.error(f"{path}.clock_event_reasons[{i}]",
+                                 f"{reason!r} is not a clock event reason ({', '.join(CLOCK_EVENT_REASONS)})")
+        return Health(
+            energy_joules=self.number(entry.get("energy_joules", 0.0), f"{path}.energy_joules", maximum=1e15),
+            pcie_replays=self.integer(entry.get("pcie_replays", 0), f"{path}.pcie_replays", 0, 2**63),
+            clock_event_reasons=reasons,
+            remapped_rows=self.counters(entry, "remapped_rows", path, RowRemapping) or RowRemapping(),
+            retired_pages=self.counters(entry, "retired_pages", path, RetiredPages),
+            nvlink_errors=self.counters(entry, "nvlink_errors", path, NvlinkErrors),
+        )
+
+    def counters(self, entry: dict, key: str, path: str, kind: Any) -> Any:
+        """A mapping of counts (and flags, for the ``bool`` fields) into ``kind``; None if not given."""
+        if key not in entry:
+            return None
+        names = tuple(f.name for f in fields(kind))
+        values = self.mapping(entry[key], f"{path}.{key}", names)
+        flags = {f.name for f in fields(kind) if f.type == "bool"}
+        return kind(**{name: self.boolean(values[name], f"{path}.{key}.{name}") if name in flags
+                       else self.integer(values[name], f"{path}.{key}.{name}", 0, 2**63)
+                       for name in names if name in values})
 
     def xid_event(self, raw: Any, path: str) -> XidEvent:
         entry = self.mapping(raw, path, XID_EVENT_KEYS, required=("xid", "after_seconds"))
@@ -738,6 +774,8 @@ def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
         out["held_by"] = list(g.held_by)
     if g.activity != Activity():
         out["gpm"] = activity(g.activity)
+    if g.health != Health():
+        out["health"] = health(g.health)
     if g.xid_events:
         out["xid_events"] = [
             {"xid": e.xid, "after_seconds": e.after_seconds}
@@ -748,6 +786,21 @@ def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
         out["processes"] = [process(p) for p in g.processes]
     if g.instances:
         out["instances"] = [gpu_instance(g, gi) for gi in g.instances]
+    return out
+
+
+def health(values: Health) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in HEALTH_KEYS:
+        item = getattr(values, key)
+        if item == getattr(Health(), key):
+            continue
+        if key == "clock_event_reasons":
+            out[key] = list(item)
+        elif isinstance(item, (RowRemapping, RetiredPages, NvlinkErrors)):
+            out[key] = {f.name: getattr(item, f.name) for f in fields(item)}
+        else:
+            out[key] = item
     return out
 
 

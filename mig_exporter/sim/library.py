@@ -10,11 +10,13 @@ from mig_exporter.sim.calls import Target
 from mig_exporter.sim.device_calls import DeviceCalls
 from mig_exporter.sim.event_calls import EventCalls
 from mig_exporter.sim.gpm_calls import GpmCalls
+from mig_exporter.sim.health_calls import HealthCalls
 from mig_exporter.sim.mig_calls import MigCalls
 from mig_exporter.sim.process_util_calls import ProcessUtilCalls
 
 
-class NvmlLibrary(DeviceCalls, MigCalls, ProcessUtilCalls, EventCalls, GpmCalls):
+class NvmlLibrary(DeviceCalls, MigCalls, ProcessUtilCalls, EventCalls, GpmCalls,
+                  HealthCalls):
     """The C functions over a ``World`` (see ``calls``)."""
 
 

@@ -154,6 +154,49 @@ class XidEvent:
 
 
 @dataclass(frozen=True)
+class RowRemapping:
+    """Rows of HBM the GPU remapped (A100 and later replace page retirement with this)."""
+
+    correctable: int = 0
+    uncorrectable: int = 0
+    pending: bool = False  # a remapping waits for a GPU reset
+    failure: bool = False  # a remapping failed: the GPU needs service
+
+
+@dataclass(frozen=True)
+class RetiredPages:
+    """Pages retired by ECC errors, on a GPU that retires pages (before A100)."""
+
+    single_bit_ecc: int = 0
+    double_bit_ecc: int = 0
+    pending: bool = False
+
+
+@dataclass(frozen=True)
+class NvlinkErrors:
+    """NVLink error counters summed over all links."""
+
+    crc_flit: int = 0
+    crc_data: int = 0
+    replay: int = 0
+    recovery: int = 0
+
+
+@dataclass(frozen=True)
+class Health:
+    """Health telemetry of a GPU (``sim/health_calls.py``). ``energy_joules`` is the total at the
+    simulator's start, growing at ``power_watts``; ``retired_pages`` and ``nvlink_errors`` None:
+    NOT_SUPPORTED (a GPU that remaps rows instead, a GPU without NVLink)."""
+
+    energy_joules: float = 0.0
+    pcie_replays: int = 0
+    clock_event_reasons: tuple[str, ...] = ()
+    remapped_rows: RowRemapping = field(default_factory=RowRemapping)
+    retired_pages: RetiredPages | None = None
+    nvlink_errors: NvlinkErrors | None = None
+
+
+@dataclass(frozen=True)
 class SimGpu:
     """One physical GPU. The index is its position in ``Fleet.gpus``."""
 
@@ -172,6 +215,7 @@ class SimGpu:
     held_by: tuple[str, ...] = ()  # clients holding the device open that are not listed processes
     xid_events: tuple[XidEvent, ...] = ()
     activity: Activity = field(default_factory=Activity)  # MIG off; with MIG on, its instances'
+    health: Health = field(default_factory=Health)
 
     @property
     def model(self) -> GpuModel:
