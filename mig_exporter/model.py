@@ -82,6 +82,29 @@ class MigInstance:
 
 
 @dataclass(frozen=True)
+class GpuHealth:
+    """Health telemetry of one GPU; None for each value NVML did not give. Counters count over
+    the GPU's life (energy: since the driver loaded). The slow ones (remapped rows, retired pages,
+    NVLink, ECC) may be up to the reader's slow interval old."""
+
+    energy_joules_total: float | None = None
+    pcie_replays_total: int | None = None
+    # (reason, active) for every clock event reason NVML defines, e.g. ("hw_thermal_slowdown", True)
+    clock_event_reasons: tuple[tuple[str, bool], ...] | None = None
+    remapped_rows_correctable_total: int | None = None
+    remapped_rows_uncorrectable_total: int | None = None
+    row_remap_pending: bool | None = None
+    row_remap_failure: bool | None = None
+    retired_pages_single_bit_ecc_total: int | None = None
+    retired_pages_double_bit_ecc_total: int | None = None
+    retired_pages_pending: bool | None = None
+    # (error type, count summed over the links): crc_flit, crc_data, replay, recovery
+    nvlink_errors_total: tuple[tuple[str, int], ...] = ()
+    ecc_errors_corrected_total: int | None = None
+    ecc_errors_uncorrected_total: int | None = None
+
+
+@dataclass(frozen=True)
 class Gpu:
     """One physical GPU as NVML reports it, with its MIG instances and processes."""
 
@@ -115,6 +138,7 @@ class Gpu:
     xid_events_supported: bool | None = None
     xid_errors: tuple[tuple[int, int], ...] | None = None
     gpm: GpmMetrics | None = None  # None: not a GPM GPU, or no window yet
+    health: GpuHealth = field(default_factory=GpuHealth)
     gpu_instances: tuple[GpuInstance, ...] = ()
     # False when NVML would not list every GPU instance (NO_PERMISSION for a reader without root):
     # ``gpu_instances`` may then miss some, and "no GPU instances" cannot be concluded from it.

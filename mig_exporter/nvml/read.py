@@ -161,10 +161,7 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
     power_limit_mw = call(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)
     clock_sm_mhz = call(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_SM)
     clock_memory_mhz = call(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_MEM)
-    ecc_corrected = call(pynvml.nvmlDeviceGetTotalEccErrors, handle,
-                         pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_AGGREGATE_ECC)
-    ecc_uncorrected = call(pynvml.nvmlDeviceGetTotalEccErrors, handle,
-                           pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_AGGREGATE_ECC)
+    health = session.health.read(call, handle, uuid)  # ECC with the slow counters
 
     mig_current = None if mig_mode is None else mig_mode[0] == pynvml.NVML_DEVICE_MIG_ENABLE
     mig_pending = None if mig_mode is None else mig_mode[1] == pynvml.NVML_DEVICE_MIG_ENABLE
@@ -211,10 +208,11 @@ def _read_present_gpu(collection: _Collection, session: NvmlSession, index: int)
         power_limit_watts=None if power_limit_mw is None else power_limit_mw / 1000,
         clock_sm_hz=None if clock_sm_mhz is None else clock_sm_mhz * 1e6,
         clock_memory_hz=None if clock_memory_mhz is None else clock_memory_mhz * 1e6,
-        ecc_errors_corrected_total=ecc_corrected, ecc_errors_uncorrected_total=ecc_uncorrected,
+        ecc_errors_corrected_total=health.ecc_errors_corrected_total,
+        ecc_errors_uncorrected_total=health.ecc_errors_uncorrected_total,
         gpu_instances=gpu_instances, gpu_instances_complete=gpu_instances_complete,
         mig_profile_capacity=mig_profile_capacity, mig_instances=mig_instances, processes=processes,
-        processes_complete=processes_complete, gpm=gpm,
+        processes_complete=processes_complete, gpm=gpm, health=health,
     )
 
 

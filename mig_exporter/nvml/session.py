@@ -22,6 +22,7 @@ import pynvml
 from mig_exporter.errors import InputError
 from mig_exporter.nvml.capability import CapabilityCache
 from mig_exporter.nvml.gpm import GpmSamples
+from mig_exporter.nvml.health import HealthReader
 
 if TYPE_CHECKING:
     from mig_exporter.hostinfo import FleetProcessFields
@@ -96,6 +97,7 @@ class NvmlSession:
         self.mig_profile_capacity: dict[
             str, tuple[tuple[tuple[int, int], ...], tuple[tuple[str, int], ...]]] = {}
         self.gpm_samples = GpmSamples()  # GPM samples kept for the next collection's diff
+        self.health = HealthReader()  # the slow health counters between their reads
 
     def __enter__(self) -> NvmlSession:
         try:
@@ -131,6 +133,7 @@ class NvmlSession:
         self.mig_capabilities.clear()
         self.mig_profile_capacity.clear()
         self.gpm_samples.clear()
+        self.health.clear()
 
     def close(self) -> None:
         if self.initialised:

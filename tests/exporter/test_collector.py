@@ -13,7 +13,7 @@ from mig_exporter.exporter.collector import (
     SnapshotCollector,
     process_series_dropped,
 )
-from mig_exporter.model import MIB, GpmMetrics, Gpu, Snapshot
+from mig_exporter.model import MIB, GpmMetrics, Gpu, GpuHealth, Snapshot
 
 from .snapshots import INCIDENT_MIB, SPANNING_PIDS, incident, incident_gpu, partitioned_gpu
 
@@ -294,3 +294,27 @@ def test_gpm_series_per_gpu_and_per_mig_device_only_where_measured() -> None:
         assert registry.get_sample_value(f"nvml_gpu_{name}", gpu_labels(incident_gpu(1))) is None
     # a metric NVML did not give is absent, not 0
     assert registry.get_sample_value("nvml_gpu_dram_bandwidth_utilization_ratio", gpu_labels(gpu)) is None
+
+
+def test_health_series_in_base_units_and_absent_where_nvml_did_not_give_them() -> None:
+    health = GpuHealth(energy_joules_total=5000.5, pcie_replays_total=3,
+                       clock_event_reasons=(("hw_thermal_slowdown", True), ("sw_power_cap", False)),
+                       remapped_rows_correctable_total=2, remapped_rows_uncorrectable_total=1,
+                       row_remap_pending=True, row_remap_failure=False, nvlink_errors_total=(("replay", 4),))
+    gpus = (replace(incident_gpu(0), health=health), incident_gpu(1))
+    registry = registry_for(replace(incident(), gpus=gpus))
+    labels = gpu_labels(gpus[0])
+    assert registry.get_sample_value("nvml_gpu_energy_joules_total", labels) == 5000.5
+    assert registry.get_sample_value("nvml_gpu_pcie_replays_total", labels) == 3
+    thermal = {**labels, "reason": "hw_thermal_slowdown"}
+    assert registry.get_sample_value("nvml_gpu_clock_event_reason", thermal) == 1
+    assert registry.get_sample_value("nvml_gpu_clock_event_reason", {**labels, "reason": "sw_power_cap"}) == 0
+    uncorrectable = {**labels, "cause": "uncorrectable"}
+    assert registry.get_sample_value("nvml_gpu_remapped_rows_total", uncorrectable) == 1
+    assert registry.get_sample_value("nvml_gpu_row_remap_pending", labels) == 1
+    assert registry.get_sample_value("nvml_gpu_row_remap_failure", labels) == 0
+    assert registry.get_sample_value("nvml_gpu_nvlink_errors_total", {**labels, "type": "replay"}) == 4
+    for name in ("nvml_gpu_retired_pages_pending", "nvml_gpu_energy_joules_total"):  # not given
+        assert registry.get_sample_value(name, gpu_labels(gpus[1]) if "energy" in name else labels) is None
+    single_bit = {**labels, "cause": "single_bit_ecc"}
+    assert registry.get_sample_value("nvml_gpu_retired_pages_total", single_bit) is None

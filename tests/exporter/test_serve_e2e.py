@@ -146,7 +146,7 @@ def test_xid_errors_are_counted_once_each_while_serving(tmp_path: Path) -> None:
     assert (promtool.returncode, promtool.stdout + promtool.stderr) == (0, b"")
 
 
-def test_gpm_activity_of_h100_mig_instances_through_a_real_scrape(tmp_path: Path) -> None:
+def test_gpm_and_health_through_a_real_scrape(tmp_path: Path) -> None:
     fleet = tmp_path / "gpm.yaml"
     fleet.write_text("""gpus:
   - model: H100-SXM5-80GB
@@ -155,6 +155,10 @@ def test_gpm_activity_of_h100_mig_instances_through_a_real_scrape(tmp_path: Path
       - {profile: 3g.40gb, placement: 0, gpm: {sm_util_percent: 75, tensor_util_percent: 40}}
       - {profile: 3g.40gb, placement: 4}
   - model: A100-SXM4-80GB
+    health:
+      clock_event_reasons: [hw_thermal_slowdown]
+      remapped_rows: {uncorrectable: 1, pending: true}
+      nvlink_errors: {replay: 2}
 """)
     with serve(str(fleet), "--collect.interval", "500ms") as served:
         def sm(samples: Samples) -> dict[str, float]:
@@ -169,6 +173,13 @@ def test_gpm_activity_of_h100_mig_instances_through_a_real_scrape(tmp_path: Path
               if name == "nvml_gpu_tensor_utilization_ratio"}
     assert tensor == {"0": pytest.approx(0.40 * 3 / 7)}  # the A100 has none
     assert not [name for name, _ in samples if name == "mig_exporter_collection_errors_total"]
+    a100 = {dict(labels)["uuid"] for (name, labels) in samples if name == "nvml_gpu_info"
+            and dict(labels)["gpu"] == "1"}.pop()
+    for name, labels, value in (
+            ("nvml_gpu_clock_event_reason", {"reason": "hw_thermal_slowdown"}, 1),
+            ("nvml_gpu_remapped_rows_total", {"cause": "uncorrectable"}, 1),
+            ("nvml_gpu_row_remap_pending", {}, 1), ("nvml_gpu_nvlink_errors_total", {"type": "replay"}, 2)):
+        assert samples[(name, frozenset({"gpu": "1", "uuid": a100, **labels}.items()))] == value
     promtool = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True,
                               check=False)
     assert (promtool.returncode, promtool.stdout + promtool.stderr) == (0, b"")

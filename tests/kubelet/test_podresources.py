@@ -118,8 +118,9 @@ def test_allocation_series_and_pod_labels(scrape, devices):
 
 
 # Series that change over time on their own: GPM values are measured over windows (and appear
-# after the first one), XID support once the event thread registered the GPU.
-OVER_TIME = re.compile(r"nvml_(gpu|mig_instance)_(sm_|tensor_|dram_).*_ratio|nvml_gpu_xid_.*")
+# after the first one), XID support once the event thread registered the GPU, energy as drawn.
+OVER_TIME = re.compile(r"nvml_(gpu|mig_instance)_(sm_|tensor_|dram_).*_ratio|nvml_gpu_xid_.*"
+                       r"|nvml_gpu_energy_joules_total")
 
 
 def without_workload(samples: Samples) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
