@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from mig_exporter.sim.fleet import builtin_names, builtin_text, parse_fleet
+    from mig_exporter.sim.builtin_fleets import builtin_names, builtin_text
+    from mig_exporter.sim.fleet_reader import parse_fleet
 
     names = builtin_names()
     width = max(len(name) for name in names)
@@ -36,7 +37,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from mig_exporter.sim.fleet import builtin_text
+    from mig_exporter.sim.builtin_fleets import builtin_text
 
     print(builtin_text(args.name), end="")  # an unknown name: FleetError, one line listing the built-in ones
     return 0

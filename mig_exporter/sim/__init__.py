@@ -45,14 +45,11 @@ from __future__ import annotations
 
 import pynvml
 
-from mig_exporter.sim.fleet import (
-    FleetError,
-    builtin_names,
-    builtin_text,
-    dump_fleet,
-    load_fleet,
-    parse_fleet,
-)
+from mig_exporter.sim.builtin_fleets import builtin_names, builtin_text
+from mig_exporter.sim.fleet import load_fleet
+from mig_exporter.sim.fleet_checks import FleetError
+from mig_exporter.sim.fleet_dump import dump_fleet
+from mig_exporter.sim.fleet_reader import parse_fleet
 from mig_exporter.sim.simulator import SimulatedNvml
 from mig_exporter.sim.state import Fleet, ProcessAttribution
 

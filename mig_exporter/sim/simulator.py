@@ -26,9 +26,12 @@ from typing import Any
 
 import pynvml
 
+from mig_exporter.sim.atomic_write import write_atomically
 from mig_exporter.sim.calls import NvmlFailure, Target
 from mig_exporter.sim.faults import NOTHING, FaultInjector
-from mig_exporter.sim.fleet import FleetError, FleetSource, open_fleet, parse_fleet, write_atomically
+from mig_exporter.sim.fleet import FleetSource, open_fleet
+from mig_exporter.sim.fleet_checks import FleetError
+from mig_exporter.sim.fleet_reader import parse_fleet
 from mig_exporter.sim.handles import as_text, decode, value
 from mig_exporter.sim.latency import by_family
 from mig_exporter.sim.library import NvmlLibrary, c_function_targets
