@@ -14,6 +14,7 @@ while NVML stays up and would otherwise cost some forty NVML calls per GPU and c
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -53,10 +54,15 @@ class SimulatedLibrary(Protocol):
     is a read-only built-in."""
 
     read_only: bool
+    call_counts: Counter[str]  # C calls made, per C function (tests and the benchmark count them)
 
     def reset_gpu(self, index: int) -> None: ...
 
     def attribution(self, pid: int) -> FleetProcessFields | None: ...
+
+    def process_start_time(self, pid: int) -> float | None: ...
+
+    def call_families(self) -> Counter[str]: ...
 
 
 class Simulation(Protocol):

@@ -34,6 +34,7 @@ from mig_exporter.sim.fleet_checks import FleetError
 from mig_exporter.sim.fleet_reader import parse_fleet
 from mig_exporter.sim.handles import as_text, decode, value
 from mig_exporter.sim.latency import by_family
+from mig_exporter.sim.process_starts import ProcessStarts
 from mig_exporter.sim.library import NvmlLibrary, c_function_targets
 from mig_exporter.sim.state import Fleet, MigMode, ProcessAttribution
 from mig_exporter.sim.writeback import updated_fleet_file
@@ -62,6 +63,7 @@ class SimulatedNvml:
         self._file_stamp = self._stamp()
         self._faults = FaultInjector(source.fleet.faults)
         self._per_gpu = _per_gpu(source.fleet)
+        self._starts = ProcessStarts(source.fleet)
         self._library = NvmlLibrary(self)
         self._targets = c_function_targets()
         self._functions = {name: self._c_function(name) for name in self._targets}
@@ -97,6 +99,7 @@ class SimulatedNvml:
                 self._faults = FaultInjector(fleet.faults)
             self._fleet = fleet
             self._per_gpu = _per_gpu(fleet)
+            self._starts.update(fleet)
             self._changed.notify_all()
 
     def wait(self, seconds: float) -> None:
@@ -148,6 +151,7 @@ class SimulatedNvml:
         self._fleet = fleet
         self._faults = FaultInjector(fleet.faults)
         self._per_gpu = _per_gpu(fleet)
+        self._starts.update(fleet)
 
     # ---- operations outside NVML ----------------------------------------------------------------
 
@@ -173,6 +177,12 @@ class SimulatedNvml:
     def attribution(self, pid: int) -> ProcessAttribution | None:
         """Who runs ``pid``, as the fleet file says; None when it says nothing of it."""
         return self.fleet.attribution(pid)
+
+    def process_start_time(self, pid: int) -> float | None:
+        """When ``pid`` started, as ``/proc`` would say of a host process (see ``ProcessStarts``);
+        None when no simulated process has it."""
+        with self._lock:
+            return self._starts.of(pid)
 
     def call_families(self) -> Counter[str]:
         """Calls so far per family of C functions (``latency.call_family``): identity, mig, …"""
