@@ -198,6 +198,8 @@ class Snapshot:
     gpus: tuple[Gpu, ...] = ()
     errors: tuple[CollectionError, ...] = field(default=())
     nvml_calls: int = 0  # NVML calls made by this collection (for the benchmark and a metric)
+    # pids whose name was not looked up: past the process-series cap, the exporter serves none of them
+    process_names_skipped: int = 0
 
     def gpu(self, index: int) -> Gpu:
         for gpu in self.gpus:

@@ -16,3 +16,11 @@ NVML_ERROR_CODES: dict[str, int] = {
 }
 # And back: code → name without the prefix.
 NVML_ERROR_NAMES: dict[int, str] = {code: name for name, code in NVML_ERROR_CODES.items()}
+
+# Errors after which NVML itself is unusable until it is shut down and initialised again.
+NVML_GONE_CODES = frozenset({
+    pynvml.NVML_ERROR_UNINITIALIZED,
+    pynvml.NVML_ERROR_DRIVER_NOT_LOADED,
+    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH,
+    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND,
+})

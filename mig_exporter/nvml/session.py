@@ -7,14 +7,17 @@ and hands the session a ``Simulation`` (the ``mig_exporter.sim`` module) only fo
 pynvml keeps one library and one reference count per process, so there is one session per process
 (``serve``, ``diagnose`` and ``remediate`` each open one). The session also keeps what must outlive
 a single collection: the last UUID seen at each GPU index, so a GPU that is lost later keeps its
-identity in the metrics, and each GPU's MIG capability (``nvml.capability``), which is static
-while NVML stays up and would otherwise cost some forty NVML calls per GPU and collection.
+identity in the metrics; each GPU's MIG capability (``nvml.capability``), which is static
+while NVML stays up and would otherwise cost some forty NVML calls per GPU and collection; what
+else cannot change of each GPU (``nvml.known``: handle, identity, MIG layout, unsupported calls);
+and process names (``nvml.processes``). ``forget_gpu`` and ``mark_failed`` say when they may have.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Hashable
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -24,6 +27,8 @@ from mig_exporter.errors import InputError
 from mig_exporter.nvml.capability import CapabilityCache
 from mig_exporter.nvml.gpm import GpmSamples
 from mig_exporter.nvml.health import HealthReader
+from mig_exporter.nvml.known import KnownGpu
+from mig_exporter.nvml.processes import ProcessNames, proc_start_time
 
 if TYPE_CHECKING:
     from mig_exporter.hostinfo import FleetProcessFields
@@ -31,14 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRY_FLEET_HINT = "to try mig-exporter without a GPU, use --fleet seed-incident"
-
-# Errors after which NVML itself is unusable until it is shut down and initialised again.
-NVML_GONE_CODES = frozenset({
-    pynvml.NVML_ERROR_UNINITIALIZED,
-    pynvml.NVML_ERROR_DRIVER_NOT_LOADED,
-    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH,
-    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND,
-})
 
 # What each way of failing to initialise means to the person running the command.
 _INIT_FAILURES = {
@@ -98,10 +95,13 @@ class NvmlSession:
         self.known_uuids: dict[int, str] = {}
         # GPU UUID → its MIG capability (``nvml.capability``); only tables read without error are kept.
         self.mig_capabilities: CapabilityCache = {}
-        # GPU UUID → (the GPU instance layout, as (profile ID, placement start) pairs, and the
-        # remaining capacity per profile NVML gave for it); asked again when the layout changes.
-        self.mig_profile_capacity: dict[
-            str, tuple[tuple[tuple[int, int], ...], tuple[tuple[str, int], ...]]] = {}
+        # GPU index → what does not change between collections (``nvml.known``).
+        self.known_gpus: dict[int, KnownGpu] = {}
+        self.gpu_count: int | None = None  # as last read: a change is a hot-plug
+        # (driver, CUDA driver, NVML) versions: fixed while NVML stays initialised.
+        self.versions: tuple[str | None, int | None, str | None] | None = None
+        self.system_unsupported: set[Hashable] = set()  # system calls NVML never supports
+        self.process_names = ProcessNames(self.process_start_time)
         self.gpm_samples = GpmSamples()  # GPM samples kept for the next collection's diff
         self.health = HealthReader()  # the slow health counters between their reads
 
@@ -134,12 +134,35 @@ class NvmlSession:
         log.info("NVML initialised again")
 
     def mark_failed(self) -> None:
-        """A call answered with one of ``NVML_GONE_CODES``: the next collection re-initialises."""
+        """A call answered with one of ``errors.NVML_GONE_CODES``: the next collection re-initialises."""
         self.initialised = False
-        self.mig_capabilities.clear()
-        self.mig_profile_capacity.clear()
+        self.forget_gpus()
+        self.versions = None
+        self.system_unsupported.clear()
+        self.process_names.clear()
         self.gpm_samples.clear()
         self.health.clear()
+
+    def forget_gpu(self, index: int) -> None:
+        """Read GPU ``index`` in full next time: it was lost, its MIG mode changed, or this
+        process wrote to it (remediate)."""
+        known = self.known_gpus.pop(index, None)
+        uuid = self.known_uuids.get(index) if known is None or known.identity is None else known.identity.uuid
+        if uuid:
+            self.mig_capabilities.pop(uuid, None)
+
+    def forget_gpus(self) -> None:
+        """Every GPU, as after a hot-plug (the GPU count changed) or NVML initialised again."""
+        for index in list(self.known_gpus):
+            self.forget_gpu(index)
+        self.mig_capabilities.clear()
+        self.gpu_count = None
+
+    def process_start_time(self, pid: int) -> float | None:
+        """When ``pid`` started (an opaque value, compared only for equality); None when unknown."""
+        if self.simulator is not None:
+            return self.simulator.process_start_time(pid)
+        return proc_start_time(pid)
 
     def close(self) -> None:
         if self.initialised:

@@ -134,6 +134,7 @@ class HardwareWriter:
 
     def reset_gpu(self, gpu_index: int) -> None:
         """``nvidia-smi -r -i N``, which applies a pending MIG mode; on a simulated fleet, its simulation."""
+        self._session.forget_gpu(gpu_index)
         simulator = self._session.simulator
         if simulator is not None:
             self._call(gpu_index, simulator.reset_gpu, gpu_index)
@@ -154,6 +155,10 @@ class HardwareWriter:
             raise WriteFailed(" ".join(command), gpu_index, said, in_use="in use" in said.lower())
 
     def _device(self, gpu_index: int) -> Any:
+        """The device every mutation starts from. The session forgets what it knew of the GPU
+        (layout, capability, identity), so the next read, remediate's verify among them, sees
+        the change (``nvml.known``)."""
+        self._session.forget_gpu(gpu_index)
         return self._call(gpu_index, pynvml.nvmlDeviceGetHandleByIndex, gpu_index)
 
     def _gpu_instance(self, gpu_index: int, gpu_instance_id: int) -> Any:

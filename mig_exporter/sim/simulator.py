@@ -34,8 +34,8 @@ from mig_exporter.sim.fleet_checks import FleetError
 from mig_exporter.sim.fleet_reader import parse_fleet
 from mig_exporter.sim.handles import as_text, decode, value
 from mig_exporter.sim.latency import by_family
-from mig_exporter.sim.process_starts import ProcessStarts
 from mig_exporter.sim.library import NvmlLibrary, c_function_targets
+from mig_exporter.sim.process_starts import ProcessStarts
 from mig_exporter.sim.state import Fleet, MigMode, ProcessAttribution
 from mig_exporter.sim.writeback import updated_fleet_file
 

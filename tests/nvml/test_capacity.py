@@ -90,18 +90,21 @@ def _counting_capacity_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_capacity_is_asked_again_only_when_the_layout_changed(
         tmp_path: Path, open_session: Opener, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a real host each NVML call costs up to milliseconds: an unchanged layout reuses the answer."""
+    """On a real host each NVML call costs up to milliseconds: an unchanged layout reuses the
+    answer, checked with one call, the capacity of the smallest profile (1g.10gb, ID 19), which
+    any GPU instance created or destroyed changes (issue 12)."""
     calls = _counting_capacity_calls(monkeypatch)
     session = open_session(fleet_file(tmp_path, EMPTY_MIG_GPU))
     assert capacity(read_snapshot(session).gpus[0])["3g.40gb"] == 2
     assert len(calls) == 7
     calls.clear()
-    assert capacity(read_snapshot(session).gpus[0])["3g.40gb"] == 2 and calls == []
+    assert capacity(read_snapshot(session).gpus[0])["3g.40gb"] == 2 and calls == [19]
+    calls.clear()
     # mig-facts.md: created without a placement, a 3g goes to slice 4; then slices 0–3 remain
     pynvml.nvmlDeviceCreateGpuInstance(pynvml.nvmlDeviceGetHandleByIndex(0), 9)
     assert capacity(read_snapshot(session).gpus[0]) == {
         "1g.10gb": 4, "2g.20gb": 2, "3g.40gb": 1, "4g.40gb": 1, "7g.80gb": 0, "1g.10gb+me": 1, "1g.20gb": 2}
-    assert len(calls) == 7
+    assert calls[0] == 19 and len(calls) == 1 + 7
 
 
 def test_a_capacity_nvml_did_not_give_is_absent_and_asked_again(

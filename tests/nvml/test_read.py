@@ -18,7 +18,7 @@ import pynvml
 import pytest
 
 from mig_exporter.model import MIB, Gpu, Snapshot
-from mig_exporter.nvml import capability, gpm, health, process_util, read
+from mig_exporter.nvml import capability, gpm, health, mig_read, process_util, processes, read
 from mig_exporter.nvml.read import read_snapshot
 
 from .conftest import Opener
@@ -247,8 +247,8 @@ def test_no_nvml_call_is_repeated_within_a_collection(
         return wrapper
 
     # the functions the reader calls
-    sources = (inspect.getsource(read) + inspect.getsource(capability) + inspect.getsource(process_util)
-               + inspect.getsource(gpm) + inspect.getsource(health))
+    sources = "".join(inspect.getsource(module)
+                      for module in (read, capability, process_util, gpm, health, mig_read, processes))
     for name in set(re.findall(r"pynvml\.(nvml\w+)", sources)):
         if callable(getattr(pynvml, name)):
             monkeypatch.setattr(pynvml, name, recording(getattr(pynvml, name)))

@@ -1,0 +1,111 @@
+"""Compute processes as NVML lists them per device, and their names, kept per process.
+
+A name costs one ``nvmlSystemGetProcessName`` per pid, which at 10,000 processes and 1 ms a call
+is ten seconds. A process keeps its name for life, so ``ProcessNames`` keeps each pid's name for
+as long as the same process holds the pid: a pid is the same process while its start time
+(``/proc/<pid>/stat`` on a host, the simulator's on a fleet) is the same, and while NVML keeps
+listing it (a pid missing from one collection is forgotten, which also covers a pid whose start
+time this host cannot see, such as one in another PID namespace).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+import pynvml
+
+from mig_exporter.model import GpuProcess
+from mig_exporter.nvml.calls import Collection
+
+NOT_AN_INSTANCE = 0xFFFFFFFF  # a process's gpuInstanceId / computeInstanceId when MIG is off
+_NOT_FOUND = frozenset({pynvml.NVML_ERROR_NOT_FOUND})
+
+
+def read_processes(
+    collection: Collection, handle: Any, gpu_index: int, gpu_uuid: str, mig: tuple[int, int] | None,
+    gone: frozenset[int] = frozenset(),
+) -> tuple[GpuProcess, ...] | None:
+    """Compute processes on ``handle``, without their names (``ProcessNames`` adds them): the
+    whole GPU when MIG is off, else one MIG device whose (GPU instance ID, compute instance ID) is
+    ``mig``. None when NVML did not list them (an error, or a driver without the call): not "no
+    processes".
+
+    A pid NVML lists twice on one device is kept once (the first entry): two identical label sets
+    in one exposition would make Prometheus reject the second sample of the scrape.
+    """
+    infos = collection.call(pynvml.nvmlDeviceGetComputeRunningProcesses, handle, gpu=gpu_index, gone=gone)
+    if infos is None:
+        return None
+    processes = []
+    seen: set[tuple[int, int, int]] = set()
+    for info in infos:
+        gpu_instance_id, compute_instance_id = mig or (info.gpuInstanceId, info.computeInstanceId)
+        if (info.pid, gpu_instance_id, compute_instance_id) in seen:
+            continue
+        seen.add((info.pid, gpu_instance_id, compute_instance_id))
+        processes.append(GpuProcess(
+            pid=info.pid, name=None, gpu_index=gpu_index, gpu_uuid=gpu_uuid,
+            used_memory_bytes=info.usedGpuMemory,  # pynvml turns "not available" into None
+            gpu_instance_id=None if gpu_instance_id == NOT_AN_INSTANCE else gpu_instance_id,
+            compute_instance_id=None if compute_instance_id == NOT_AN_INSTANCE else compute_instance_id,
+        ))
+    return tuple(processes)
+
+
+def proc_start_time(pid: int) -> float | None:
+    """The start time of host process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``
+    field 22), or None when this host cannot see it. Only compared for equality, so no conversion
+    to seconds (and no psutil.Process, at a few times the cost for 10,000 pids a collection)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return float(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class ProcessNames:
+    """pid → name over a session's collections (see the module docstring). Thread-safe."""
+
+    def __init__(self, start_time: Callable[[int], float | None]) -> None:
+        self._start_time = start_time
+        self._known: dict[int, tuple[float | None, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._known.clear()
+
+    def named(
+        self, collection: Collection, processes: Iterable[GpuProcess], limit: int | None = None,
+    ) -> tuple[dict[int, str | None], int]:
+        """Every listed pid's name, from what is kept or from NVML; and how many pids were not
+        looked up because ``limit`` pids (those of the first processes listed) already were.
+        Pids not listed are forgotten."""
+        order = list(dict.fromkeys(p.pid for p in processes))
+        wanted = order if limit is None else order[:limit]
+        with self._lock:
+            known = {pid: self._known[pid] for pid in order if pid in self._known}
+        names: dict[int, str | None] = {}
+        for pid in wanted:
+            start = self._start_time(pid)
+            kept = known.get(pid)
+            if kept is None or kept[0] != start:
+                errors_before = len(collection.errors)
+                # NOT_FOUND: the process ended since it was listed, or lives in another PID namespace.
+                kept = (start, collection.call(pynvml.nvmlSystemGetProcessName, pid, expected=_NOT_FOUND))
+                if collection.failed_since(errors_before):
+                    known.pop(pid, None)  # a failure is asked again next time
+                else:
+                    known[pid] = kept
+            names[pid] = kept[1]
+        with self._lock:
+            self._known = known
+        return names, len(order) - len(wanted)
+
+
+def with_names(processes: tuple[GpuProcess, ...], names: dict[int, str | None]) -> tuple[GpuProcess, ...]:
+    return tuple(replace(p, name=names.get(p.pid)) for p in processes)
