@@ -27,7 +27,7 @@ from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
 from mig_exporter.nvml.write import HardwareWriter
-from mig_exporter.remediate import report
+from mig_exporter.remediate import operator_command, report
 from mig_exporter.remediate.apply import Applier, Failure, Outcome
 from mig_exporter.remediate.artifacts import (
     Assignment,
@@ -76,6 +76,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write MIG assignments, docker-compose, Kubernetes, mig-parted and runbook files there")
     add("--kubernetes.mig-strategy", dest="mig_strategy", choices=MIG_STRATEGIES, default="mixed",
         help="the device plugin's MIG strategy, for the resource names in the artifacts (default mixed)")
+    add("--gpu-operator", choices=("auto", "on", "off"), default="auto",
+        help="whether the NVIDIA GPU Operator manages MIG here (auto: from the node labels or a running "
+             "nvidia-mig-manager); if so, write its config and labels and change no MIG setting")
+    add("--kubernetes.node", dest="kubernetes_node", metavar="NAME",
+        help="this host's Kubernetes node name (default: the host name)")
+    add("--kubernetes.node-labels", dest="node_labels", metavar="FILE",
+        help="the node as `kubectl get node NAME -o json` prints it (or its labels as YAML), for detection")
+    add("--gpu-operator.config", dest="gpu_operator_config", metavar="FILE",
+        help="the GPU Operator's mig-parted ConfigMap (kubectl get configmap -n gpu-operator "
+             "default-mig-parted-config -o yaml): the configs written are merged with it")
+    add("--from-diagnose", nargs="+", metavar="[NODE=]FILE",
+        help="several nodes' `diagnose --format json`: one merged GPU Operator config and the label "
+             "commands for all of them (the node is NODE, or the file name)")
     add("--format", choices=("text", "json"), default="text")
     add("--journal", metavar="PATH", type=Path,
         help=f"JSON-lines journal of each change (default: beside a --fleet file; as root: "
@@ -115,6 +128,14 @@ def run(args: argparse.Namespace) -> int:
     _check_flags(args)
     output = Output(args.format)
     try:
+        if args.from_diagnose:
+            return operator_command.run_fleet(args, output)
+        detection = operator_command.detection(args)
+        if detection.managed:
+            with nvml_session(args.fleet) as session:
+                found = _read(session)
+                targets, plan = _plan(args, session, found, privileged=True)
+            return operator_command.run_node(args, output, detection, found, targets, plan)
         if not args.apply:
             with nvml_session(args.fleet) as session:
                 found = _read(session)
@@ -136,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_flags(args: argparse.Namespace) -> None:
+    if args.from_diagnose:
+        operator_command.check_flags(args)
+        return
     if args.mig_parted_config is not None:
         if args.layout is not None or args.gpu is not None:
             raise InputError("--mig-parted-config: give either it (its devices select the GPUs) "
@@ -163,13 +187,14 @@ def _read(session: NvmlSession) -> Snapshot:
 
 
 def _plan(
-    args: argparse.Namespace, session: NvmlSession, found: Snapshot,
+    args: argparse.Namespace, session: NvmlSession, found: Snapshot, privileged: bool = False,
 ) -> tuple[tuple[GpuTarget, ...], Plan]:
+    """``privileged``: plan as if root (where remediate changes nothing itself)."""
     if args.mig_parted_config is not None:
         targets = mig_parted_targets(args.mig_parted_config, args.config, found)
     else:
         targets = layout_targets(args.gpu, args.layout, found)
-    privileged = session.simulator is not None or os.geteuid() == 0
+    privileged = privileged or session.simulator is not None or os.geteuid() == 0
     return targets, make_plan(found, targets, privileged=privileged, persistence=not args.no_persistence)
 
 

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from mig_exporter.errors import InputError, shown_key
 
 VERSION = "v1"
@@ -54,6 +56,16 @@ class Entry:
     mig_enabled: bool
     mig_devices: tuple[tuple[str, int], ...] = ()  # profile name -> count, in the file's order
     device_filter: tuple[str, ...] = ()  # PCI IDs as mig-parted writes them: 0x20B210DE
+
+    def to_document(self) -> dict[str, Any]:
+        document: dict[str, Any] = {}
+        if self.device_filter:
+            document["device-filter"] = list(self.device_filter)
+        document["devices"] = self.devices if isinstance(self.devices, str) else list(self.devices)
+        document["mig-enabled"] = self.mig_enabled
+        if self.mig_enabled:
+            document["mig-devices"] = dict(self.mig_devices)
+        return document
 
 
 Configs = dict[str, tuple[Entry, ...]]
@@ -143,3 +155,13 @@ def _is_pci_id(text: str) -> bool:
     """``0x20B210DE`` (device and vendor), optionally ``:0x…`` for the subsystem, as mig-parted reads it."""
     parts = text.split(":")
     return len(parts) <= 2 and all(re.fullmatch(r"(0[xX])?[0-9A-Fa-f]{1,8}", p) for p in parts)
+
+
+def to_document(configs: Configs) -> dict[str, Any]:
+    return {"version": VERSION, "mig-configs": {
+        name: [entry.to_document() for entry in entries] for name, entries in configs.items()}}
+
+
+def render(configs: Configs) -> str:
+    """The configs as a mig-parted v1 YAML file; it parses back to the same configs."""
+    return yaml.safe_dump(to_document(configs), sort_keys=False, default_flow_style=None, width=120)
