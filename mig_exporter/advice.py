@@ -3,8 +3,8 @@
 A GPU shared without MIG gives its processes no isolation; MIG gives each one its own memory and
 SMs. The advice sizes one instance per workload from what the workload holds now (its total over
 every physical GPU, since a process spread over four GPUs needs all of it in one instance once it
-is pinned) plus a headroom, and picks the smallest profile of the GPU's model that holds it. The
-layout is checked with the placement search ``remediate`` itself uses
+is pinned) plus a headroom, and picks the smallest profile the GPU offers (its MIG capability, as
+NVML reported it) that holds it. The layout is checked with the placement search ``remediate`` itself uses
 (``mig_exporter.remediate.packing``), so the advice is never a layout remediate would refuse.
 Pure: the exporter's ``mig_exporter_advised_layout_info`` series and ``diagnose`` both read it
 from a Snapshot.
@@ -16,9 +16,9 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from mig_exporter.capability import GpuInstanceProfile, MigCapability, capability_of
 from mig_exporter.findings import is_unpartitioned_sharing, process_gpus
 from mig_exporter.model import Gpu, Snapshot
-from mig_exporter.profiles import GpuInstanceProfile, GpuModel, mig_model
 from mig_exporter.remediate.packing import pack
 from mig_exporter.units import MIB
 
@@ -44,7 +44,7 @@ class Workload:
 class AssignedInstance:
     """One instance of an advised layout and the workload it is for."""
 
-    profile: str  # the driver's name on that GPU's model, e.g. "3g.40gb"
+    profile: str  # the driver's name on that GPU, e.g. "3g.40gb"
     memory_bytes: int
     pid: int
 
@@ -54,7 +54,7 @@ class GpuLayout:
     """A GPU to partition, its layout (largest instance first) and who goes where."""
 
     gpu_index: int
-    model: str  # fleet-file model key, e.g. "A100-SXM4-80GB"
+    model: str  # the GPU's name as NVML reports it, e.g. "NVIDIA A100-SXM4-80GB"
     instances: tuple[AssignedInstance, ...]
 
     @property
@@ -136,21 +136,17 @@ def process_names(snapshot: Snapshot) -> dict[int, str]:
     return names
 
 
-def gpu_model(gpu: Gpu) -> GpuModel | None:
-    """The MIG-capable model of a GPU, or None when MIG cannot be advised on it (a lost GPU too)."""
-    return None if gpu.lost else mig_model(gpu)
-
-
-def smallest_profile(model: GpuModel, needed: int) -> GpuInstanceProfile | None:
+def smallest_profile(capability: MigCapability, needed: int) -> GpuInstanceProfile | None:
     """The profile with the least memory that holds ``needed`` bytes, fewest slices on a tie
-    (3g.40gb before 4g.40gb). ``+me`` variants are left out: same memory as the plain 1g, but one
-    per GPU, and their media engines buy a compute workload nothing.
+    (3g.40gb before 4g.40gb). Engine variants (``+me``, ``+me.all``, ``+gfx``, ``-me``) are left
+    out: same memory as the plain profile, often one per GPU, and their engines buy a compute
+    workload nothing.
 
     The smallest is also the easiest to place: in every table a smaller profile occupies no more
     memory slices and has at least as many valid starts, so no larger choice can make a layout fit
     that the smallest did not.
     """
-    fitting = [p for p in model.profiles if not p.name.endswith("+me") and p.memory_mib * MIB >= needed]
+    fitting = [p for p in capability.profiles if not p.variant and p.memory_mib * MIB >= needed]
     return min(fitting, key=lambda p: (p.memory_mib, p.slice_count), default=None)
 
 
@@ -164,24 +160,24 @@ def advised_layout(
     snapshot: Snapshot, gpu_index: int, headroom_ratio: float = DEFAULT_HEADROOM_RATIO
 ) -> tuple[str, ...] | None:
     """For a GPU shared without MIG: one instance per process on it, each the smallest profile of
-    the GPU's model that holds the process's total memory over all GPUs plus the headroom.
+    the GPU's capability that holds the process's total memory over all GPUs plus the headroom.
 
-    None when the GPU is not shared without MIG, has no MIG-capable model, a process's memory is
+    None when the GPU is not shared without MIG, cannot do MIG, a process's memory is
     unknown, or the instances do not fit together on it.
     """
     gpu = snapshot.gpu(gpu_index)
-    model = gpu_model(gpu)
-    if model is None or not is_unpartitioned_sharing(gpu):
+    capability = capability_of(gpu)
+    if capability is None or not is_unpartitioned_sharing(gpu):
         return None
     totals = process_memory_totals(snapshot)
     chosen: list[tuple[GpuInstanceProfile, int]] = []
     for pid in sorted(gpu.pids):
         used = totals[pid]
-        profile = None if used is None else smallest_profile(model, needed_bytes(used, headroom_ratio))
+        profile = None if used is None else smallest_profile(capability, needed_bytes(used, headroom_ratio))
         if profile is None:
             return None
         chosen.append((profile, pid))
-    if pack(model, (), [p for p, _ in chosen]) is None:
+    if pack(capability, (), [p for p, _ in chosen]) is None:
         return None
     return tuple(i.profile for i in _ordered(chosen))
 
@@ -191,7 +187,7 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
 
     The workloads are the processes on GPUs shared without MIG. Largest first, each goes into an
     instance on the first GPU, among all the GPUs the workloads occupy with MIG off, that still has
-    room (first fit in index order, each GPU with the profiles of its own model), so they fill as
+    room (first fit in index order, each GPU with its own profiles), so they fill as
     few GPUs as possible. A workload
     no instance can hold (too large, or no GPU that takes MIG) gets a GPU of its own, whole. The
     GPUs the workloads leave are freed for other work.
@@ -203,9 +199,9 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
     workloads = _workloads(snapshot, workload_pids, headroom_ratio)
     affected = sorted({i for w in workloads for i in w.gpu_indices})
     hosts = [g for i in affected if not (g := snapshot.gpu(i)).mig_enabled and not g.lost]
-    models = {g.index: m for g in hosts if (m := gpu_model(g)) is not None}
+    capabilities = {g.index: c for g in hosts if (c := capability_of(g)) is not None}
 
-    assigned: dict[int, list[tuple[GpuInstanceProfile, int]]] = {i: [] for i in models}
+    assigned: dict[int, list[tuple[GpuInstanceProfile, int]]] = {i: [] for i in capabilities}
     no_room: set[tuple[int, int]] = set()  # (GPU, profile ID) that no longer fit there
     whole: dict[int, WholeGpu] = {}
     unplaced: list[Unplaced] = []
@@ -215,7 +211,8 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
             unplaced.append(Unplaced(workload.pid, "NVML reports no memory figure for it: no instance "
                                                    "can be sized"))
             continue
-        target = _first_fit({i: m for i, m in models.items() if i not in whole}, assigned, no_room, needed)
+        open_gpus = {i: c for i, c in capabilities.items() if i not in whole}
+        target = _first_fit(open_gpus, assigned, no_room, needed)
         if target is not None:
             gpu_index, profile = target
             assigned[gpu_index].append((profile, workload.pid))
@@ -227,7 +224,8 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
             unplaced.append(Unplaced(workload.pid, _why_unplaced(hosts, needed)))
 
     layouts = tuple(
-        GpuLayout(i, models[i].key, _ordered(chosen)) for i, chosen in sorted(assigned.items()) if chosen
+        GpuLayout(i, snapshot.gpu(i).name or "", _ordered(chosen))
+        for i, chosen in sorted(assigned.items()) if chosen
     )
     gpus_of = {w.pid: w.gpu_indices for w in workloads}
     stuck = {i for u in unplaced for i in gpus_of[u.pid]}
@@ -262,7 +260,7 @@ def _workloads(snapshot: Snapshot, pids: Sequence[int], headroom_ratio: float) -
 
 
 def _first_fit(
-    models: dict[int, GpuModel],
+    capabilities: dict[int, MigCapability],
     assigned: dict[int, list[tuple[GpuInstanceProfile, int]]],
     no_room: set[tuple[int, int]],
     needed: int,
@@ -273,12 +271,12 @@ def _first_fit(
     misses are remembered in ``no_room``: with hundreds of workloads on full GPUs the placement
     search would otherwise run again for each of them.
     """
-    for gpu_index in sorted(models):
-        model = models[gpu_index]
-        profile = smallest_profile(model, needed)
+    for gpu_index in sorted(capabilities):
+        capability = capabilities[gpu_index]
+        profile = smallest_profile(capability, needed)
         if profile is None or (gpu_index, profile.id) in no_room:
             continue
-        if pack(model, (), [p for p, _ in assigned[gpu_index]] + [profile]) is not None:
+        if pack(capability, (), [p for p, _ in assigned[gpu_index]] + [profile]) is not None:
             return gpu_index, profile
         no_room.add((gpu_index, profile.id))
     return None

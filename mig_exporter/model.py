@@ -79,6 +79,9 @@ class MigInstance:
     memory_used_bytes: int | None = None
     multiprocessors: int | None = None
     gpm: GpmMetrics | None = None  # its GPU instance's (GPM samples GPU instances)
+    # compute slices of its compute instance (nvmlDeviceGetAttributes): 1 for 1c.3g.40gb, 3 for
+    # 3g.40gb; None when NVML did not give them
+    compute_slices: int | None = None
 
 
 @dataclass(frozen=True)

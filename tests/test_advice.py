@@ -1,11 +1,14 @@
 """Right-sized advice on Snapshots built by hand: vectors per GPU model from the tables of
-``shared/reference/mig-facts.md``, the incident's answer, and properties of the placement search."""
+``shared/reference/mig-facts.md``, the incident's answer, and properties of the placement search.
+Each GPU's name, memory and MIG capability are those the reader recorded for its model through the
+simulator (``simulated_gpus``)."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from simulated_gpus import MODEL_KEYS, capability, read_gpu
 
 from mig_exporter.advice import (
     DEFAULT_HEADROOM_RATIO,
@@ -15,7 +18,6 @@ from mig_exporter.advice import (
     smallest_profile,
 )
 from mig_exporter.model import MIB, Gpu, GpuProcess, Snapshot
-from mig_exporter.profiles import MODELS
 
 # seed/README.md: MiB per GPU of PIDs 78914 and 81007
 SEED_MIB = {78914: (3752, 5082, 4992, 4234), 81007: (3780, 5082, 5066, 4236)}
@@ -26,8 +28,9 @@ def gpu(index: int, model: str, mib_by_pid: dict[int, int | None], *, mig: bool 
     return Gpu(
         index=index,
         uuid=uuid,
-        name=MODELS[model].nvml_name,
-        memory_total_bytes=MODELS[model].memory_total_mib * MIB,
+        name=read_gpu(model).name,
+        memory_total_bytes=read_gpu(model).memory_total_bytes,
+        mig_capability=capability(model),
         mig_mode_current=mig,
         mig_mode_pending=mig,
         processes=tuple(
@@ -218,11 +221,11 @@ def test_gpus_with_the_same_layout_share_one_command():
     assert advice.steps[0].command() == "mig-exporter remediate --gpu 0,1 --layout 3g.40gb,3g.40gb"
 
 
-@pytest.mark.parametrize("model_key", sorted(MODELS))
+@pytest.mark.parametrize("model_key", MODEL_KEYS)
 @given(needed_mib=st.integers(min_value=0, max_value=160_000))
 def test_smallest_profile_holds_the_need_and_nothing_smaller_does(model_key, needed_mib):
     """The profile chosen for a need holds it, and no profile (but +me) that holds it is smaller."""
-    model = MODELS[model_key]
+    model = capability(model_key)
     chosen = smallest_profile(model, needed_mib * MIB)
     candidates = [p for p in model.profiles if not p.name.endswith("+me")]
     holding = [p for p in candidates if p.memory_mib >= needed_mib]

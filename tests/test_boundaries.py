@@ -79,3 +79,42 @@ def test_the_cli_loads_no_simulator_until_a_fleet_is_used() -> None:
              "print(sorted(m for m in sys.modules if m.startswith('mig_exporter.sim')))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def product_files() -> list[Path]:
+    return [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] != "sim"]
+
+
+def test_nothing_outside_the_simulator_imports_its_model_tables() -> None:
+    # issue 8: the product learns every GPU's MIG profiles from NVML (the Snapshot's capability).
+    assert importers_of("mig_exporter.sim.models", product_files()) == []
+    assert importers_of("mig_exporter.profiles", product_files()) == []
+    assert not (PACKAGE / "profiles.py").exists()
+
+
+def model_names_in(source: str) -> list[str]:
+    """String literals of ``source`` (docstrings aside) that hold a built-in model's key or NVML name."""
+    from mig_exporter.sim.models import MODELS
+
+    names = {name for model in MODELS.values() for name in (model.key, model.nvml_name)}
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings and any(name in node.value for name in names)]
+
+
+def test_no_product_string_names_a_gpu_model() -> None:
+    """No code outside sim/ compares with, or looks up, a model's key or NVML name: a GPU no table
+    knows must work the same. Docstrings and comments may name models; string literals may not."""
+    found = {str(path.relative_to(PACKAGE)): names for path in product_files()
+             if (names := model_names_in(path.read_text(encoding="utf-8")))}
+    assert found == {}
+
+
+def test_the_model_name_check_sees_a_lookup_and_spares_a_docstring() -> None:
+    lookup = ('def f(gpu):\n    """For an NVIDIA A100-SXM4-80GB."""\n'
+              '    return gpu.name == "NVIDIA A100-SXM4-80GB"\n')
+    assert model_names_in(lookup) == ["NVIDIA A100-SXM4-80GB"]

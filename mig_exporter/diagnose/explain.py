@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mig_exporter.advice import Advice, RemediateStep, process_names
+from mig_exporter.capability import capability_of, match_profile
 from mig_exporter.diagnose.fleet_target import FleetTarget
 from mig_exporter.findings import Finding, Kind
 from mig_exporter.hostinfo import Attribution
 from mig_exporter.model import Gpu, Snapshot
-from mig_exporter.profiles import match_profile, model_by_nvml_name
 
 
 @dataclass(frozen=True)
@@ -149,9 +149,9 @@ def _pending(finding: Finding, ctx: _Context) -> Explanation:
 def _or_reboot(gpu: Gpu, target: str) -> str:
     """A reboot finishes a pending change too, except enabling MIG on Hopper and later, where the
     mode does not survive the driver unload (mig-facts.md): there the reboot ends with MIG off."""
-    model = model_by_nvml_name(gpu.name) if gpu.name else None
-    if target == "enabled" and (model is None or model.architecture != "ampere"):
-        return " (not a reboot: on this GPU the MIG mode does not survive one)" if model else ""
+    architecture = None if gpu.mig_capability is None else gpu.mig_capability.architecture
+    if target == "enabled" and architecture != "ampere":
+        return " (not a reboot: on this GPU the MIG mode does not survive one)" if architecture else ""
     return ", or reboot"
 
 
@@ -267,8 +267,8 @@ def _layout_for_empty_gpu(gpu_index: int, snapshot: Snapshot) -> tuple[tuple[str
     for other in snapshot.gpus:
         if other.name == gpu.name and other.gpu_instances and not other.lost:
             return tuple(gi.profile for gi in other.gpu_instances), f"as GPU {other.index} has"
-    model = model_by_nvml_name(gpu.name) if gpu.name else None
-    half = match_profile(model, f"{model.compute_slices // 2}g") if model else None
+    capability = capability_of(gpu)
+    half = match_profile(capability, f"{capability.compute_slices // 2}g") if capability else None
     if half is None:
         return None, ""
     return (half.name, half.name), "two halves; change the layout to fit the workloads"

@@ -208,6 +208,7 @@ def _read_mig_devices(
             uuid=call(pynvml.nvmlDeviceGetUUID, mig) or "",
             profile=_mig_profile(profile_of.get(gpu_instance_id, ""), attributes),
             multiprocessors=None if attributes is None else attributes.multiprocessorCount,
+            compute_slices=None if attributes is None else attributes.computeInstanceSliceCount,
         ))
     return tuple(devices), complete
 

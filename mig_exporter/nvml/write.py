@@ -17,9 +17,9 @@ from typing import Any
 
 import pynvml
 
+from mig_exporter.nvml.capability import COMPUTE_PROFILE_ENUM_BY_SLICES
 from mig_exporter.nvml.errors import NVML_ERROR_NAMES
 from mig_exporter.nvml.session import NvmlSession
-from mig_exporter.profiles import COMPUTE_PROFILE_ENUM_BY_SLICES
 
 RESET_TIMEOUT_SECONDS = 120
 

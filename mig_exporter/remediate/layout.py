@@ -1,9 +1,10 @@
 """Targets: which GPUs to partition and into what, from ``--gpu``/``--layout`` or a mig-parted config.
 
-Profile names are resolved per GPU model with ``profiles.match_profile``, so ``3g``, ``3g.40gb`` and
-a drifted ``3g.39gb`` all name the same profile, and the same name on mixed GPUs resolves to each
-model's own profile (mig-parted #31, #157). Every mistake is an ``InputError`` naming the flag or
-the file and the reason, raised before anything is planned.
+Profile names are resolved against each GPU's MIG capability as NVML reported it
+(``capability.match_profile``), so ``3g``, ``3g.40gb`` and a drifted ``3g.39gb`` all name the same
+profile, and the same name on mixed GPUs resolves to each GPU's own profile (mig-parted #31, #157).
+Every mistake is an ``InputError`` naming the flag or the file and the reason, raised before
+anything is planned.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mig_exporter.capability import GpuInstanceProfile, MigCapability, capability_of, match_profile
 from mig_exporter.errors import InputError, read_yaml_file
 from mig_exporter.model import Gpu, Snapshot
 from mig_exporter.numbers import is_whole_number
-from mig_exporter.profiles import GpuInstanceProfile, GpuModel, match_profile, mig_model, valid_compute_slices
 from mig_exporter.remediate import migparted
 
 _COMPUTE_PREFIX = re.compile(r"\d+c\.")
@@ -22,10 +23,10 @@ _COMPUTE_PREFIX = re.compile(r"\d+c\.")
 
 @dataclass(frozen=True)
 class GpuTarget:
-    """What one GPU should become. ``model`` is None when the GPU is not a MIG-capable model."""
+    """What one GPU should become. ``capability`` is None when the GPU cannot do MIG (as NVML says)."""
 
     gpu_index: int
-    model: GpuModel | None
+    capability: MigCapability | None
     mig_enabled: bool
     profiles: tuple[GpuInstanceProfile, ...]  # the GPU instances wanted, each with one compute instance
     # compute slices of each one's compute instance, in the order of ``profiles``; () when all are
@@ -64,25 +65,25 @@ def select_gpus(spec: str, snapshot: Snapshot) -> tuple[int, ...]:
     return tuple(sorted(selected))
 
 
-def _target(gpu: Gpu, model: GpuModel, names: list[str], where: str) -> GpuTarget:
+def _target(gpu: Gpu, capability: MigCapability, names: list[str], where: str) -> GpuTarget:
     """GPU instances and their compute instance sizes for MIG device names (``3g``, ``1c.3g.40gb``)."""
     profiles, slices = [], []
     for name in names:
         compute, _, instance = name.rpartition("c.") if _COMPUTE_PREFIX.match(name) else ("", "", name)
-        profile = match_profile(model, instance)
+        profile = match_profile(capability, instance)
         if profile is None:
-            have = ", ".join(p.name for p in model.profiles)
-            raise InputError(f"{where}: unknown profile {name!r} for GPU {gpu.index} ({model.key}): "
-                             f"{model.key} has {have}")
+            have = ", ".join(p.name for p in capability.profiles)
+            raise InputError(f"{where}: unknown profile {name!r} for GPU {gpu.index} "
+                             f"({gpu.name or 'unnamed GPU'}): NVML lists {have}")
         c = int(compute) if compute else profile.slice_count
-        valid = valid_compute_slices(profile.slice_count)
+        valid = profile.compute_slice_options()
         if c not in valid:
             raise InputError(f"{where}: {name!r}: a {profile.name} GPU instance takes compute instances "
                              f"of {', '.join(map(str, valid))} slices, not {c}")
         profiles.append(profile)
         slices.append(c)
     full = all(c == p.slice_count for p, c in zip(profiles, slices, strict=True))
-    return GpuTarget(gpu.index, model, True, tuple(profiles), () if full else tuple(slices))
+    return GpuTarget(gpu.index, capability, True, tuple(profiles), () if full else tuple(slices))
 
 
 def layout_targets(gpu_spec: str, layout_spec: str, snapshot: Snapshot) -> tuple[GpuTarget, ...]:
@@ -94,9 +95,9 @@ def layout_targets(gpu_spec: str, layout_spec: str, snapshot: Snapshot) -> tuple
     targets = []
     for index in select_gpus(gpu_spec, snapshot):
         gpu = snapshot.gpu(index)
-        model = mig_model(gpu)
-        targets.append(GpuTarget(index, model, True, ()) if model is None
-                       else _target(gpu, model, names, f"--layout {layout_spec}"))
+        capability = capability_of(gpu)
+        targets.append(GpuTarget(index, None, True, ()) if capability is None
+                       else _target(gpu, capability, names, f"--layout {layout_spec}"))
     return tuple(targets)
 
 
@@ -150,10 +151,10 @@ def _device_id(pci_id: int) -> int:
 
 
 def _entry_target(entry: migparted.Entry, gpu: Gpu, where: str) -> GpuTarget:
-    model = mig_model(gpu)
+    capability = capability_of(gpu)
     if not entry.mig_enabled:
-        return GpuTarget(gpu.index, model, False, ())
+        return GpuTarget(gpu.index, capability, False, ())
     names = [name for name, count in entry.mig_devices for _ in range(count)]
-    if model is None:
-        return GpuTarget(gpu.index, model, True, ())
-    return _target(gpu, model, names, f"{where}.mig-devices")
+    if capability is None:
+        return GpuTarget(gpu.index, None, True, ())
+    return _target(gpu, capability, names, f"{where}.mig-devices")

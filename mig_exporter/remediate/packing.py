@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mig_exporter.profiles import GpuInstanceProfile, GpuModel
+from mig_exporter.capability import GpuInstanceProfile, MigCapability
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def search_order(wanted: Sequence[GpuInstanceProfile]) -> list[GpuInstanceProfil
 
 
 def pack(
-    model: GpuModel, fixed: Sequence[Slot], wanted: Sequence[GpuInstanceProfile],
+    capability: MigCapability, fixed: Sequence[Slot], wanted: Sequence[GpuInstanceProfile],
 ) -> tuple[Slot, ...] | None:
     """Placements for ``wanted`` beside ``fixed``, in creation order; None when no placement fits.
 
@@ -79,7 +79,9 @@ def pack(
     return None if result is None else tuple(result)
 
 
-def misfit_reason(model: GpuModel, fixed: Sequence[Slot], wanted: Sequence[GpuInstanceProfile]) -> str:
+def misfit_reason(
+    capability: MigCapability, fixed: Sequence[Slot], wanted: Sequence[GpuInstanceProfile],
+) -> str:
     """Why ``wanted`` does not fit beside ``fixed``: the first profile that finds no room, and why.
 
     E.g. ``no memory slice left for another 1g.10gb (taken: 3g.40gb@4, 3g.40gb@0)``.
@@ -87,19 +89,19 @@ def misfit_reason(model: GpuModel, fixed: Sequence[Slot], wanted: Sequence[GpuIn
     order = search_order(wanted)
     placed: tuple[Slot, ...] = ()
     for length in range(1, len(order) + 1):
-        attempt = pack(model, fixed, order[:length])
+        attempt = pack(capability, fixed, order[:length])
         if attempt is None:
-            return _why_not(model, (*fixed, *placed), order[length - 1])
+            return _why_not(capability, (*fixed, *placed), order[length - 1])
         placed = attempt
     raise ValueError("misfit_reason called for a layout that fits")
 
 
-def _why_not(model: GpuModel, taken: Sequence[Slot], profile: GpuInstanceProfile) -> str:
+def _why_not(capability: MigCapability, taken: Sequence[Slot], profile: GpuInstanceProfile) -> str:
     if sum(slot.profile_id == profile.id for slot in taken) >= profile.max_count:
-        return f"at most {profile.max_count} {profile.name} fit on a {model.key}"
+        return f"at most {profile.max_count} {profile.name} fit on this GPU (NVML's instance count)"
     used = {index for slot in taken for index in slot.slices}
     listing = ", ".join(str(slot) for slot in taken) or "nothing"
-    if len(used) + profile.placement_size > model.memory_slices:
+    if len(used) + profile.placement_size > capability.memory_slices:
         return f"no memory slice left for another {profile.name} (taken: {listing})"
     starts = ", ".join(str(start) for start in profile.placement_starts)
     return (f"no free place for another {profile.name}: it needs {profile.placement_size} memory slice(s) "

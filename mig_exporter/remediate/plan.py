@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from itertools import combinations, product
 
+from mig_exporter.capability import GpuInstanceProfile, MigCapability
 from mig_exporter.model import CollectionError, Gpu, GpuInstance, GpuProcess, Snapshot
-from mig_exporter.profiles import GpuInstanceProfile, GpuModel
 from mig_exporter.remediate.layout import GpuTarget
 from mig_exporter.remediate.packing import Slot, misfit_reason, pack
 from mig_exporter.remediate.steps import (
@@ -118,21 +118,21 @@ def _plan_gpu(
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} could not be read completely ({calls}); a plan made from a "
                               "partial reading could destroy what it did not see")]
-    if target.model is None:
+    if target.capability is None:
         if not target.mig_enabled:  # a GPU without MIG already is what "MIG disabled" asks for
             return None, []
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} ({gpu.name or 'unknown model'}) does not support MIG")]
-    unsafe = _mode_change_blockers(gpu, target) + _busy_instance_blockers(gpu, target, target.model)
+    unsafe = _mode_change_blockers(gpu, target) + _busy_instance_blockers(gpu, target, target.capability)
     # The steps are still planned, as they will run once the blocking processes have stopped, so
     # the plan shows the whole way; the blockers alone keep --apply from starting.
     idle = _without(gpu, [p for blocker in unsafe for p in blocker.processes])
-    kept, destroyed, created, impossible = _choose_instances(idle, target, target.model)
-    impossible += [_unknown_profile_blocker(gpu, gi, target.model)
-                   for gi in destroyed if target.model.profile_by_id(gi.profile_id) is None]
+    kept, destroyed, created, impossible = _choose_instances(idle, target, target.capability)
+    impossible += [_unknown_profile_blocker(gpu, gi, target.capability)
+                   for gi in destroyed if target.capability.profile_by_id(gi.profile_id) is None]
     if impossible:
         return None, unsafe + impossible
-    steps = _steps(idle, target, target.model, kept, destroyed, created, persistence)
+    steps = _steps(idle, target, target.capability, kept, destroyed, created, persistence)
     return GpuPlan(gpu, target, kept, created, tuple(steps)), unsafe
 
 
@@ -144,11 +144,12 @@ def failed_reads(errors: Sequence[CollectionError], gpu_index: int) -> str | Non
     return ", ".join(failed) or None
 
 
-def _unknown_profile_blocker(gpu: Gpu, gi: GpuInstance, model: GpuModel) -> Blocker:
+def _unknown_profile_blocker(gpu: Gpu, gi: GpuInstance, capability: MigCapability) -> Blocker:
     """An instance of a profile the tables lack could not be re-created if the run had to be undone."""
     return Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                    f"GPU {gpu.index}: GPU instance {gi.gpu_instance_id} has profile ID {gi.profile_id}, "
-                   f"unknown for {model.key}, so it could not be re-created on undo; destroy it by hand "
+                   f"which NVML does not list for this GPU, so it could not be re-created on undo; "
+                   f"destroy it by hand "
                    f"(nvidia-smi mig -i {gpu.index} -gi {gi.gpu_instance_id} -dci, then -dgi)")
 
 
@@ -180,16 +181,16 @@ def _existing(gpu: Gpu) -> tuple[GpuInstance, ...]:
     return gpu.gpu_instances if gpu.mig_enabled else ()
 
 
-def _busy_instance_blockers(gpu: Gpu, target: GpuTarget, model: GpuModel) -> list[Blocker]:
+def _busy_instance_blockers(gpu: Gpu, target: GpuTarget, capability: MigCapability) -> list[Blocker]:
     """Busy GPU instances beyond what the layout keeps of their profile: they would have to go."""
     return [Blocker(BlockerKind.UNSAFE, gpu.index,
                     f"GPU {gpu.index}: GPU instance {gi.gpu_instance_id} ({gi.profile} at memory slice "
                     f"{gi.placement_start}) runs processes and is not in the layout {target.layout}",
                     _unique_processes(_processes_in(gpu, gi)))
-            for gi in _busy_beyond_layout(gpu, target, model)]
+            for gi in _busy_beyond_layout(gpu, target, capability)]
 
 
-def _busy_beyond_layout(gpu: Gpu, target: GpuTarget, model: GpuModel) -> list[GpuInstance]:
+def _busy_beyond_layout(gpu: Gpu, target: GpuTarget, capability: MigCapability) -> list[GpuInstance]:
     """Where the layout keeps fewer instances of a profile than are busy, which busy ones must go:
     the first choice that lets the rest of the layout fit beside the kept ones, so the plan names
     processes whose stopping really clears the way (both 3g busy and ``4g,3g`` wanted: the 3g at
@@ -208,7 +209,7 @@ def _busy_beyond_layout(gpu: Gpu, target: GpuTarget, model: GpuModel) -> list[Gp
         if first is None:
             first = beyond
         new = _take(target.profiles, wanted - Counter(gi.profile_id for gi in kept))
-        if pack(model, [_slot(gi) for gi in kept], new) is not None:
+        if pack(capability, [_slot(gi) for gi in kept], new) is not None:
             return beyond
     return first or []
 
@@ -219,26 +220,26 @@ def _without(gpu: Gpu, stopped: Sequence[GpuProcess]) -> Gpu:
     return replace(gpu, processes=tuple(p for p in gpu.processes if (p.pid, p.gpu_instance_id) not in gone))
 
 
-def _choose_instances(gpu: Gpu, target: GpuTarget, model: GpuModel) -> tuple[
+def _choose_instances(gpu: Gpu, target: GpuTarget, capability: MigCapability) -> tuple[
         tuple[GpuInstance, ...], tuple[GpuInstance, ...], tuple[Slot, ...], list[Blocker]]:
     """(kept, destroyed, created in order, blockers) for the GPU instances of ``gpu``, whose busy
     instances all fit the layout (``_busy_instance_blockers`` found none)."""
     existing = _existing(gpu)
     busy = [gi for gi in existing if _processes_in(gpu, gi)]
     remaining = _wanted(target) - Counter(gi.profile_id for gi in busy)
-    reusable = [gi for gi in existing
-                if gi not in busy and remaining[gi.profile_id] and _compute_matches(gpu, gi, target, model)]
+    reusable = [gi for gi in existing if gi not in busy and remaining[gi.profile_id]
+                and _compute_matches(gpu, gi, target, capability)]
     fixed = [_slot(gi) for gi in busy]
     for keep in _keep_choices(reusable, remaining):
-        if _compute_left(gpu, target, model, (*busy, *keep)) is None:
+        if _compute_left(gpu, target, capability, (*busy, *keep)) is None:
             continue
         new = _take(target.profiles, remaining - Counter(gi.profile_id for gi in keep))
-        placed = pack(model, [*fixed, *map(_slot, keep)], new)
+        placed = pack(capability, [*fixed, *map(_slot, keep)], new)
         if placed is not None:
             kept = (*busy, *keep)
             return kept, tuple(gi for gi in existing if gi not in kept), placed, []
-    reason = misfit_reason(model, fixed, _take(target.profiles, remaining))
-    why = f"layout {target.layout} does not fit GPU {gpu.index} ({model.key}): {reason}"
+    reason = misfit_reason(capability, fixed, _take(target.profiles, remaining))
+    why = f"layout {target.layout} does not fit GPU {gpu.index} ({gpu.name or 'unnamed GPU'}): {reason}"
     return (), (), (), [Blocker(BlockerKind.IMPOSSIBLE, gpu.index, why)]
 
 
@@ -267,13 +268,13 @@ def _processes_in(gpu: Gpu, gi: GpuInstance) -> tuple[GpuProcess, ...]:
     return tuple(p for p in gpu.processes if p.gpu_instance_id == gi.gpu_instance_id)
 
 
-def _single_compute(gpu: Gpu, gi: GpuInstance, model: GpuModel) -> int | None:
+def _single_compute(gpu: Gpu, gi: GpuInstance, capability: MigCapability) -> int | None:
     """Slices of the GPU instance's only compute instance; None without one; 0 with several."""
     if not gi.compute_instance_ids:
         return None
     if len(gi.compute_instance_ids) > 1:
         return 0
-    return _compute_slices(gpu, gi, gi.compute_instance_ids[0], _profile(model, gi.profile_id))
+    return _compute_slices(gpu, gi, gi.compute_instance_ids[0], _profile(capability, gi.profile_id))
 
 
 def _wanted_compute(target: GpuTarget) -> dict[int, list[int]]:
@@ -285,20 +286,20 @@ def _wanted_compute(target: GpuTarget) -> dict[int, list[int]]:
     return wanted
 
 
-def _compute_matches(gpu: Gpu, gi: GpuInstance, target: GpuTarget, model: GpuModel) -> bool:
+def _compute_matches(gpu: Gpu, gi: GpuInstance, target: GpuTarget, capability: MigCapability) -> bool:
     """The instance has no compute instance yet (one is then created) or exactly one of a size the
     layout asks for (``1c.3g.40gb`` matches only where the layout says ``1c.3g.40gb``)."""
-    c = _single_compute(gpu, gi, model)
+    c = _single_compute(gpu, gi, capability)
     return c is None or c in _wanted_compute(target).get(gi.profile_id, [])
 
 
-def _compute_left(gpu: Gpu, target: GpuTarget, model: GpuModel,
+def _compute_left(gpu: Gpu, target: GpuTarget, capability: MigCapability,
                   kept: Sequence[GpuInstance]) -> dict[int, list[int]] | None:
     """The compute instance sizes still to create, per profile ID, once ``kept`` stays; None when
     idle kept instances hold more of one size than the layout asks for."""
     left = _wanted_compute(target)
     for gi in kept:
-        c = _single_compute(gpu, gi, model)
+        c = _single_compute(gpu, gi, capability)
         sizes = left.get(gi.profile_id, [])
         if c in sizes:
             sizes.remove(c)
@@ -311,14 +312,14 @@ def _slot(gi: GpuInstance) -> Slot:
     return Slot(gi.profile_id, gi.profile, gi.placement_start, gi.placement_size)
 
 
-def _steps(gpu: Gpu, target: GpuTarget, model: GpuModel, kept: Sequence[GpuInstance],
+def _steps(gpu: Gpu, target: GpuTarget, capability: MigCapability, kept: Sequence[GpuInstance],
            destroyed: Sequence[GpuInstance], created: Sequence[Slot], persistence: bool) -> list[Step]:
     """Destroy what goes (compute instances first), set the mode, then persistence (after the mode,
     so it never holds the GPU during a mode change), then create. Mode first also means nothing is
     created on a GPU whose mode stays pending."""
     steps: list[Step] = []
     for gi in destroyed:
-        profile = _profile(model, gi.profile_id)
+        profile = _profile(capability, gi.profile_id)
         steps += [DestroyComputeInstance(gpu.index, gi.gpu_instance_id, gi.placement_start, ci,
                                          _compute_slices(gpu, gi, ci, profile))
                   for ci in gi.compute_instance_ids]
@@ -328,30 +329,30 @@ def _steps(gpu: Gpu, target: GpuTarget, model: GpuModel, kept: Sequence[GpuInsta
         steps.append(SetMigMode(gpu.index, target.mig_enabled, restore=bool(gpu.mig_mode_pending)))
     if persistence and target.mig_enabled and gpu.persistence_mode is False:
         steps.append(SetPersistence(gpu.index, True))
-    left = _compute_left(gpu, target, model, kept) or {}
+    left = _compute_left(gpu, target, capability, kept) or {}
     for gi in kept:
         if not gi.compute_instance_ids:
             steps.append(CreateComputeInstance(gpu.index, gi.placement_start, left[gi.profile_id].pop(0)))
     for slot in created:
-        profile = _profile(model, slot.profile_id)
+        profile = _profile(capability, slot.profile_id)
         steps.append(CreateGpuInstance(gpu.index, profile.name, profile.enum, slot.start, slot.size))
         steps.append(CreateComputeInstance(gpu.index, slot.start, left[slot.profile_id].pop(0)))
     return steps
 
 
-def _profile(model: GpuModel, profile_id: int) -> GpuInstanceProfile:
-    """A profile the planner already checked the model has."""
-    profile = model.profile_by_id(profile_id)
+def _profile(capability: MigCapability, profile_id: int) -> GpuInstanceProfile:
+    """A profile the planner already checked the GPU has."""
+    profile = capability.profile_by_id(profile_id)
     if profile is None:
-        raise KeyError(f"{model.key} has no GPU instance profile ID {profile_id}")
+        raise KeyError(f"no GPU instance profile ID {profile_id} on this GPU")
     return profile
 
 
 def _compute_slices(gpu: Gpu, gi: GpuInstance, ci: int, profile: GpuInstanceProfile) -> int:
-    """Compute slices of a compute instance, from its MIG device name (``1c.3g.40gb`` → 1), for undo."""
+    """Compute slices of a compute instance, as NVML gave them for its MIG device, for undo; a
+    device without the figure (attributes not supported) is taken for a full-size one."""
     for device in gpu.mig_instances:
-        if device.gpu_instance_id == gi.gpu_instance_id and device.compute_instance_id == ci:
-            head = device.profile.split(".")[0]
-            if head.endswith("c"):
-                return int(head[:-1])
+        if (device.gpu_instance_id, device.compute_instance_id) == (gi.gpu_instance_id, ci) \
+                and device.compute_slices is not None:
+            return device.compute_slices
     return profile.slice_count

@@ -102,7 +102,7 @@ def _impossible(gpu_index: int, plan: Plan, planned: Mapping[int, GpuPlan]) -> b
 
 
 def _wanted(target: GpuTarget) -> str:
-    if target.model is None and target.mig_enabled:
+    if target.capability is None and target.mig_enabled:
         return "MIG, which this GPU does not support"
     return f"MIG enabled: {target.layout or 'no GPU instances'}" if target.mig_enabled else "MIG disabled"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mig_exporter.profiles import COMPUTE_PROFILE_ENUM_BY_SLICES
+from mig_exporter.nvml.capability import COMPUTE_PROFILE_ENUM_BY_SLICES
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any, Protocol, TypeVar
 
 import pynvml
 
-from mig_exporter.profiles import GpuInstanceProfile
 from mig_exporter.sim.handles import Handle, Kind, decode
+from mig_exporter.sim.models import GpuInstanceProfile
 from mig_exporter.sim.state import Fleet, SimComputeInstance, SimGpu, SimGpuInstance, mig_device_uuid
 
 

@@ -14,11 +14,11 @@ from typing import Any
 import yaml
 
 from mig_exporter.errors import yaml_problem
-from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel, match_profile, valid_compute_slices
 from mig_exporter.sim import placement as driver
 from mig_exporter.sim.fault_reader import read_call_latency, read_fault
 from mig_exporter.sim.fleet_checks import MAX_DELAY_SECONDS, UINT_MAX, FleetError
 from mig_exporter.sim.health_reader import read_health
+from mig_exporter.sim.models import MODELS, GpuInstanceProfile, GpuModel, match_profile, valid_compute_slices
 from mig_exporter.sim.process_reader import ProcessReader
 from mig_exporter.sim.state import (
     DEFAULT_CUDA_VERSION,

@@ -12,7 +12,6 @@ from typing import Any
 
 import pynvml
 
-from mig_exporter.profiles import COMPUTE_PROFILE_ENUM_BY_SLICES, GpuInstanceProfile, valid_compute_slices
 from mig_exporter.sim import placement as driver
 from mig_exporter.sim.calls import CallsBase, NvmlFailure, Target, c_function
 from mig_exporter.sim.handles import (
@@ -25,6 +24,7 @@ from mig_exporter.sim.handles import (
     write_handle,
     write_handle_at,
 )
+from mig_exporter.sim.models import COMPUTE_PROFILE_ENUM_BY_SLICES, GpuInstanceProfile, valid_compute_slices
 from mig_exporter.sim.state import SimComputeInstance, SimGpu, SimGpuInstance
 
 SLICES_BY_COMPUTE_PROFILE = {enum: slices for slices, enum in COMPUTE_PROFILE_ENUM_BY_SLICES.items()}

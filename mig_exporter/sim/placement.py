@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mig_exporter.profiles import GpuInstanceProfile, GpuModel
+from mig_exporter.sim.models import GpuInstanceProfile, GpuModel
 from mig_exporter.sim.state import SimComputeInstance, SimGpu, SimGpuInstance
 
 MIG_OVERHEAD_MIB_PER_8_SLICES = 213

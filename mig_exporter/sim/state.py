@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import cached_property
 
-from mig_exporter.profiles import MODELS, GpuInstanceProfile, GpuModel
 from mig_exporter.sim.latency import CallLatency
+from mig_exporter.sim.models import MODELS, GpuInstanceProfile, GpuModel
 
 # Fixed namespace, so derived GPU and MIG UUIDs are the same in every run and on every machine.
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "simulated-nvml.mig-exporter.invalid")

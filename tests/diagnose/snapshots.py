@@ -1,5 +1,6 @@
 """Snapshots built by hand for diagnose's tests: the incident, a healthy partitioned GPU, and
-each other finding, so the report can be checked without NVML or the simulator."""
+each other finding, so the report can be checked without NVML. Their MIG capability is the one
+the reader recorded for an A100-SXM4-80GB through the simulator (``simulated_gpus``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from collections.abc import Iterable
 from dataclasses import replace
 from types import SimpleNamespace
 
+from simulated_gpus import capability
+
 from mig_exporter.hostinfo import Attribution, attribute_simulated_process
 from mig_exporter.model import MIB, Gpu, GpuInstance, GpuProcess, MigInstance, Snapshot
 
 A100_80 = "NVIDIA A100-SXM4-80GB"
+A100_80_MIG = capability("A100-SXM4-80GB")
 # seed/README.md: MiB per GPU of PIDs 78914 and 81007
 SEED_MIB = {78914: (3752, 5082, 4992, 4234), 81007: (3780, 5082, 5066, 4236)}
 
@@ -18,7 +22,7 @@ SEED_MIB = {78914: (3752, 5082, 4992, 4234), 81007: (3780, 5082, 5066, 4236)}
 def shared_gpu(index: int, mib_by_pid: dict[int, int], name: str = A100_80) -> Gpu:
     uuid = f"GPU-test-{index}"
     return Gpu(
-        index=index, uuid=uuid, name=name, memory_total_bytes=81920 * MIB,
+        index=index, uuid=uuid, name=name, memory_total_bytes=81920 * MIB, mig_capability=A100_80_MIG,
         memory_used_bytes=sum(mib_by_pid.values()) * MIB, persistence_mode=False,
         mig_mode_current=False, mig_mode_pending=False,
         processes=tuple(GpuProcess(pid, "python", index, uuid, mib * MIB) for pid, mib in mib_by_pid.items()),
@@ -29,7 +33,8 @@ def partitioned_gpu(index: int, pids: tuple[int, int] = (5001, 5002), persistenc
     """An A100-80GB split 3g.40gb + 3g.40gb, one process in each, as after the incident's runbook."""
     uuid = f"GPU-test-{index}"
     return Gpu(
-        index=index, uuid=uuid, name=A100_80, memory_total_bytes=81920 * MIB, memory_used_bytes=21213 * MIB,
+        index=index, uuid=uuid, name=A100_80, mig_capability=A100_80_MIG,
+        memory_total_bytes=81920 * MIB, memory_used_bytes=21213 * MIB,
         persistence_mode=persistence, mig_mode_current=True, mig_mode_pending=True,
         gpu_instances=(
             GpuInstance(index, 1, 9, "3g.40gb", 0, 4, (0,)),
@@ -69,7 +74,8 @@ def pending_enable() -> Snapshot:
 
 def empty_mig(index: int = 0) -> Gpu:
     return Gpu(index=index, uuid=f"GPU-test-{index}", name=A100_80, memory_total_bytes=81920 * MIB,
-               persistence_mode=True, mig_mode_current=True, mig_mode_pending=True)
+               mig_capability=A100_80_MIG, persistence_mode=True, mig_mode_current=True,
+               mig_mode_pending=True)
 
 
 def lost(index: int) -> Gpu:

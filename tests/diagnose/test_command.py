@@ -78,7 +78,7 @@ def test_seed_incident_text(capsys):
     assert "PID 81007 (python) holds memory on GPUs 0-3" in out
     assert "PID 78914 python: 18060 MiB + 20% = 21672 MiB -> 3g.40gb (40192 MiB) on GPU 0" in out
     assert "PID 81007 python: 18164 MiB + 20% = 21796 MiB -> 3g.40gb (40192 MiB) on GPU 0" in out
-    assert "Partition GPU 0 (A100-SXM4-80GB) as 3g.40gb,3g.40gb." in out
+    assert "Partition GPU 0 (NVIDIA A100-SXM4-80GB) as 3g.40gb,3g.40gb." in out
     assert "This frees GPUs 1-3 for other work." in out
     # a built-in fleet is read-only: the advice copies it, then partitions the copy
     assert ("    mig-exporter fleet show seed-incident > fleet.yaml\n"
@@ -103,7 +103,7 @@ def test_seed_incident_json(capsys):
         (78914, 0, "3g.40gb"), (81007, 0, "3g.40gb"),
     ]
     assert advice["layouts"] == [
-        {"gpu_index": 0, "model": "A100-SXM4-80GB", "layout": ["3g.40gb", "3g.40gb"]},
+        {"gpu_index": 0, "model": "NVIDIA A100-SXM4-80GB", "layout": ["3g.40gb", "3g.40gb"]},
     ]
     assert advice["freed_gpus"] == [1, 2, 3]
     assert advice["copy_fleet_command"] == "mig-exporter fleet show seed-incident > fleet.yaml"

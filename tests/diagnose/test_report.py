@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from simulated_gpus import capability
 
 from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
 from mig_exporter.diagnose.explain import describe_gpus
@@ -75,7 +76,7 @@ def test_incident_advice_in_the_report(incident_report):
     ]
     assert [w.used_memory_bytes for w in advice.workloads] == [sum(m) * MIB for m in SEED_MIB.values()]
     assert [(lay.gpu_index, lay.model, lay.layout) for lay in advice.layouts] == [
-        (0, "A100-SXM4-80GB", ("3g.40gb", "3g.40gb")),
+        (0, "NVIDIA A100-SXM4-80GB", ("3g.40gb", "3g.40gb")),
     ]
     assert advice.freed_gpus == (1, 2, 3)
     assert [r.command for r in advice.remediate] == [
@@ -172,7 +173,8 @@ def test_pending_mode_says_a_reset_is_owed():
 def test_pending_enable_on_hopper_turns_persistence_off_and_rules_out_a_reboot():
     """mig-facts.md: persistence mode holds the GPU open, so the reset fails; on Hopper the MIG
     mode does not survive a driver unload, so a reboot would end with MIG off."""
-    gpu = replace(empty_mig(0), name="NVIDIA H100 80GB HBM3", mig_mode_current=False)
+    gpu = replace(empty_mig(0), name="NVIDIA H100 80GB HBM3", mig_capability=capability("H100-SXM5-80GB"),
+                  mig_mode_current=False)
     pending = finding_of(report_of(snapshot(gpu)), "mig_pending")
     assert commands(pending) == ["sudo nvidia-smi -i 0 -pm 0", "sudo systemctl stop nvidia-persistenced",
                                  "sudo nvidia-smi -r -i 0"]

@@ -3,6 +3,8 @@ partitioned GPU, so the series can be checked without NVML or the simulator."""
 
 from __future__ import annotations
 
+from simulated_gpus import capability
+
 from mig_exporter.model import MIB, Gpu, GpuInstance, GpuProcess, MigInstance, Snapshot
 
 INCIDENT_MIB = {  # GPU → (PID 78914, PID 81007), seed/README.md
@@ -21,7 +23,8 @@ def incident_gpu(index: int) -> Gpu:
         for pid, mib in zip(SPANNING_PIDS, INCIDENT_MIB[index], strict=True)
     )
     return Gpu(
-        index=index, uuid=uuid, name="NVIDIA A100-SXM4-80GB", pci_bus_id=f"00000000:0{index}:00.0",
+        index=index, uuid=uuid, name="NVIDIA A100-SXM4-80GB", mig_capability=capability("A100-SXM4-80GB"),
+        pci_bus_id=f"00000000:0{index}:00.0",
         pci_device_id=0x20B2, memory_total_bytes=81920 * MIB, memory_used_bytes=32759 * MIB,
         persistence_mode=False, mig_mode_current=False, mig_mode_pending=False,
         utilization_gpu_ratio=0.0, temperature_celsius=34.0, power_watts=61.5, power_limit_watts=400.0,
@@ -45,7 +48,8 @@ def partitioned_gpu(index: int = 0) -> Gpu:
         for slot, (gi, mib) in enumerate(((2, 12000), (1, 9000)))
     )
     return Gpu(
-        index=index, uuid=uuid, name="NVIDIA A100-SXM4-80GB", memory_total_bytes=81920 * MIB,
+        index=index, uuid=uuid, name="NVIDIA A100-SXM4-80GB", mig_capability=capability("A100-SXM4-80GB"),
+        memory_total_bytes=81920 * MIB,
         memory_used_bytes=(213 + 21000) * MIB, persistence_mode=True, mig_mode_current=True,
         mig_mode_pending=True,
         gpu_instances=(

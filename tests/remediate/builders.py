@@ -1,11 +1,18 @@
-"""Snapshots built by hand, for testing the pure parts of remediate without a simulator."""
+"""Snapshots built by hand, for testing the pure parts of remediate. Each GPU's name, PCI ID and
+MIG capability are those the reader recorded for its model through the simulator
+(``simulated_gpus``), so the planner sees only what NVML reports."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from simulated_gpus import profile as model_profile
+from simulated_gpus import read_gpu
+
+from mig_exporter.capability import parse_profile_name
 from mig_exporter.model import Gpu, GpuInstance, GpuProcess, MigInstance, Snapshot
-from mig_exporter.profiles import A100_SXM4_80GB, GpuModel, match_profile
+
+A100_80GB = "A100-SXM4-80GB"
 
 # GPU instance IDs follow the placement (mig-facts.md, observed on A100): (size, start) → ID.
 _OBSERVED_IDS = {(8, 0): 0, (4, 0): 1, (4, 4): 2, (2, 0): 3, (2, 2): 4, (2, 4): 5}
@@ -16,10 +23,9 @@ def gpu_instance_id(size: int, start: int) -> int:
 
 
 def instance(
-    gpu_index: int, name: str, start: int, *, model: GpuModel = A100_SXM4_80GB, compute: Sequence[int] = (0,)
+    gpu_index: int, name: str, start: int, *, model: str = A100_80GB, compute: Sequence[int] = (0,)
 ) -> GpuInstance:
-    profile = match_profile(model, name)
-    assert profile is not None, name
+    profile = model_profile(model, name)
     return GpuInstance(
         gpu_index,
         gpu_instance_id(profile.placement_size, start),
@@ -46,7 +52,7 @@ def process(gpu_index: int, pid: int, mib: int, gi: GpuInstance | None = None) -
 def gpu(
     index: int,
     *,
-    model: GpuModel = A100_SXM4_80GB,
+    model: str = A100_80GB,
     mig: bool = False,
     pending: bool | None = None,
     persistence: bool = False,
@@ -54,9 +60,10 @@ def gpu(
     processes: Sequence[GpuProcess] = (),
     compute_names: dict[tuple[int, int], str] | None = None,
 ) -> Gpu:
-    """A GPU as the reader would give it; ``compute_names`` overrides a MIG device's profile name
-    (``1c.3g.40gb``) by (GPU instance ID, compute instance ID)."""
+    """A GPU of ``model`` (a fleet-file key) as the reader would give it; ``compute_names``
+    overrides a MIG device's profile name (``1c.3g.40gb``) by (GPU instance ID, compute instance ID)."""
     names = compute_names or {}
+    read = read_gpu(model)
     devices = tuple(
         MigInstance(
             index,
@@ -66,14 +73,16 @@ def gpu(
             gi.gpu_instance_id,
             ci,
             names.get((gi.gpu_instance_id, ci), gi.profile),
+            compute_slices=_compute_slices(names.get((gi.gpu_instance_id, ci), gi.profile)),
         )
         for n, (gi, ci) in enumerate((gi, ci) for gi in instances for ci in gi.compute_instance_ids)
     )
     return Gpu(
         index=index,
         uuid=f"GPU-{index}",
-        name=model.nvml_name,
-        pci_device_id=model.pci_device_ids[0],
+        name=read.name,
+        pci_device_id=read.pci_device_id,
+        mig_capability=read.mig_capability,
         persistence_mode=persistence,
         mig_mode_current=mig,
         mig_mode_pending=mig if pending is None else pending,
@@ -81,6 +90,12 @@ def gpu(
         mig_instances=devices,
         processes=tuple(processes),
     )
+
+
+def _compute_slices(device_name: str) -> int | None:
+    """What nvmlDeviceGetAttributes gives for a MIG device of this name: 1 for ``1c.3g.40gb``."""
+    parsed = parse_profile_name(device_name)
+    return None if parsed is None else parsed.compute or parsed.slices
 
 
 def snapshot(*gpus: Gpu) -> Snapshot:

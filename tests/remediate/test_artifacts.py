@@ -7,7 +7,6 @@ from pathlib import Path
 
 import yaml
 
-from mig_exporter.profiles import A100_SXM4_80GB, H100_SXM5_80GB
 from mig_exporter.remediate.apply import Executed, PendingMode
 from mig_exporter.remediate.artifacts import (
     RunRecord,
@@ -24,7 +23,7 @@ from mig_exporter.remediate.steps import CreateComputeInstance, CreateGpuInstanc
 
 from .builders import gpu, instance, snapshot
 
-BEFORE = snapshot(gpu(0), gpu(1), gpu(2, model=H100_SXM5_80GB))
+BEFORE = snapshot(gpu(0), gpu(1), gpu(2, model="H100-SXM5-80GB"))
 
 
 def run_record(plan: Plan) -> RunRecord:
@@ -43,7 +42,7 @@ def run_record(plan: Plan) -> RunRecord:
         *(
             gpu(
                 g.index,
-                model=H100_SXM5_80GB if g.index == 2 else A100_SXM4_80GB,
+                model="H100-SXM5-80GB" if g.index == 2 else "A100-SXM4-80GB",
                 mig=True,
                 persistence=True,
                 instances=[instance(g.index, "3g", 4), instance(g.index, "3g", 0)],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from simulated_gpus import MODEL_KEYS, capability
 
-from mig_exporter.profiles import MODELS, valid_compute_slices
 from mig_exporter.remediate.kubernetes import resource_name, single_strategy_problem
 
 # Kubernetes: an extended resource is a qualified name, prefix "/" name, where the name is at most
@@ -17,10 +17,10 @@ _QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 def _every_mig_device_name() -> list[str]:
     """Each GPU instance profile of each model, and each smaller compute instance in it (1c.3g.40gb)."""
     names = []
-    for model in MODELS.values():
-        for profile in model.profiles:
+    for model in MODEL_KEYS:
+        for profile in capability(model).profiles:
             names.append(profile.name)
-            names += [f"{c}c.{profile.name}" for c in valid_compute_slices(profile.slice_count)
+            names += [f"{c}c.{profile.name}" for c in profile.compute_slice_options()
                       if c < profile.slice_count]
     return names
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from simulated_gpus import capability
 
 from mig_exporter.errors import InputError
 from mig_exporter.model import Gpu
-from mig_exporter.profiles import A30, A100_SXM4_80GB, H100_SXM5_80GB
 from mig_exporter.remediate.layout import layout_targets, mig_parted_targets, select_gpus
 from mig_exporter.remediate.plan import make_plan
 from mig_exporter.remediate.steps import CreateComputeInstance
 
 from .builders import gpu, snapshot
 
-MIXED = snapshot(gpu(0), gpu(1), gpu(2, model=H100_SXM5_80GB), gpu(3, model=A30))
+MIXED = snapshot(gpu(0), gpu(1), gpu(2, model="H100-SXM5-80GB"), gpu(3, model="A30"))
 
 
 def test_select_gpus_by_index_uuid_and_all() -> None:
@@ -42,7 +42,7 @@ def test_names_resolve_per_model_by_slices_and_memory_class() -> None:
 def test_a_profile_the_model_lacks_is_an_input_error() -> None:
     # A30 has no 3-slice profile: the message lists what it has.
     with pytest.raises(
-        InputError, match=r"--layout 3g: unknown profile '3g' for GPU 3 \(A30\): A30 has 1g.6gb"
+        InputError, match=r"--layout 3g: unknown profile '3g' for GPU 3 \(NVIDIA A30\): NVML lists 1g.6gb"
     ):
         layout_targets("3", "3g", MIXED)
 
@@ -53,7 +53,7 @@ def test_driver_drift_in_names_still_matches() -> None:
 
 
 def test_unknown_profile_and_compute_profiles_are_refused() -> None:
-    with pytest.raises(InputError, match=r"unknown profile '5g.40gb' for GPU 0 \(A100-SXM4-80GB\)"):
+    with pytest.raises(InputError, match=r"unknown profile '5g.40gb' for GPU 0 \(NVIDIA A100-SXM4-80GB\)"):
         layout_targets("0", "3g.40gb,5g.40gb", MIXED)
     with pytest.raises(InputError, match=r"'4c.3g.40gb': .* compute instances of 1, 2, 3 slices, not 4"):
         layout_targets("0", "4c.3g.40gb", MIXED)
@@ -64,7 +64,7 @@ def test_unknown_profile_and_compute_profiles_are_refused() -> None:
 def test_a_gpu_without_mig_gets_a_target_without_model() -> None:
     no_mig = Gpu(index=0, uuid="GPU-0", name="NVIDIA L4", mig_mode_current=None)
     (target,) = layout_targets("0", "3g", snapshot(no_mig))
-    assert target.model is None and target.profiles == ()
+    assert target.capability is None and target.profiles == ()
 
 
 CONFIG = """\
@@ -108,7 +108,7 @@ def test_mig_parted_device_filter_selects_by_pci_id(config: str) -> None:
     targets = mig_parted_targets(config, "a100-balanced", MIXED)
     assert [t.gpu_index for t in targets] == [0, 1]  # the H100 and the A30 are filtered out
     assert [p.name for p in targets[0].profiles] == ["3g.40gb", "2g.20gb", "1g.10gb"]
-    assert targets[0].model is A100_SXM4_80GB
+    assert targets[0].capability == capability("A100-SXM4-80GB")
 
 
 def test_mig_parted_devices_and_disabled(config: str) -> None:

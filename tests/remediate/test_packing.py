@@ -6,12 +6,17 @@ from itertools import product
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from simulated_gpus import MODEL_KEYS, capability
 
-from mig_exporter.profiles import A30, A100_SXM4_80GB, MODELS, GpuInstanceProfile, GpuModel, match_profile
+from mig_exporter.capability import GpuInstanceProfile, MigCapability, match_profile
 from mig_exporter.remediate.packing import Slot, misfit_reason, pack
 
+# Capabilities as the reader records them through the simulator (mig-facts.md tables).
+A100_SXM4_80GB = capability("A100-SXM4-80GB")
+A30 = capability("A30")
 
-def profiles(model: GpuModel, *names: str) -> list[GpuInstanceProfile]:
+
+def profiles(model: MigCapability, *names: str) -> list[GpuInstanceProfile]:
     found = [match_profile(model, name) for name in names]
     assert all(found)
     return [p for p in found if p is not None]
@@ -61,12 +66,13 @@ def test_a_busy_instance_in_the_only_place_is_said_as_such() -> None:
 
 def test_instance_counts_are_limited() -> None:
     assert misfit_reason(A100_SXM4_80GB, [], profiles(A100_SXM4_80GB, *["1g"] * 8)) == (
-        "at most 7 1g.10gb fit on a A100-SXM4-80GB"
+        "at most 7 1g.10gb fit on this GPU (NVML's instance count)"
     )
-    assert misfit_reason(A30, [], profiles(A30, "1g+me", "1g.6gb+me")) == "at most 1 1g.6gb+me fit on a A30"
+    assert misfit_reason(A30, [], profiles(A30, "1g+me", "1g.6gb+me")) == (
+        "at most 1 1g.6gb+me fit on this GPU (NVML's instance count)")
 
 
-def brute_force_fits(model: GpuModel, wanted: list[GpuInstanceProfile]) -> bool:
+def brute_force_fits(model: MigCapability, wanted: list[GpuInstanceProfile]) -> bool:
     """Try every combination of starts: the oracle the search must agree with."""
     for starts in product(*(p.placement_starts for p in wanted)):
         slots = [Slot.of(p, s) for p, s in zip(wanted, starts, strict=True)]
@@ -78,14 +84,15 @@ def brute_force_fits(model: GpuModel, wanted: list[GpuInstanceProfile]) -> bool:
 
 
 @st.composite
-def model_and_layout(draw: st.DrawFn) -> tuple[GpuModel, list[GpuInstanceProfile]]:
-    model = draw(st.sampled_from(sorted(MODELS.values(), key=lambda m: m.key)))
+def model_and_layout(draw: st.DrawFn) -> tuple[MigCapability, list[GpuInstanceProfile]]:
+    model = draw(st.sampled_from([capability(key) for key in MODEL_KEYS]))
     return model, draw(st.lists(st.sampled_from(model.profiles), min_size=1, max_size=5))
 
 
 @settings(max_examples=200, deadline=None)
 @given(model_and_layout())
-def test_search_finds_a_fit_exactly_when_one_exists(case: tuple[GpuModel, list[GpuInstanceProfile]]) -> None:
+def test_search_finds_a_fit_exactly_when_one_exists(
+        case: tuple[MigCapability, list[GpuInstanceProfile]]) -> None:
     model, wanted = case
     placed = pack(model, [], wanted)
     assert (placed is not None) == brute_force_fits(model, wanted)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from simulated_gpus import capability
+
 from mig_exporter.model import Gpu, GpuInstance, Snapshot
-from mig_exporter.profiles import A100_SXM4_80GB, H100_SXM5_80GB
 from mig_exporter.remediate.layout import GpuTarget, layout_targets
 from mig_exporter.remediate.plan import BlockerKind, Plan, make_plan
 from mig_exporter.remediate.steps import (
@@ -161,7 +162,7 @@ def test_a_layout_that_does_not_fit_says_why() -> None:
     (blocker,) = plan.blockers
     assert blocker.kind is BlockerKind.IMPOSSIBLE and not plan.steps
     assert blocker.reason == (
-        "layout 3g.40gb,3g.40gb,1g.10gb does not fit GPU 0 (A100-SXM4-80GB): "
+        "layout 3g.40gb,3g.40gb,1g.10gb does not fit GPU 0 (NVIDIA A100-SXM4-80GB): "
         "no memory slice left for another 1g.10gb (taken: 3g.40gb@4, 3g.40gb@0)"
     )
 
@@ -173,7 +174,7 @@ def test_mig_less_and_lost_gpus_are_impossible() -> None:
     )
     plan = make_plan(
         snap,
-        [GpuTarget(0, None, True, ()), GpuTarget(1, A100_SXM4_80GB, True, ())],
+        [GpuTarget(0, None, True, ()), GpuTarget(1, capability("A100-SXM4-80GB"), True, ())],
         privileged=True,
         persistence=True,
     )
@@ -199,7 +200,7 @@ def test_a_pending_enable_is_requested_again_and_undone_to_pending() -> None:
 
 
 def test_hopper_layouts_use_hopper_profiles() -> None:
-    plan = plan_for(snapshot(gpu(0, model=H100_SXM5_80GB, persistence=True)), "0", "3g,2g,1g")
+    plan = plan_for(snapshot(gpu(0, model="H100-SXM5-80GB", persistence=True)), "0", "3g,2g,1g")
     assert [(s.profile, s.start, s.profile_enum) for s in plan.steps if isinstance(s, CreateGpuInstance)] == [
         ("3g.40gb", 4, 2),
         ("2g.20gb", 2, 1),
@@ -211,7 +212,7 @@ def test_mig_disabled_target_destroys_idle_instances_then_disables() -> None:
     gi = instance(0, "7g", 0)
     plan = make_plan(
         snapshot(gpu(0, mig=True, instances=[gi])),
-        [GpuTarget(0, A100_SXM4_80GB, False, ())],
+        [GpuTarget(0, capability("A100-SXM4-80GB"), False, ())],
         privileged=True,
         persistence=True,
     )
@@ -222,13 +223,13 @@ def test_mig_disabled_target_destroys_idle_instances_then_disables() -> None:
     )
 
 
-def test_an_instance_of_a_profile_unknown_to_the_tables_is_not_destroyed() -> None:
-    strange = GpuInstance(0, 10, 99, "1g.10gb+gfx", 3, 1, (0,))  # a profile newer than the tables
+def test_an_instance_of_a_profile_nvml_did_not_list_is_not_destroyed() -> None:
+    strange = GpuInstance(0, 10, 99, "1g.10gb+gfx", 3, 1, (0,))  # a profile NVML did not list
     plan = plan_for(snapshot(gpu(0, mig=True, instances=[strange])), "0", "3g")
     (blocker,) = plan.blockers
     assert (
         blocker.kind is BlockerKind.IMPOSSIBLE
-        and "profile ID 99, unknown for A100-SXM4-80GB" in blocker.reason
+        and "profile ID 99, which NVML does not list for this GPU" in blocker.reason
     )
 
 

@@ -91,7 +91,7 @@ def test_incident_without_its_processes_is_partitioned_as_by_hand_then_nothing_t
     ("layout", "message"),
     [
         ("3g.40gb,3g.40gb,1g.10gb", "no memory slice left for another 1g.10gb"),
-        ("3g.40gb,5g.40gb", "unknown profile '5g.40gb' for GPU 0 (A100-SXM4-80GB)"),
+        ("3g.40gb,5g.40gb", "unknown profile '5g.40gb' for GPU 0 (NVIDIA A100-SXM4-80GB)"),
     ],
 )
 def test_bad_layouts_exit_2_before_any_change(

@@ -11,8 +11,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from simulated_gpus import capability
 
-from mig_exporter.profiles import A30, A100_SXM4_80GB, H100_SXM5_80GB, GpuModel
 from mig_exporter.remediate.packing import Slot
 from mig_exporter.sim import Fleet, load_fleet
 from mig_exporter.sim.state import SimGpu
@@ -30,8 +30,8 @@ MUTATING_CALLS = (
 
 
 @st.composite
-def gpu_entries(draw: st.DrawFn, model: GpuModel, index: int) -> dict[str, Any]:
-    entry: dict[str, Any] = {"model": model.key, "persistence": draw(st.booleans())}
+def gpu_entries(draw: st.DrawFn, model: str, index: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"model": model, "persistence": draw(st.booleans())}
     pid = 1000 + 100 * index
     if draw(st.booleans()):
         entry["mig"] = "disabled"
@@ -41,7 +41,7 @@ def gpu_entries(draw: st.DrawFn, model: GpuModel, index: int) -> dict[str, Any]:
         entry["mig"] = "enabled"
         placed: list[Slot] = []
         for profile, choice in draw(
-            st.lists(st.tuples(st.sampled_from(model.profiles), st.integers(0, 7)), max_size=5)
+            st.lists(st.tuples(st.sampled_from(capability(model).profiles), st.integers(0, 7)), max_size=5)
         ):
             slot = Slot.of(profile, profile.placement_starts[choice % len(profile.placement_starts)])
             crowded = sum(s.profile_id == profile.id for s in placed) >= profile.max_count
@@ -60,7 +60,7 @@ def gpu_entries(draw: st.DrawFn, model: GpuModel, index: int) -> dict[str, Any]:
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[dict[str, Any], str, list[str], list[str]]:
-    model = draw(st.sampled_from([A100_SXM4_80GB, H100_SXM5_80GB, A30]))
+    model = draw(st.sampled_from(["A100-SXM4-80GB", "H100-SXM5-80GB", "A30"]))
     count = draw(st.integers(1, 2))
     document: dict[str, Any] = {"gpus": [draw(gpu_entries(model, i)) for i in range(count)]}
     if draw(st.booleans()):
@@ -73,7 +73,8 @@ def cases(draw: st.DrawFn) -> tuple[dict[str, Any], str, list[str], list[str]]:
             }
         ]
     gpus = draw(st.sampled_from(["all", "0"]))
-    layout = draw(st.lists(st.sampled_from([p.name for p in model.profiles]), min_size=1, max_size=4))
+    names = [p.name for p in capability(model).profiles]
+    layout = draw(st.lists(st.sampled_from(names), min_size=1, max_size=4))
     options = draw(st.sampled_from([[], ["--reset"], ["--no-persistence"]]))
     return document, gpus, layout, options
 

@@ -1,18 +1,16 @@
-"""MIG profile tables per GPU model, exactly as ``shared/reference/mig-facts.md`` states them.
+"""The simulator's MIG profile tables per GPU model, exactly as ``shared/reference/mig-facts.md``
+states them.
 
-One table serves both sides of the seam: the simulator answers NVML's profile queries from it, and
-the remediate planner checks layouts against it. Each entry cites mig-facts.md; values marked
-"unconfirmed" there are marked here too.
+Only the simulator reads them: it answers NVML's profile queries from them. The product learns
+every GPU's profiles through NVML (``mig_exporter.nvml.capability``), and tests/test_boundaries.py
+fails if anything outside ``sim/`` imports this module. Each entry cites mig-facts.md; values
+marked "unconfirmed" there are marked here too.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mig_exporter.model import Gpu
 
 # NVML_GPU_INSTANCE_PROFILE_* enums (nvml.h), used by nvmlDeviceGetGpuInstanceProfileInfo.
 ENUM_1_SLICE = 0
@@ -197,20 +195,6 @@ MODELS: dict[str, GpuModel] = {
 }
 
 
-def model_by_nvml_name(nvml_name: str) -> GpuModel | None:
-    """The model whose ``nvmlDeviceGetName`` is ``nvml_name`` (real GPUs report the name, not our key)."""
-    return next((m for m in MODELS.values() if m.nvml_name == nvml_name), None)
-
-
-def mig_model(gpu: Gpu) -> GpuModel | None:
-    """The profile table for a GPU of a Snapshot, or None when the GPU cannot do MIG (no MIG mode,
-    no name, or a model this table does not know). ``remediate`` plans and the advice sizes with it,
-    so both take the same GPUs for MIG-capable."""
-    if not gpu.mig_supported or gpu.name is None:
-        return None
-    return model_by_nvml_name(gpu.name)
-
-
 # Compute instances (mig-facts.md, "Compute instances"): CI profile enum for C slices, and the
 # valid C inside a GPU instance of G slices: C == G, or C < G and 2C <= G + 1.
 COMPUTE_PROFILE_ENUM_BY_SLICES = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
@@ -225,7 +209,7 @@ _NAME_RE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g(?:\.(?P<gb>\d+)gb)?(?P<me
 
 
 def match_profile(model: GpuModel, wanted: str) -> GpuInstanceProfile | None:
-    """Resolve a profile name as the driver writes it or in its short form.
+    """Resolve a fleet file's profile name as the driver writes it or in its short form.
 
     Names are matched by slice count and memory class, not by exact string, because the driver
     computes names from memory sizes that drift (mig-parted saw "3g.39gb"; mig-facts.md). So
