@@ -49,6 +49,7 @@ class MigDevice:
     uuid: str
     profile: str
     multiprocessors: int | None
+    compute_slices: int | None  # of its compute instance: 1 for 1c.3g.40gb
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def _values(collection: Collection, layout: MigLayout, index: int, uuid: str) ->
             profile=device.profile,
             memory_total_bytes=None if memory is None else memory.total,
             memory_used_bytes=None if memory is None else memory.used,
-            multiprocessors=device.multiprocessors,
+            multiprocessors=device.multiprocessors, compute_slices=device.compute_slices,
         ))
         listed = read_processes(collection, device.handle, index, uuid,
                                 (device.gpu_instance_id, device.compute_instance_id), gone=_GONE)

@@ -279,3 +279,11 @@ def _argument_key(argument: Any) -> Any:
     if isinstance(argument, (int, str, bytes)):
         return argument
     return type(argument).__name__
+
+
+def test_a_mig_devices_compute_slices_are_nvmls_figure(tmp_path: Path, open_session: Opener) -> None:
+    """issue 8: a compute instance's slice count is a field (nvmlDeviceGetAttributes'
+    computeInstanceSliceCount), not parsed back out of the profile name."""
+    snapshot = read_snapshot(open_session(fleet_file(tmp_path, PARTITIONED_GPU)))
+    assert {(m.profile, m.compute_slices) for m in snapshot.gpus[0].mig_instances} == {
+        ("3g.40gb", 3), ("1c.2g.20gb", 1)}
