@@ -115,6 +115,8 @@ class Gpu:
     uuid: str
     name: str | None = None
     lost: bool = False  # NVML answered GPU_IS_LOST: the rest of the values are absent
+    # Its read did not finish in time (a hung or slow NVML call): the values are its last read's.
+    stale: bool = False
     pci_bus_id: str | None = None
     pci_device_id: int | None = None  # e.g. 0x20B2 for A100-SXM4-80GB
     serial: str | None = None

@@ -166,6 +166,10 @@ def _gpu_families(snapshot: Snapshot) -> Iterator[Metric]:
     )
     yield _gauge("nvml_gpu_lost", "1 when NVML reports the GPU lost (GPU_IS_LOST), else 0.",
                  GPU_LABELS, _gpu_samples(gpus, lambda g: g.lost))
+    yield _gauge("mig_exporter_gpu_stale",
+                 "1 when the GPU's read did not finish within the collection's time (a slow or hung NVML "
+                 "call): its series are those of its last finished read; else 0.",
+                 GPU_LABELS, _gpu_samples(gpus, lambda g: g.stale))
     yield _gauge("nvml_gpu_mig_mode_current", "1 when MIG is enabled now, else 0.",
                  GPU_LABELS, _gpu_samples(mig_capable, lambda g: g.mig_mode_current))
     yield _gauge("nvml_gpu_mig_mode_pending",

@@ -15,11 +15,15 @@ from mig_exporter.exporter.server import ExporterHTTPServer
 from mig_exporter.exporter.state import ExporterState
 from mig_exporter.exporter.webconfig import WebConfig
 from mig_exporter.kubelet.podresources import DEFAULT_SOCKET, ERROR_CALL, PodResourcesPoller
+from mig_exporter.model import Snapshot
 from mig_exporter.nvml.events import XidWatcher
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
 
 DEFAULT_MAX_REQUESTS = 40  # node_exporter's default for --web.max-requests
+# The GPUs' reads get this much of --collect.timeout; a GPU not done by then is served stale,
+# which leaves the rest for process names and rendering, so the collection still publishes.
+GPU_READS_SHARE_OF_TIMEOUT = 0.8
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,13 @@ class Exporter:
         self.state = ExporterState(ExporterSettings(config.interval_seconds, config.max_process_series),
                                    self.pod_resources.allocations if self.pod_resources else dict)
         self.xid_watcher = XidWatcher(on_error=self.state.record_error)
-        self.job = CollectionJob(lambda: self.xid_watcher.with_xid_errors(read_snapshot(session)),
-                                 self.state, config.timeout_seconds)
+        gpu_timeout = config.timeout_seconds * GPU_READS_SHARE_OF_TIMEOUT
+
+        def read() -> Snapshot:
+            snapshot = read_snapshot(session, config.max_process_series, gpu_timeout)
+            return self.xid_watcher.with_xid_errors(snapshot)
+
+        self.job = CollectionJob(read, self.state, config.timeout_seconds)
         self.server = ExporterHTTPServer(config.listen_address, self.state, config.telemetry_path,
                                          config.web_config, config.max_requests)
         self._scheduler: BackgroundScheduler | None = None

@@ -80,31 +80,38 @@ class ProcessNames:
             self._known.clear()
 
     def named(
-        self, collection: Collection, processes: Iterable[GpuProcess], limit: int | None = None,
+        self, processes: Iterable[GpuProcess], limit: int | None,
+        look_up: Callable[[list[int]], dict[int, tuple[str | None, bool]]],
     ) -> tuple[dict[int, str | None], int]:
-        """Every listed pid's name, from what is kept or from NVML; and how many pids were not
-        looked up because ``limit`` pids (those of the first processes listed) already were.
-        Pids not listed are forgotten."""
+        """Every listed pid's name, from what is kept or from ``look_up(pids)`` (pid → (name,
+        whether the lookup failed)); and how many pids were not looked up because ``limit`` pids
+        (those of the first processes listed) already were. Pids not listed are forgotten."""
         order = list(dict.fromkeys(p.pid for p in processes))
         wanted = order if limit is None else order[:limit]
         with self._lock:
             known = {pid: self._known[pid] for pid in order if pid in self._known}
-        names: dict[int, str | None] = {}
-        for pid in wanted:
-            start = self._start_time(pid)
-            kept = known.get(pid)
-            if kept is None or kept[0] != start:
-                errors_before = len(collection.errors)
-                # NOT_FOUND: the process ended since it was listed, or lives in another PID namespace.
-                kept = (start, collection.call(pynvml.nvmlSystemGetProcessName, pid, expected=_NOT_FOUND))
-                if collection.failed_since(errors_before):
-                    known.pop(pid, None)  # a failure is asked again next time
-                else:
-                    known[pid] = kept
-            names[pid] = kept[1]
+        starts = {pid: self._start_time(pid) for pid in wanted}
+        found = look_up([pid for pid in wanted if pid not in known or known[pid][0] != starts[pid]])
+        for pid, (name, failed) in found.items():
+            if failed:
+                known.pop(pid, None)  # a failure is asked again next time
+            else:
+                known[pid] = (starts[pid], name)
         with self._lock:
             self._known = known
+        names = {pid: found[pid][0] if pid in found else known[pid][1] for pid in wanted}
         return names, len(order) - len(wanted)
+
+
+def look_up_names(collection: Collection, pids: list[int]) -> dict[int, tuple[str | None, bool]]:
+    """pid → (its name, whether the call failed)."""
+    found = {}
+    for pid in pids:
+        errors_before = len(collection.errors)
+        # NOT_FOUND: the process ended since it was listed, or lives in another PID namespace.
+        name = collection.call(pynvml.nvmlSystemGetProcessName, pid, expected=_NOT_FOUND)
+        found[pid] = (name, collection.failed_since(errors_before))
+    return found
 
 
 def with_names(processes: tuple[GpuProcess, ...], names: dict[int, str | None]) -> tuple[GpuProcess, ...]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import replace
 from typing import Any
 
@@ -28,17 +29,21 @@ from mig_exporter.nvml.capability import gpu_capability, with_compute_profiles
 from mig_exporter.nvml.known import Identity, KnownGpu
 from mig_exporter.nvml.mig_read import read_mig
 from mig_exporter.nvml.process_util import with_utilization
-from mig_exporter.nvml.processes import read_processes, with_names
+from mig_exporter.nvml.processes import look_up_names, read_processes, with_names
 from mig_exporter.nvml.session import NvmlSession, NvmlUnavailable
 
 _UNREAD = Identity(uuid=None, name=None, pci_bus_id=None, pci_device_id=None, serial=None)
 
 
-def read_snapshot(session: NvmlSession, max_process_series: int | None = None) -> Snapshot:
+def read_snapshot(
+    session: NvmlSession, max_process_series: int | None = None, gpu_timeout_seconds: float | None = None,
+) -> Snapshot:
     """Read everything NVML gives into one Snapshot. Never raises for an NVML failure.
 
     ``max_process_series``: names are looked up for the pids of the first that many processes
-    only (the exporter serves no more); the others' are absent, and counted as skipped."""
+    only (the exporter serves no more); the others' are absent, and counted as skipped.
+    ``gpu_timeout_seconds``: how long to wait for the GPUs' reads; a GPU not done by then keeps
+    its last values, marked stale (``Gpu.stale``)."""
     started = time.monotonic()
     system = Collection(session.system_unsupported)
     collections = [system]
@@ -69,26 +74,80 @@ def read_snapshot(session: NvmlSession, max_process_series: int | None = None) -
         if count != session.gpu_count:
             session.forget_gpus()  # a GPU came or went: indexes may point at other boards now
             session.gpu_count = count
-        gpus = []
-        for index in range(count):
-            known = session.known_gpus.get(index)
-            collection = Collection(None if known is None else known.unsupported)
-            collections.append(collection)
-            gpus.append(_read_gpu(collection, session, index))
-        named, skipped = session.process_names.named(
-            system, (p for gpu in gpus for p in gpu.processes), max_process_series)
+        gpus = _read_gpus(session, count, collections, gpu_timeout_seconds)
+        named, skipped = session.process_names.named(  # a stale GPU's processes keep their names
+            (p for gpu in gpus if not gpu.stale for p in gpu.processes), max_process_series,
+            lambda pids: _look_up_names(session, collections, pids))
     except (NvmlGone, GpuLost):
         # GPU_IS_LOST from a system-level call (the count, the versions) names no GPU to set
         # aside: NVML as a whole is unusable, and the next collection initialises it again.
         session.mark_failed()
         return snapshot(nvml_up=False)
+    gpus = [replace(g, processes=with_names(g.processes, named)) if g.processes and not g.stale else g
+            for g in gpus]
+    for gpu in gpus:
+        if not gpu.stale:
+            session.last_gpus[gpu.index] = gpu
     driver_version, cuda_version, nvml_version = versions
     return snapshot(
         nvml_up=True, driver_version=driver_version, cuda_driver_version=_cuda_version(cuda_version),
-        nvml_version=nvml_version, process_names_skipped=skipped,
-        gpus=tuple(replace(gpu, processes=with_names(gpu.processes, named)) if gpu.processes else gpu
-                   for gpu in gpus),
+        nvml_version=nvml_version, process_names_skipped=skipped, gpus=tuple(gpus),
     )
+
+
+def _read_gpus(
+    session: NvmlSession, count: int, collections: list[Collection], timeout_seconds: float | None,
+) -> list[Gpu]:
+    """Every GPU, each on one of the session's workers, so one slow GPU delays only its own values.
+    A GPU whose read is not done within ``timeout_seconds`` (None: no limit), or whose read of an
+    earlier collection is still hung in NVML (no second read of it starts), keeps its last values,
+    marked stale."""
+    started: dict[int, tuple[Future[Gpu], Collection]] = {}
+    for index in range(count):
+        running = session.gpu_reads.get(index)
+        if running is not None and not running.done():
+            continue
+        known = session.known_gpus.get(index)
+        collection = Collection(None if known is None else known.unsupported)
+        future = session.workers.submit(_read_gpu, collection, session, index)
+        session.gpu_reads[index] = future
+        started[index] = (future, collection)
+    wait([future for future, _ in started.values()], timeout=timeout_seconds)
+    gpus = []
+    for index in range(count):
+        if index not in started or not started[index][0].done():
+            gpus.append(_stale(session, index))
+            continue
+        future, collection = started[index]
+        collections.append(collection)
+        gpus.append(future.result())  # NvmlGone, from any GPU, ends the collection
+    return gpus
+
+
+def _stale(session: NvmlSession, index: int) -> Gpu:
+    last = session.last_gpus.get(index)
+    if last is not None:
+        return replace(last, stale=True)
+    return Gpu(index=index, uuid=session.known_uuids.get(index, ""), stale=True,
+               gpu_instances_complete=False, processes_complete=False)
+
+
+def _look_up_names(
+    session: NvmlSession, collections: list[Collection], pids: list[int],
+) -> dict[int, tuple[str | None, bool]]:
+    """The names of ``pids``, looked up on the session's workers in parallel."""
+    if not pids:
+        return {}
+    chunks = [pids[i::session.workers.size] for i in range(min(session.workers.size, len(pids)))]
+    lookups = []
+    for chunk in chunks:
+        collection = Collection(session.system_unsupported)
+        collections.append(collection)
+        lookups.append(session.workers.submit(look_up_names, collection, chunk))
+    found: dict[int, tuple[str | None, bool]] = {}
+    for lookup in lookups:
+        found.update(lookup.result())
+    return found
 
 
 def _cuda_version(encoded: int | None) -> str | None:

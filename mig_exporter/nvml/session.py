@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Hashable
+from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,9 +30,11 @@ from mig_exporter.nvml.gpm import GpmSamples
 from mig_exporter.nvml.health import HealthReader
 from mig_exporter.nvml.known import KnownGpu
 from mig_exporter.nvml.processes import ProcessNames, proc_start_time
+from mig_exporter.nvml.workers import Workers
 
 if TYPE_CHECKING:
     from mig_exporter.hostinfo import FleetProcessFields
+    from mig_exporter.model import Gpu
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,9 @@ class NvmlSession:
         self.versions: tuple[str | None, int | None, str | None] | None = None
         self.system_unsupported: set[Hashable] = set()  # system calls NVML never supports
         self.process_names = ProcessNames(self.process_start_time)
+        self.workers = Workers()  # the GPUs are read in parallel on these
+        self.gpu_reads: dict[int, Future[Gpu]] = {}  # GPU index → its last read, maybe still hung
+        self.last_gpus: dict[int, Gpu] = {}  # GPU index → its last read's values, for a stale GPU
         self.gpm_samples = GpmSamples()  # GPM samples kept for the next collection's diff
         self.health = HealthReader()  # the slow health counters between their reads
 
@@ -156,6 +162,7 @@ class NvmlSession:
         for index in list(self.known_gpus):
             self.forget_gpu(index)
         self.mig_capabilities.clear()
+        self.last_gpus.clear()
         self.gpu_count = None
 
     def process_start_time(self, pid: int) -> float | None:

@@ -318,3 +318,13 @@ def test_health_series_in_base_units_and_absent_where_nvml_did_not_give_them() -
         assert registry.get_sample_value(name, gpu_labels(gpus[1]) if "energy" in name else labels) is None
     single_bit = {**labels, "cause": "single_bit_ecc"}
     assert registry.get_sample_value("nvml_gpu_retired_pages_total", single_bit) is None
+
+
+def test_a_stale_gpu_keeps_its_last_series_and_says_so() -> None:
+    """Issue 12: a GPU whose read did not finish in time is served from its last read."""
+    snapshot = incident()
+    stale = replace(snapshot.gpus[1], stale=True)
+    registry = registry_for(replace(snapshot, gpus=(snapshot.gpus[0], stale, *snapshot.gpus[2:])))
+    assert registry.get_sample_value("mig_exporter_gpu_stale", gpu_labels(stale)) == 1
+    assert registry.get_sample_value("nvml_gpu_memory_used_bytes", gpu_labels(stale)) == 32759 * MIB
+    assert registry.get_sample_value("mig_exporter_gpu_stale", gpu_labels(snapshot.gpus[0])) == 0
