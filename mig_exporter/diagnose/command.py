@@ -12,7 +12,10 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TextIO
+
+import grpc
 
 from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
 from mig_exporter.diagnose.render_json import render_json
@@ -21,10 +24,18 @@ from mig_exporter.diagnose.report import build_report, reading_failure
 from mig_exporter.errors import InputError
 from mig_exporter.host import nvml_session
 from mig_exporter.hostinfo import attribute_processes
+from mig_exporter.kubelet.podresources import (
+    DEFAULT_SOCKET,
+    DeviceAllocation,
+    allocations_by_pid,
+    list_allocations,
+    rpc_error_text,
+)
 from mig_exporter.nvml.read import read_snapshot
 
 _PERCENT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*%?\s*$")  # [0-9]: \d would take any script's digits
 MAX_HEADROOM_PERCENT = 400  # beyond this the advice would be for some other workload
+KUBELET_DEADLINE_SECONDS = 2.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="memory added to each workload's current use when sizing its MIG instance "
                              "(default: %(default)s: a reading is one moment, and an instance cannot "
                              "borrow memory from its neighbour when the workload peaks)")
+    parser.add_argument("--kubernetes.pod-resources-socket", dest="pod_resources_socket",
+                        default=DEFAULT_SOCKET, metavar="PATH",
+                        help="the kubelet's pod-resources socket, asked which pod and container hold each "
+                             f"GPU and MIG device when it exists; '' to never ask (default {DEFAULT_SOCKET})")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="colour the text report: auto (default) on a terminal unless NO_COLOR is set")
     parser.set_defaults(run=run)
@@ -61,14 +76,28 @@ def run(args: argparse.Namespace) -> int:
         attributions = attribute_processes(sorted({p.pid for p in snapshot.processes}),
                                            simulator.attribution if simulator is not None else None,
                                            not_started_after=snapshot.taken_at)
+    pods = allocations_by_pid(snapshot, kubelet_allocations(args.pod_resources_socket))
     report = build_report(snapshot, attributions, headroom_ratio, args.fleet,
-                          fleet_built_in=simulator is not None and simulator.read_only)
+                          fleet_built_in=simulator is not None and simulator.read_only, pods=pods)
     if args.format == "json":
         sys.stdout.write(render_json(report))
     else:
         text = render_text(report, color=use_color(args.color, sys.stdout, os.environ))
         sys.stdout.write(encodable(text, sys.stdout.encoding))
     return report.exit_status
+
+
+def kubelet_allocations(socket_path: str) -> Mapping[str, DeviceAllocation]:
+    """The kubelet's answer, or nothing where there is no kubelet; a kubelet that does not answer
+    is a warning on stderr, not a failed diagnosis (the report then names no pods)."""
+    if not socket_path or not Path(socket_path).exists():
+        return {}
+    try:
+        return list_allocations(socket_path, KUBELET_DEADLINE_SECONDS)
+    except grpc.RpcError as error:
+        print(f"mig-exporter diagnose: warning: the kubelet's pod-resources socket {socket_path} did not "
+              f"answer ({rpc_error_text(error)}); pods are not shown", file=sys.stderr)
+        return {}
 
 
 def encodable(text: str, encoding: str | None) -> str:

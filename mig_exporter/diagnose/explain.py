@@ -17,7 +17,9 @@ from mig_exporter.capability import capability_of, match_profile
 from mig_exporter.diagnose.fleet_target import FleetTarget
 from mig_exporter.findings import Finding, Kind
 from mig_exporter.hostinfo import Attribution
+from mig_exporter.kubelet.podresources import DeviceAllocation
 from mig_exporter.model import Gpu, Snapshot
+from mig_exporter.remediate.kubernetes import GPU_RESOURCE, resource_name
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class _Context:
     advice: Advice | None
     attributions: Mapping[int, Attribution]
     target: FleetTarget
+    pods: Mapping[int, DeviceAllocation]
 
 
 def explain(
@@ -50,8 +53,30 @@ def explain(
     advice: Advice | None,
     attributions: Mapping[int, Attribution],
     target: FleetTarget,
+    pods: Mapping[int, DeviceAllocation] | None = None,
 ) -> Explanation:
-    return _EXPLAINERS[finding.kind](finding, _Context(snapshot, advice, attributions, target))
+    """``pods``: the pod each pid can be moved through (``report.sole_pods``); such a process is
+    moved by changing the resource its container requests, not by restarting it by hand."""
+    return _EXPLAINERS[finding.kind](finding, _Context(snapshot, advice, attributions, target, pods or {}))
+
+
+def pod_resource(profile: str | None, whole_gpu: bool) -> str:
+    """The resource NVIDIA's device plugin (mixed MIG strategy) serves a workload advised onto a
+    MIG instance of ``profile``, or onto a whole GPU."""
+    return GPU_RESOURCE if whole_gpu or profile is None else resource_name(profile, "mixed")
+
+
+def describe_pod(allocation: DeviceAllocation) -> str:
+    return f"pod {allocation.namespace}/{allocation.pod}, container {allocation.container}"
+
+
+def _pod_step(pids: Sequence[int], pod: DeviceAllocation, resource: str, why: str) -> NextStep:
+    """Processes of one container move together: the container requests one device for each."""
+    each = f" (one for each of {describe_pids(pids)}, pinned inside by CUDA_VISIBLE_DEVICES)" \
+        if len(pids) > 1 else f" ({describe_pids(pids)})"
+    return NextStep(f"set the pod's resource to {resource} ({why}): in {describe_pod(pod)}, request "
+                    f"{resource}: {len(pids)}{each} instead of {pod.resource}, and recreate the pod; the "
+                    f"device plugin then gives it devices of its own")
 
 
 def copy_fleet_step(target: FleetTarget) -> tuple[NextStep, ...]:
@@ -231,8 +256,17 @@ def _partition_steps(pids: Sequence[int], ctx: _Context) -> tuple[NextStep, ...]
         steps += [NextStep(f"partition {describe_gpus(step.gpu_indices)} as advised (prints the plan; "
                            f"--apply applies it)", step.command(ctx.target.remediate_fleet))
                   for step in advice.steps if set(step.gpu_indices) & targets]
-        steps.append(NextStep(f"restart {describe_pids(moving)}, each with CUDA_VISIBLE_DEVICES set to the "
-                              f"MIG UUID remediate prints for its instance (see Advice)"))
+        by_hand = [pid for pid in moving if pid not in ctx.pods]
+        if by_hand:
+            steps.append(NextStep(f"restart {describe_pids(by_hand)}, each with CUDA_VISIBLE_DEVICES set to "
+                                  f"the MIG UUID remediate prints for its instance (see Advice)"))
+        profiles = {i.pid: i.profile for layout in layouts for i in layout.instances}
+        in_pods: dict[tuple[DeviceAllocation, str], list[int]] = {}
+        for pid in moving:
+            if pid in ctx.pods:
+                in_pods.setdefault((ctx.pods[pid], pod_resource(profiles[pid], False)), []).append(pid)
+        steps += [_pod_step(group, pod, resource, "the advised instances")
+                  for (pod, resource), group in in_pods.items()]
     steps += [_pinned_restart(w.pid, w.gpu_index, w.gpu_uuid, "a whole GPU: no MIG instance holds it", ctx)
               for w in advice.whole_gpus if w.pid in pids]
     left_out: dict[str, list[int]] = {}
@@ -251,7 +285,10 @@ def _pin_to_its_main_gpu(pid: int, ctx: _Context) -> NextStep:
 
 
 def _pinned_restart(pid: int, gpu_index: int, gpu_uuid: str, why: str, ctx: _Context) -> NextStep:
-    """The restart as a command when its command line is known; only then is there one to paste."""
+    """The restart as a command when its command line is known; only then is there one to paste.
+    A process in a pod is pinned by its container's resource request instead."""
+    if pid in ctx.pods:
+        return _pod_step([pid], ctx.pods[pid], GPU_RESOURCE, "a whole GPU of its own")
     pin = f"CUDA_VISIBLE_DEVICES={gpu_uuid}"
     cmdline = ctx.attributions[pid].cmdline
     if cmdline:

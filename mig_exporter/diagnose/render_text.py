@@ -11,7 +11,7 @@ import textwrap
 import time
 from collections.abc import Iterable, Mapping
 
-from mig_exporter.diagnose.explain import describe_gpus, describe_pids
+from mig_exporter.diagnose.explain import describe_gpus, describe_pids, describe_pod
 from mig_exporter.diagnose.report import (
     AdviceSection,
     FindingSection,
@@ -53,8 +53,7 @@ def render_text(report: Report, color: bool = False) -> str:
         for process in report.processes:
             lines += _process(process)
     if report.advice is not None:
-        commands = {p.pid: p.cmdline for p in report.processes}
-        lines += _advice(report.advice, commands, paint)
+        lines += _advice(report.advice, {p.pid: p for p in report.processes}, paint)
     if report.collection_errors:
         lines += _section(paint, "Could not read")
         lines += [f"  {describe_error(e)}" for e in report.collection_errors]
@@ -154,6 +153,8 @@ def _process(process: ProcessSection) -> list[str]:
     elif process.source == "host":
         facts.append("no container")
     lines += _wrap(", ".join(facts), first="  ", rest="  ")
+    for pod in process.pods:
+        lines += _wrap(f"{describe_pod(pod)} ({pod.resource} {pod.device_id})", first="  ", rest="    ")
     if process.cmdline is not None:
         lines += _wrap(shlex.join(process.cmdline), first="  command: ", rest=" " * 4)
     lines += _wrap(process.gpu_visibility, first="  ", rest="  ")
@@ -163,7 +164,7 @@ def _process(process: ProcessSection) -> list[str]:
 
 
 def _advice(
-    advice: AdviceSection, commands: Mapping[int, tuple[str, ...] | None], paint: _Painter
+    advice: AdviceSection, processes: Mapping[int, ProcessSection], paint: _Painter
 ) -> list[str]:
     percent = f"{advice.headroom_ratio * 100:g}%"
     lines = _section(paint, f"Advice: one MIG instance per workload, sized with {percent} headroom")
@@ -179,7 +180,12 @@ def _advice(
         needs = f"PID {w.pid} {w.name or '?'}: {format_mib(w.used_memory_bytes)} + {percent} = " \
                 f"{format_mib(w.needed_memory_bytes)} -> {where}"
         lines += _wrap(needs, first="  ", rest=" " * 4)
-        command = commands.get(w.pid)
+        process = processes.get(w.pid)
+        if w.pod_resource is not None and process is not None and process.pods:
+            lines += _wrap(f"then: set the pod's resource to {w.pod_resource} "
+                           f"({describe_pod(process.pods[0])})", first="    ", rest=" " * 6)
+            continue
+        command = process.cmdline if process is not None else None
         device = "<its GPU UUID>" if w.whole_gpu else "<its MIG UUID>"
         restart = shlex.join(command) if command else "<its command>"
         lines += _wrap(f"then: CUDA_VISIBLE_DEVICES={device} {restart}", first="    ", rest=" " * 6)

@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mig_exporter.advice import Advice, advise, process_memory_totals, process_names
-from mig_exporter.diagnose.explain import Explanation, NextStep, explain
+from mig_exporter.diagnose.explain import Explanation, NextStep, explain, pod_resource
 from mig_exporter.diagnose.fleet_target import FleetTarget
 from mig_exporter.findings import Finding, Severity, find, process_gpus
 from mig_exporter.hostinfo import Attribution, Container
+from mig_exporter.kubelet.podresources import DeviceAllocation
 from mig_exporter.model import CollectionError, Gpu, GpuProcess, Snapshot
 
 SCHEMA_VERSION = 1
@@ -85,6 +86,8 @@ class ProcessSection:
     cmdline: tuple[str, ...] | None
     started_at: float | None
     container: Container | None  # None: not in a container, or unknown (see notes)
+    # the kubelet's allocations of the devices it uses: the pod and container that hold them
+    pods: tuple[DeviceAllocation, ...]
     environment_read: bool
     cuda_visible_devices: str | None
     nvidia_visible_devices: str | None
@@ -115,6 +118,7 @@ class WorkloadPlacement:
     profile: str | None  # its MIG instance; None on a whole GPU or when not placed
     profile_memory_bytes: int | None
     reason: str | None  # why it was not placed
+    pod_resource: str | None  # in a pod: the resource its container is to request instead
 
 
 @dataclass(frozen=True)
@@ -165,13 +169,17 @@ def build_report(
     headroom_ratio: float,
     fleet: str | None = None,
     fleet_built_in: bool = False,
+    pods: Mapping[int, tuple[DeviceAllocation, ...]] | None = None,
 ) -> Report:
     """Everything diagnose says, from one Snapshot. ``attributions`` has an entry per pid;
-    ``fleet_built_in``: ``fleet`` is a read-only built-in fleet, so the commands name a copy."""
+    ``fleet_built_in``: ``fleet`` is a read-only built-in fleet, so the commands name a copy;
+    ``pods``: the kubelet's allocations of each pid's devices (none off Kubernetes)."""
+    pods = pods or {}
+    sole = sole_pods(pods, attributions)
     target = FleetTarget(fleet, fleet_built_in)
     findings = find(snapshot)
     advice = advise(snapshot, headroom_ratio)
-    explanations = [explain(f, snapshot, advice, attributions, target) for f in findings]
+    explanations = [explain(f, snapshot, advice, attributions, target, sole) for f in findings]
     problems = any(f.severity is not Severity.INFO for f in findings)
     verified = not any(e.call in CALLS_FINDINGS_NEED for e in snapshot.errors)
     return Report(
@@ -184,10 +192,28 @@ def build_report(
         cuda_driver_version=snapshot.cuda_driver_version,
         gpus=tuple(_gpu_section(g, attributions) for g in snapshot.gpus),
         findings=tuple(_finding_section(f, e) for f, e in zip(findings, explanations, strict=True)),
-        processes=_process_sections(snapshot, attributions),
-        advice=None if advice is None else _advice_section(advice, target),
+        processes=_process_sections(snapshot, attributions, pods),
+        advice=None if advice is None else _advice_section(advice, target, sole),
         collection_errors=snapshot.errors,
     )
+
+
+def sole_pods(
+    pods: Mapping[int, tuple[DeviceAllocation, ...]], attributions: Mapping[int, Attribution],
+) -> dict[int, DeviceAllocation]:
+    """The pod each pid can be moved through: all its devices are allocated to one container, and
+    no process of another pod (by its cgroup's pod UID) or of no pod uses them too. The device
+    plugin gives a device to one container, so a second one on it got there around the plugin
+    (an image with NVIDIA_VISIBLE_DEVICES=all), and which process is the allocated pod's cannot
+    be told from the device: neither is then told to change its pod."""
+    users: dict[DeviceAllocation, set[str | None]] = {}
+    for pid, allocations in pods.items():
+        who = attributions.get(pid)
+        pod_uid = who.container.pod_uid if who is not None and who.container is not None else None
+        for allocation in allocations:
+            users.setdefault(allocation, set()).add(pod_uid)
+    return {pid: allocations[0] for pid, allocations in pods.items()
+            if len(allocations) == 1 and len(users[allocations[0]]) == 1}
 
 
 def reading_failure(snapshot: Snapshot) -> str | None:
@@ -250,7 +276,8 @@ def _mig_device(gpu: Gpu, process: GpuProcess) -> str | None:
 
 
 def _process_sections(
-    snapshot: Snapshot, attributions: Mapping[int, Attribution]
+    snapshot: Snapshot, attributions: Mapping[int, Attribution],
+    pods: Mapping[int, tuple[DeviceAllocation, ...]],
 ) -> tuple[ProcessSection, ...]:
     sections = []
     totals = process_memory_totals(snapshot)
@@ -267,6 +294,7 @@ def _process_sections(
             cmdline=who.cmdline,
             started_at=who.started_at,
             container=who.container,
+            pods=pods.get(pid, ()),
             environment_read=who.environment_read,
             cuda_visible_devices=who.cuda_visible_devices,
             nvidia_visible_devices=who.nvidia_visible_devices,
@@ -289,7 +317,9 @@ def _finding_section(finding: Finding, explanation: Explanation) -> FindingSecti
     )
 
 
-def _advice_section(advice: Advice, target: FleetTarget) -> AdviceSection:
+def _advice_section(
+    advice: Advice, target: FleetTarget, pods: Mapping[int, DeviceAllocation],
+) -> AdviceSection:
     placed = {i.pid: (layout, i) for layout in advice.layouts for i in layout.instances}
     reasons = {u.pid: u.reason for u in advice.unplaced}
     whole = {w.pid: w.gpu_index for w in advice.whole_gpus}
@@ -306,6 +336,8 @@ def _advice_section(advice: Advice, target: FleetTarget) -> AdviceSection:
             profile=instance.profile if instance else None,
             profile_memory_bytes=instance.memory_bytes if instance else None,
             reason=reasons.get(w.pid),
+            pod_resource=pod_resource(instance.profile if instance else None, w.pid in whole)
+            if w.pid in pods and (instance or w.pid in whole) else None,
         ))
     return AdviceSection(
         headroom_ratio=advice.headroom_ratio,

@@ -29,7 +29,7 @@ from mig_exporter.exporter.families import mig_samples as _mig_samples
 from mig_exporter.exporter.gpm_families import gpm_families
 from mig_exporter.exporter.health_families import health_families
 from mig_exporter.findings import is_unpartitioned_sharing, process_gpus, spanning_processes
-from mig_exporter.kubelet.podresources import DeviceAllocation
+from mig_exporter.kubelet.podresources import DeviceAllocation, process_allocation
 from mig_exporter.model import GpuProcess, Snapshot
 
 DEFAULT_MAX_PROCESS_SERIES = 2000
@@ -274,25 +274,6 @@ def _workload_labels(allocation: DeviceAllocation | None) -> list[str]:
     if allocation is None:
         return ["", "", ""]
     return [allocation.namespace, allocation.pod, allocation.container]
-
-
-def process_allocation(
-    snapshot: Snapshot, process: GpuProcess, allocations: Mapping[str, DeviceAllocation],
-) -> DeviceAllocation | None:
-    """The allocation of the device the process holds memory on: its MIG device with MIG on, else
-    its GPU."""
-    if not allocations:
-        return None
-    if process.gpu_instance_id is None:
-        return allocations.get(process.gpu_uuid)
-    for gpu in snapshot.gpus:
-        if gpu.index != process.gpu_index:
-            continue
-        for mig in gpu.mig_instances:
-            if (mig.gpu_instance_id, mig.compute_instance_id) == (process.gpu_instance_id,
-                                                                  process.compute_instance_id):
-                return allocations.get(mig.mig_uuid)
-    return None
 
 
 def _process_labels(process: GpuProcess, allocation: DeviceAllocation | None) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from mig_exporter.kubelet.v1 import api_pb2, api_pb2_grpc
+from mig_exporter.model import GpuProcess, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,39 @@ def allocations_from_response(response: api_pb2.ListPodResourcesResponse) -> dic
                     allocations[device_id] = DeviceAllocation(
                         device_id, devices.resource_name, pod.namespace, pod.name, container.name)
     return allocations
+
+
+def process_allocation(
+    snapshot: Snapshot, process: GpuProcess, allocations: Mapping[str, DeviceAllocation],
+) -> DeviceAllocation | None:
+    """The allocation of the device the process holds memory on: its MIG device with MIG on, else
+    its GPU."""
+    if not allocations:
+        return None
+    if process.gpu_instance_id is None:
+        return allocations.get(process.gpu_uuid)
+    for gpu in snapshot.gpus:
+        if gpu.index != process.gpu_index:
+            continue
+        for mig in gpu.mig_instances:
+            if (mig.gpu_instance_id, mig.compute_instance_id) == (process.gpu_instance_id,
+                                                                  process.compute_instance_id):
+                return allocations.get(mig.mig_uuid)
+    return None
+
+
+def allocations_by_pid(
+    snapshot: Snapshot, allocations: Mapping[str, DeviceAllocation],
+) -> dict[int, tuple[DeviceAllocation, ...]]:
+    """Each pid's allocations, in the order NVML lists its devices. Usually one container holds
+    all the devices a process uses; a process on a device allocated to another container (one
+    that sees every GPU) shows as several."""
+    found: dict[int, list[DeviceAllocation]] = {}
+    for process in snapshot.processes:
+        allocation = process_allocation(snapshot, process, allocations)
+        if allocation is not None and allocation not in found.setdefault(process.pid, []):
+            found[process.pid].append(allocation)
+    return {pid: tuple(held) for pid, held in found.items() if held}
 
 
 def list_allocations(socket_path: str, deadline_seconds: float) -> dict[str, DeviceAllocation]:
@@ -108,7 +142,7 @@ class PodResourcesPoller:
             answer = self._list(self.socket_path, self.deadline_seconds)
         except grpc.RpcError as error:
             log.warning("kubelet pod-resources List on %s failed: %s", self.socket_path,
-                        _rpc_error_text(error))
+                        rpc_error_text(error))
             self._on_error()
             return
         with self._lock:
@@ -128,7 +162,7 @@ class PodResourcesPoller:
             self._stop.wait(self.interval_seconds)
 
 
-def _rpc_error_text(error: grpc.RpcError) -> str:
+def rpc_error_text(error: grpc.RpcError) -> str:
     code = error.code() if isinstance(error, grpc.Call) else None
     details = error.details() if isinstance(error, grpc.Call) else None
     return f"{code.name if code else 'error'}: {details or error}"
