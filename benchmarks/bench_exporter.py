@@ -53,6 +53,7 @@ import psutil
 import yaml
 
 MIB = 1024 * 1024
+SERVE_TIMEOUT_SECONDS = 10.0  # serve's default --collect.timeout
 GENERATED = ("gpus-64", "processes-10k")
 
 
@@ -100,10 +101,12 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
     """Run the serve job ``count`` times over ``fleet``; figures as a JSON-able dict."""
     import pynvml
 
-    from mig_exporter.exporter.collector import ExporterSettings
+    from mig_exporter.exporter.collector import DEFAULT_MAX_PROCESS_SERIES, ExporterSettings
     from mig_exporter.exporter.schedule import CollectionJob
+    from mig_exporter.exporter.service import GPU_READS_SHARE_OF_TIMEOUT
     from mig_exporter.exporter.state import ExporterState
     from mig_exporter.host import nvml_session
+    from mig_exporter.model import Snapshot
     from mig_exporter.nvml import read
 
     process = psutil.Process()
@@ -111,7 +114,13 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
         simulator = session.simulator
         assert simulator is not None
         state = ExporterState(ExporterSettings(interval_seconds=5))
-        job = CollectionJob(lambda: read.read_snapshot(session), state, timeout_seconds=600)
+
+        def read_as_serve() -> Snapshot:  # serve's defaults: the series cap, 80 % of a 10 s timeout
+            return read.read_snapshot(session, DEFAULT_MAX_PROCESS_SERIES,
+                                      SERVE_TIMEOUT_SECONDS * GPU_READS_SHARE_OF_TIMEOUT)
+
+        job = CollectionJob(read_as_serve, state, timeout_seconds=SERVE_TIMEOUT_SECONDS)
+        stale = 0
         # preallocated flat arrays: the benchmark's own bookkeeping must not grow with the RSS it measures
         cycles, reads, cpu = array("d", [0.0]) * count, array("d", [0.0]) * count, array("d", [0.0]) * count
         c_calls = array("q", [0]) * count
@@ -129,6 +138,7 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
             cpu[n] = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
             snapshot = state.snapshot
             assert snapshot is not None and snapshot.nvml_up and not snapshot.errors, snapshot
+            stale += sum(gpu.stale for gpu in snapshot.gpus)
             reads[n] = snapshot.duration_seconds
             c_calls[n] = sum(simulator.call_counts.values()) - c_before
             if n in (0, count - 1):  # the first collection's families and the last's
@@ -136,7 +146,7 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
                     simulator.call_families() - families_before)
             if (n + 1) % 100 == 0 or n + 1 == count:
                 rss[min(n // 100, len(rss) - 1)] = process.memory_info().rss
-        repeated = _repeated_calls(read, pynvml, lambda: read.read_snapshot(session))
+        repeated = _repeated_calls(pynvml, read_as_serve)
         exposition = state.exposition
         gpus = snapshot.gpus
     return {
@@ -148,10 +158,11 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
         "steady_c_calls": sorted(set(c_calls[1:])), "steady_families": steady_families,
         "read_s": list(reads[1:]), "cycle_s": list(cycles[1:]), "cpu_s": list(cpu[1:]),
         "rss": [(min(count, 100 * (i + 1)), value) for i, value in enumerate(rss)], "repeated": repeated,
+        "stale_gpu_reads": stale,
     }
 
 
-def _repeated_calls(read_module: Any, pynvml: Any, collect: Callable[[], Any]) -> list[str]:
+def _repeated_calls(pynvml: Any, collect: Callable[[], Any]) -> list[str]:
     """One more collection with every pynvml function the reader uses wrapped: the calls made
     more than once with the same arguments (handles by address; fresh output buffers by type)."""
     seen: Counter[tuple[Any, ...]] = Counter()
@@ -168,7 +179,11 @@ def _repeated_calls(read_module: Any, pynvml: Any, collect: Callable[[], Any]) -
             return function(*args)
         return wrapper
 
-    names = {n for n in re.findall(r"pynvml\.(nvml\w+)", inspect.getsource(read_module))
+    from mig_exporter.nvml import capability, gpm, health, mig_read, process_util, processes, read
+
+    sources = "".join(inspect.getsource(module)
+                      for module in (read, capability, process_util, gpm, health, mig_read, processes))
+    names = {n for n in re.findall(r"pynvml\.(nvml\w+)", sources)
              if callable(getattr(pynvml, n))}
     originals = {n: getattr(pynvml, n) for n in names}
     try:
@@ -329,7 +344,8 @@ def report(figures: dict[str, Any], latency_seconds: float) -> None:
           f"p99 {cpu_cuts['p99'] * ms:.1f} ms")
     print(f"  C calls per collection: first {first['c_calls']} ({_families(first['families'])}), then "
           f"{_listing(figures['steady_c_calls'])} ({_families(figures['steady_families'])}); "
-          f"repeated within a cycle: {', '.join(figures['repeated']) or 'none'}")
+          f"repeated within a cycle: {', '.join(figures['repeated']) or 'none'}; "
+          f"GPU reads served stale: {figures['stale_gpu_reads']}")
     trend = ""
     tail = [(n, r) for n, r in rss if n >= 200]
     if len(tail) >= 2:
