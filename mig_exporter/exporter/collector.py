@@ -51,6 +51,7 @@ class ExporterTotals:
     errors_by_call: Mapping[str, int] = field(default_factory=dict)
     timeouts: int = 0
     process_series_dropped: int = 0
+    process_names_skipped: int = 0
     # device ID (GPU or MIG device UUID) → the container the kubelet allocated it to
     allocations: Mapping[str, DeviceAllocation] = field(default_factory=dict)
 
@@ -144,6 +145,10 @@ def _exporter_families(
     yield _counter("mig_exporter_process_series_dropped",
                    "Process series left out by --collect.max-process-series.",
                    [], [([], totals.process_series_dropped)])
+    yield _counter("mig_exporter_process_name_lookups_skipped",
+                   "Process names not asked of NVML because their processes were past "
+                   "--collect.max-process-series (their series are left out anyway).",
+                   [], [([], totals.process_names_skipped)])
     if snapshot is None:
         return
     yield _gauge("mig_exporter_last_collection_timestamp_seconds",

@@ -86,6 +86,7 @@ class ExporterState:
                 self._totals, errors_by_call=dict(errors),
                 process_series_dropped=self._totals.process_series_dropped
                 + process_series_dropped(snapshot, self.settings.max_process_series),
+                process_names_skipped=self._totals.process_names_skipped + snapshot.process_names_skipped,
             )
             self._snapshot = snapshot
             self._last_finished = time.monotonic()

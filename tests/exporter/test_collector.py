@@ -212,7 +212,8 @@ def test_before_the_first_collection_only_the_exporter_speaks() -> None:
     registry = registry_for(None)
     names = {m.name for m in registry.collect() if m.samples}
     assert names == {"mig_exporter_build_info", "mig_exporter_collect_interval_seconds",
-                     "mig_exporter_collection_timeouts", "mig_exporter_process_series_dropped"}
+                     "mig_exporter_collection_timeouts", "mig_exporter_process_series_dropped",
+                     "mig_exporter_process_name_lookups_skipped"}
 
 
 def test_nvml_down_exports_nvml_up_zero_and_nothing_it_could_not_read() -> None:

@@ -54,5 +54,13 @@ def test_errors_accumulate_by_call_and_timeouts_are_counted() -> None:
     assert rendered[("mig_exporter_collection_errors_total", (("call", "nvmlDeviceGetPowerUsage"),))] == 4
     assert rendered[("mig_exporter_collection_timeouts_total", ())] == 1
     assert rendered[("mig_exporter_process_series_dropped_total", ())] == 2 * (8 - 6)
+    assert rendered[("mig_exporter_process_name_lookups_skipped_total", ())] == 0
     # a timeout keeps the last snapshot's series
     assert rendered[("nvml_processes_spanning_gpus", ())] == 2
+
+
+def test_process_name_lookups_the_cap_skipped_are_counted() -> None:
+    state = ExporterState(ExporterSettings(interval_seconds=5, max_process_series=6))
+    for _ in range(3):
+        state.publish(replace(incident(), process_names_skipped=4))
+    assert samples(state.exposition.plain)[("mig_exporter_process_name_lookups_skipped_total", ())] == 12

@@ -187,3 +187,32 @@ def test_a_gpu_plugged_in_makes_every_gpu_read_again(tmp_path: Path, open_sessio
 def name_of(snapshot: Snapshot, pid: int) -> str | None:
     (process,) = [p for p in snapshot.processes if p.pid == pid]
     return process.name
+
+
+def test_past_the_series_cap_process_names_are_not_asked(tmp_path: Path, open_session: Opener) -> None:
+    """Issue 12: the cap bounds the work, not only the bytes. Names are asked for the pids of the
+    first processes listed; the others stay absent, counted as skipped."""
+    many = "".join(f"      - {{pid: {300 + n}, name: worker-{n}, used_memory_mib: 100}}\n" for n in range(5))
+    session = open_session(fleet_file(tmp_path, f"\n  - model: A100-SXM4-80GB\n    processes:\n{many}"))
+    simulator = session.simulator
+    assert simulator is not None
+    snapshot = read_snapshot(session, max_process_series=2)
+    assert [p.name for p in snapshot.processes] == ["worker-0", "worker-1", None, None, None]
+    assert snapshot.process_names_skipped == 3
+    assert simulator.call_counts["nvmlSystemGetProcessName"] == 2
+    assert [p.used_memory_bytes for p in snapshot.processes] == [100 * 1024 * 1024] * 5  # still read
+
+
+def test_a_call_the_gpu_never_supports_is_asked_once(tmp_path: Path, open_session: Opener) -> None:
+    """Issue 12: utilization is NOT_SUPPORTED on a MIG-enabled GPU (mig-facts.md): asked at the first
+    collection only, and asked again once the GPU's MIG mode changed."""
+    session = open_session(fleet_file(tmp_path, MIG_GPU))
+    simulator = session.simulator
+    assert simulator is not None
+    for _ in range(3):
+        assert read_snapshot(session).gpus[0].utilization_gpu_ratio is None
+    assert simulator.call_counts["nvmlDeviceGetUtilizationRates"] == 1
+    gpu = simulator.fleet.gpus[0]
+    simulator.fleet = simulator.fleet.with_gpu(0, replace(gpu, mig=type(gpu.mig).DISABLED, instances=()))
+    assert read_snapshot(session).gpus[0].utilization_gpu_ratio is not None
+    assert simulator.call_counts["nvmlDeviceGetUtilizationRates"] == 2
