@@ -156,32 +156,6 @@ def _ordered(instances: Iterable[tuple[GpuInstanceProfile, int]]) -> tuple[Assig
     return tuple(AssignedInstance(p.name, p.memory_mib * MIB, pid) for p, pid in ranked)
 
 
-def advised_layout(
-    snapshot: Snapshot, gpu_index: int, headroom_ratio: float = DEFAULT_HEADROOM_RATIO
-) -> tuple[str, ...] | None:
-    """For a GPU shared without MIG: one instance per process on it, each the smallest profile of
-    the GPU's capability that holds the process's total memory over all GPUs plus the headroom.
-
-    None when the GPU is not shared without MIG, cannot do MIG, a process's memory is
-    unknown, or the instances do not fit together on it.
-    """
-    gpu = snapshot.gpu(gpu_index)
-    capability = capability_of(gpu)
-    if capability is None or not is_unpartitioned_sharing(gpu):
-        return None
-    totals = process_memory_totals(snapshot)
-    chosen: list[tuple[GpuInstanceProfile, int]] = []
-    for pid in sorted(gpu.pids):
-        used = totals[pid]
-        profile = None if used is None else smallest_profile(capability, needed_bytes(used, headroom_ratio))
-        if profile is None:
-            return None
-        chosen.append((profile, pid))
-    if pack(capability, (), [p for p, _ in chosen]) is None:
-        return None
-    return tuple(i.profile for i in _ordered(chosen))
-
-
 def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -> Advice | None:
     """The host-level advice, or None when no GPU is shared without MIG.
 

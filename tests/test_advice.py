@@ -14,7 +14,6 @@ from mig_exporter.advice import (
     DEFAULT_HEADROOM_RATIO,
     Advice,
     advise,
-    advised_layout,
     smallest_profile,
 )
 from mig_exporter.model import MIB, Gpu, GpuProcess, Snapshot
@@ -93,17 +92,20 @@ def test_seed_incident_workloads_are_sized_from_their_total_over_all_gpus():
         assert w.needed_bytes == int(w.used_bytes * (1 + DEFAULT_HEADROOM_RATIO))
 
 
-@pytest.mark.parametrize("index", range(4))
-def test_seed_incident_advised_layout_per_gpu(index):
-    """Every GPU of the incident, on its own, would be split 3g.40gb + 3g.40gb."""
-    assert advised_layout(seed_incident(), index) == ("3g.40gb", "3g.40gb")
+def one_gpu_layout(snap: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -> tuple[str, ...] | None:
+    """The layout advised for the one GPU that takes every workload; None when the workloads do not
+    all fit in instances of one GPU (some go whole or stay unplaced), or there is no advice."""
+    advice = advise(snap, headroom_ratio)
+    if advice is None or advice.unplaced or advice.whole_gpus or len(advice.layouts) != 1:
+        return None
+    return advice.layouts[0].profiles
 
 
 def test_a_20gb_instance_is_too_small_for_the_incident_with_the_default_headroom():
     """With 10 % the smaller process (18060 MiB → 19866 MiB) squeezes into a 19968 MiB 1g.20gb with
     under 2 GiB to grow: the reason the default is 20 %."""
-    assert advised_layout(seed_incident(), 0, headroom_ratio=0.10) == ("3g.40gb", "1g.20gb")
-    assert advised_layout(seed_incident(), 0, headroom_ratio=0.0) == ("1g.20gb", "1g.20gb")
+    assert one_gpu_layout(seed_incident(), headroom_ratio=0.10) == ("3g.40gb", "1g.20gb")
+    assert one_gpu_layout(seed_incident(), headroom_ratio=0.0) == ("1g.20gb", "1g.20gb")
 
 
 @pytest.mark.parametrize(
@@ -131,15 +133,13 @@ def test_a_20gb_instance_is_too_small_for_the_incident_with_the_default_headroom
 def test_advised_layout_vectors_per_model(model, mib_by_pid, expected):
     """mig-facts.md's per-model tables: the smallest profiles that hold each process, or None where
     they do not fit together on the GPU."""
-    assert advised_layout(snapshot(gpu(0, model, mib_by_pid)), 0) == expected
+    assert one_gpu_layout(snapshot(gpu(0, model, mib_by_pid))) == expected
 
 
 def test_no_layout_for_a_gpu_that_is_not_shared_without_mig():
     """A GPU with one process, or with MIG on, gets no layout and the host no advice."""
     alone = snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000}))
     on_mig = snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000, 2: 1000}, mig=True))
-    assert advised_layout(alone, 0) is None
-    assert advised_layout(on_mig, 0) is None
     assert advise(alone) is None
     assert advise(on_mig) is None
 
@@ -147,7 +147,7 @@ def test_no_layout_for_a_gpu_that_is_not_shared_without_mig():
 def test_no_layout_when_a_memory_figure_is_missing():
     """A partial sum would size the instance too small; the advice says so instead."""
     snap = snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000, 2: None}))
-    assert advised_layout(snap, 0) is None
+    assert one_gpu_layout(snap) is None
     assert_unplaced(advice_of(snap), 2, "no memory figure")
 
 
@@ -161,7 +161,6 @@ def test_without_mig_each_workload_gets_a_whole_gpu_while_there_are_enough():
             processes=tuple(GpuProcess(pid, "a", index, uuid, 1000 * MIB) for pid in (1, 2, 3)),
         )
 
-    assert advised_layout(snapshot(no_mig(0), no_mig(1)), 0) is None
     advice = advice_of(snapshot(no_mig(0), no_mig(1)))
     assert advice.layouts == ()
     assert [(w.pid, w.gpu_index, w.gpu_uuid) for w in advice.whole_gpus] == [(1, 0, "GPU-0"), (2, 1, "GPU-1")]

@@ -19,7 +19,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from mig_exporter import __version__
-from mig_exporter.advice import advised_layout
+from mig_exporter.advice import advise
 from mig_exporter.exporter.families import GPU_LABELS, MIG_LABELS
 from mig_exporter.exporter.families import counter as _counter
 from mig_exporter.exporter.families import gauge as _gauge
@@ -227,12 +227,26 @@ def _gpu_families(snapshot: Snapshot) -> Iterator[Metric]:
                    GPU_LABELS, _gpu_samples(present, lambda g: g.ecc_errors_corrected_total))
     yield _counter("nvml_gpu_ecc_errors_uncorrected", "Uncorrected ECC errors over the GPU's life.",
                    GPU_LABELS, _gpu_samples(present, lambda g: g.ecc_errors_uncorrected_total))
+    yield from _advice_families(snapshot)
+
+
+def _advice_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """The advice ``diagnose`` prints, the same one: the layout per GPU it partitions, and the GPUs
+    it frees (on the incident: GPU 0 as 3g.40gb,3g.40gb, GPUs 1-3 freed)."""
+    advice = advise(snapshot) if snapshot.nvml_up else None
+    layouts = advice.layouts if advice is not None else ()
+    freed = advice.freed_gpus if advice is not None else ()
     yield _gauge(
         "mig_exporter_advised_layout_info",
-        "For a GPU shared without MIG: the MIG layout that gives each process its own instance; value 1.",
+        "The MIG layout diagnose advises for a GPU, one instance per workload moved onto it; value 1.",
         ["gpu", "uuid", "layout"],
-        [([str(g.index), g.uuid, ",".join(layout)], 1)
-         for g in present if (layout := advised_layout(snapshot, g.index)) is not None],
+        [([str(layout.gpu_index), snapshot.gpu(layout.gpu_index).uuid, ",".join(layout.profiles)], 1)
+         for layout in layouts],
+    )
+    yield _gauge(
+        "mig_exporter_advised_freed_gpu_info",
+        "A GPU diagnose's advice frees: its workloads move into MIG instances on other GPUs; value 1.",
+        GPU_LABELS, [([str(index), snapshot.gpu(index).uuid], 1) for index in freed],
     )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import replace
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from mig_exporter.advice import advise
 from mig_exporter.exporter.collector import (
     ExporterSettings,
     ExporterTotals,
@@ -94,11 +96,31 @@ def test_values_nvml_did_not_give_are_absent_not_zero() -> None:
     assert registry.get_sample_value("nvml_gpu_ecc_errors_uncorrected_total", labels) is None
 
 
-def test_incident_gets_an_advised_layout_per_gpu() -> None:
-    registry = registry_for(incident())
-    for index in range(4):
-        labels = {"gpu": str(index), "uuid": f"GPU-incident-{index}", "layout": "3g.40gb,3g.40gb"}
-        assert registry.get_sample_value("mig_exporter_advised_layout_info", labels) == 1
+def test_the_advised_layout_series_are_the_advice_diagnose_prints() -> None:
+    """issue 8, one advice: on the incident diagnose partitions GPU 0 as 3g.40gb,3g.40gb and frees
+    GPUs 1-3 (seed/README.md); the exporter says the same, not a layout for every GPU."""
+    snapshot = incident()
+    registry = registry_for(snapshot)
+    advice = advise(snapshot)
+    assert advice is not None
+    assert [(lay.gpu_index, lay.profiles) for lay in advice.layouts] == [(0, ("3g.40gb", "3g.40gb"))]
+    assert advice.freed_gpus == (1, 2, 3)
+    layouts = {(s.labels["gpu"], s.labels["layout"]): s.value
+               for s in _samples(registry, "mig_exporter_advised_layout_info")}
+    assert layouts == {("0", "3g.40gb,3g.40gb"): 1}
+    freed = {s.labels["gpu"]: s.labels["uuid"]
+             for s in _samples(registry, "mig_exporter_advised_freed_gpu_info")}
+    assert freed == {str(i): f"GPU-incident-{i}" for i in (1, 2, 3)}
+
+
+def test_no_advice_no_advised_series() -> None:
+    registry = registry_for(Snapshot(taken_at=1.0, nvml_up=True, gpus=(partitioned_gpu(),)))
+    assert _samples(registry, "mig_exporter_advised_layout_info") == []
+    assert _samples(registry, "mig_exporter_advised_freed_gpu_info") == []
+
+
+def _samples(registry: CollectorRegistry, name: str) -> list[Any]:
+    return [s for family in registry.collect() for s in family.samples if s.name == name]
 
 
 def test_partitioned_gpu_series() -> None:
