@@ -126,7 +126,8 @@ class GpmSamples:
 
     def _forget(self, call: Call, uuid: str, seen: set[SampleKey]) -> None:
         """Free the buffers of the GPU's instances that are gone (or changed shape)."""
-        for key in [k for k in self._kept if k[0] == uuid and k not in seen]:
+        # list(): other GPUs, read on other threads (nvml.read), add their keys meanwhile
+        for key in [k for k in list(self._kept) if k[0] == uuid and k not in seen]:
             kept = self._kept.pop(key)
             for buffer in (kept.sample, kept.spare):
                 if buffer is not None:
