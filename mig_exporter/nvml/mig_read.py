@@ -31,8 +31,10 @@ from mig_exporter.model import GpuInstance, GpuProcess, MigInstance
 from mig_exporter.nvml.calls import Collection, HandleGone
 from mig_exporter.nvml.processes import read_processes
 
-# At the default 5 s interval, a minute: how stale a compute instance another tool created can be.
-LAYOUT_REFRESH_COLLECTIONS = 12
+# At the default 5 s interval, five minutes: how long a compute instance another tool created inside
+# an existing GPU instance can go unseen (mig-parted and remediate create GPU instances with their
+# compute instances, which the check sees at once). A full read costs ~56 calls per GPU.
+LAYOUT_REFRESH_COLLECTIONS = 60
 _NOT_FOUND = frozenset({pynvml.NVML_ERROR_NOT_FOUND})
 # What NVML answers for a handle to a destroyed MIG device.
 _GONE = frozenset({pynvml.NVML_ERROR_INVALID_ARGUMENT, pynvml.NVML_ERROR_NOT_FOUND})
