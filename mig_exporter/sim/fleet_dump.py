@@ -14,6 +14,8 @@ import yaml
 from mig_exporter.sim.codes import NVML_ERROR_NAMES
 from mig_exporter.sim.fleet_reader import GPM_KEYS, TELEMETRY_KEYS
 from mig_exporter.sim.health_reader import HEALTH_KEYS
+from mig_exporter.sim.model_reader import ENGINE_KEYS
+from mig_exporter.sim.models import GpuInstanceProfile, GpuModel
 from mig_exporter.sim.process_reader import ATTRIBUTION_KEYS, PROCESS_UTILIZATION_KEYS
 from mig_exporter.sim.state import (
     Activity,
@@ -44,6 +46,8 @@ def dump_fleet(fleet: Fleet) -> str:
         document["description"] = fleet.description
     document["driver_version"] = fleet.driver_version
     document["cuda_version"] = fleet.cuda_version
+    if fleet.models:
+        document["models"] = {model.key: model_entry(model) for model in fleet.models}
     document["gpus"] = [gpu_entry(fleet, i, attributed) for i in range(len(fleet.gpus))]
     if fleet.faults:
         document["faults"] = [_fault(f) for f in fleet.faults]
@@ -52,6 +56,24 @@ def dump_fleet(fleet: Fleet) -> str:
         settings = {"seconds": latency.seconds, "calls": dict(latency.calls), "gpus": dict(latency.gpus)}
         document["call_latency"] = {key: item for key, item in settings.items() if item}
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=110)
+
+
+def model_entry(model: GpuModel) -> dict[str, Any]:
+    """The ``models:`` entry ``model_reader`` reads back to ``model``; engine counts of 0 left out."""
+    def profile(p: GpuInstanceProfile) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": p.name, "enum": p.enum, "id": p.id, "memory_mib": p.memory_mib,
+            "multiprocessors": p.multiprocessors, "max_count": p.max_count, "slices": p.slice_count,
+            "placement_starts": list(p.placement_starts), "placement_size": p.placement_size,
+        }
+        return {**out, **{key: getattr(p, key) for key in ENGINE_KEYS if getattr(p, key)}}
+
+    return {
+        "nvml_name": model.nvml_name, "memory_total_mib": model.memory_total_mib,
+        "architecture": model.architecture, "memory_slices": model.memory_slices,
+        "compute_slices": model.compute_slices, "pci_device_id": model.pci_device_ids[0],
+        "profiles": [profile(p) for p in model.profiles],
+    }
 
 
 def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from mig_exporter.sim import placement as driver
 from mig_exporter.sim.fault_reader import read_call_latency, read_fault
 from mig_exporter.sim.fleet_checks import MAX_DELAY_SECONDS, UINT_MAX, FleetError
 from mig_exporter.sim.health_reader import read_health
+from mig_exporter.sim.model_reader import read_models
 from mig_exporter.sim.models import MODELS, GpuInstanceProfile, GpuModel, match_profile, valid_compute_slices
 from mig_exporter.sim.process_reader import ProcessReader
 from mig_exporter.sim.state import (
@@ -37,7 +38,7 @@ from mig_exporter.sim.state import (
     default_serial,
 )
 
-TOP_KEYS = ("description", "driver_version", "cuda_version", "gpus", "faults", "call_latency")
+TOP_KEYS = ("description", "driver_version", "cuda_version", "models", "gpus", "faults", "call_latency")
 TELEMETRY_KEYS = tuple(f.name for f in fields(Telemetry))
 GPU_KEYS = (
     "model",
@@ -92,8 +93,10 @@ class FleetReader(ProcessReader):
         cuda_version = self.string(top.get("cuda_version", DEFAULT_CUDA_VERSION), "cuda_version")
         if not _CUDA_VERSION.match(cuda_version):
             raise self.error("cuda_version", f'{cuda_version!r} is not a CUDA version like "12.9"')
+        defined = read_models(self, top.get("models"))
+        models = {**MODELS, **defined}
         raw_gpus = self.sequence(top["gpus"], "gpus")
-        gpus = tuple(self.gpu(raw, i) for i, raw in enumerate(raw_gpus))
+        gpus = tuple(self.gpu(raw, i, models) for i, raw in enumerate(raw_gpus))
         for name in ("uuid", "pci_bus_id"):
             values = [getattr(g, name) for g in gpus]
             for i, item in enumerate(values):
@@ -113,6 +116,7 @@ class FleetReader(ProcessReader):
             faults=faults,
             call_latency=read_call_latency(self, top.get("call_latency", {}), len(gpus)),
             attributions=tuple(a for _, (a, _) in sorted(self.attributions.items())),
+            models=tuple(defined.values()),
         )
 
     def description(self, raw: Any) -> str:
@@ -122,13 +126,13 @@ class FleetReader(ProcessReader):
             raise self.error("description", "must be one line (fleet list shows it beside the name)")
         return text.strip()
 
-    def gpu(self, raw: Any, index: int) -> SimGpu:
+    def gpu(self, raw: Any, index: int, models: dict[str, GpuModel]) -> SimGpu:
         path = f"gpus[{index}]"
         entry = self.mapping(raw, path, GPU_KEYS, required=("model",))
         model_key = self.string(entry["model"], f"{path}.model")
-        if model_key not in MODELS:
-            raise self.error(f"{path}.model", f"unknown model {model_key!r} (models: {', '.join(MODELS)})")
-        model = MODELS[model_key]
+        if model_key not in models:
+            raise self.error(f"{path}.model", f"unknown model {model_key!r} (models: {', '.join(models)})")
+        model = models[model_key]
         mig = self.mig_mode(entry.get("mig", MigMode.DISABLED.value), f"{path}.mig")
         uuid = self.string(entry.get("uuid", default_gpu_uuid(index)), f"{path}.uuid")
         if not uuid.startswith("GPU-"):
@@ -164,7 +168,7 @@ class FleetReader(ProcessReader):
             instances = (*instances, instance)
 
         gpu = SimGpu(
-            model_key=model_key,
+            model=model,
             uuid=uuid,
             persistence=self.boolean(entry.get("persistence", False), f"{path}.persistence"),
             mig=mig,

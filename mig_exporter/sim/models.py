@@ -205,7 +205,13 @@ def valid_compute_slices(gpu_instance_slices: int) -> tuple[int, ...]:
     return tuple(c for c in sorted(COMPUTE_PROFILE_ENUM_BY_SLICES) if c == g or (c < g and 2 * c <= g + 1))
 
 
-_NAME_RE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g(?:\.(?P<gb>\d+)gb)?(?P<me>\+me)?$", re.ASCII)
+# Engine variants of a profile name (mig-facts.md): "+me" the 1g with media engines; Blackwell's
+# "+me.all" (every media engine), "+gfx" (graphics) and "-me" (no media engine).
+VARIANTS = ("+me.all", "+me", "+gfx", "-me")
+_VARIANT = r"(?P<variant>\+me\.all|\+me|\+gfx|-me)?"
+_NAME_RE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g(?:\.(?P<gb>\d+)gb)?" + _VARIANT + "$", re.ASCII)
+# A GPU instance profile's name as the driver writes it: ``<slices>g.<GB>gb`` and a variant.
+PROFILE_NAME = re.compile(r"^(?P<g>\d+)g\.(?P<gb>\d+)gb" + _VARIANT + "$", re.ASCII)
 
 
 def match_profile(model: GpuModel, wanted: str) -> GpuInstanceProfile | None:
@@ -214,14 +220,15 @@ def match_profile(model: GpuModel, wanted: str) -> GpuInstanceProfile | None:
     Names are matched by slice count and memory class, not by exact string, because the driver
     computes names from memory sizes that drift (mig-parted saw "3g.39gb"; mig-facts.md). So
     ``3g``, ``3g.40gb`` and ``3g.39gb`` all resolve to the 3-slice profile of an A100-80GB. A bare
-    ``1g`` means the plain 1-slice profile, not the +me or double-memory variant.
+    ``1g`` means the plain 1-slice profile, not the +me or double-memory variant; ``1g+gfx`` the
+    1-slice ``+gfx`` one.
     """
     m = _NAME_RE.match(wanted.strip().lower())
     if m is None or m.group("c"):
         return None
     slices = int(m.group("g"))
-    me = bool(m.group("me"))
-    candidates = [p for p in model.profiles if p.slice_count == slices and p.name.endswith("+me") == me]
+    candidates = [p for p in model.profiles
+                  if p.slice_count == slices and variant(p.name) == (m.group("variant") or "")]
     if not candidates:
         return None
     if m.group("gb") is None:
@@ -232,6 +239,14 @@ def match_profile(model: GpuModel, wanted: str) -> GpuInstanceProfile | None:
     return best if abs(advertised_gb(best) - gb) <= max(2, advertised_gb(best) // 10) else None
 
 
+def variant(profile_name: str) -> str:
+    """The engine variant of a profile name: ``+me`` for ``1g.10gb+me``, "" for ``3g.40gb``."""
+    m = PROFILE_NAME.match(profile_name)
+    return (m.group("variant") or "") if m else ""
+
+
 def advertised_gb(profile: GpuInstanceProfile) -> int:
     """The memory class in the name: 40 for ``3g.40gb``, 10 for ``1g.10gb+me``."""
-    return int(profile.name.split(".")[1].removesuffix("+me").removesuffix("gb"))
+    m = PROFILE_NAME.match(profile.name)
+    assert m is not None, profile.name  # built-in names and fleet-defined ones (checked) match
+    return int(m.group("gb"))

@@ -113,10 +113,14 @@ def free_compute_starts(
 
 def compute_multiprocessors(model: GpuModel, profile: GpuInstanceProfile, compute_slices: int) -> int:
     """SMs of a compute instance: all of the GPU instance's when full size, else the model's 1g
-    SMs per slice (A100: 14 per slice, so 1c.3g has 14 and 2c.3g 28; unconfirmed for H100/H200)."""
+    SMs per slice (A100: 14 per slice, so 1c.3g has 14 and 2c.3g 28; unconfirmed for H100/H200).
+    A model whose enum 0 is no 1-slice profile (one a fleet file defines) shares the GPU
+    instance's SMs evenly per compute slice."""
     one_slice = model.profile_by_enum(0)
-    if compute_slices >= profile.slice_count or one_slice is None:
+    if compute_slices >= profile.slice_count:
         return profile.multiprocessors
+    if one_slice is None or one_slice.slice_count != 1:
+        return profile.multiprocessors * compute_slices // profile.slice_count
     return min(profile.multiprocessors, one_slice.multiprocessors * compute_slices)
 
 

@@ -16,7 +16,7 @@ from enum import Enum
 from functools import cached_property
 
 from mig_exporter.sim.latency import CallLatency
-from mig_exporter.sim.models import MODELS, GpuInstanceProfile, GpuModel
+from mig_exporter.sim.models import GpuInstanceProfile, GpuModel
 
 # Fixed namespace, so derived GPU and MIG UUIDs are the same in every run and on every machine.
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "simulated-nvml.mig-exporter.invalid")
@@ -200,7 +200,7 @@ class Health:
 class SimGpu:
     """One physical GPU. The index is its position in ``Fleet.gpus``."""
 
-    model_key: str
+    model: GpuModel  # a built-in model, or one the fleet file defines
     uuid: str
     persistence: bool = False
     mig: MigMode = MigMode.DISABLED
@@ -218,8 +218,8 @@ class SimGpu:
     health: Health = field(default_factory=Health)
 
     @property
-    def model(self) -> GpuModel:
-        return MODELS[self.model_key]
+    def model_key(self) -> str:
+        return self.model.key
 
     def profile(self, profile_id: int) -> GpuInstanceProfile | None:
         return self.model.profile_by_id(profile_id)
@@ -261,6 +261,7 @@ class Fleet:
     faults: tuple[Fault, ...] = ()
     attributions: tuple[ProcessAttribution, ...] = ()
     call_latency: CallLatency = field(default_factory=CallLatency)
+    models: tuple[GpuModel, ...] = ()  # the models the fleet file defines under ``models:``
 
     def with_gpu(self, index: int, gpu: SimGpu) -> Fleet:
         return replace(self, gpus=(*self.gpus[:index], gpu, *self.gpus[index + 1 :]))

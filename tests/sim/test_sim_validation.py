@@ -51,7 +51,7 @@ def test_the_design_example_placement_message() -> None:
         pytest.param(
             "- a\n- b\n",
             "lab.yaml: the top level must be a mapping with keys description, driver_version, cuda_version, "
-            "gpus, faults, call_latency",
+            "models, gpus, faults, call_latency",
             id="not-a-mapping",
         ),
         pytest.param("driver_version: '575.57.08'\n", "lab.yaml: gpus is required", id="no-gpus"),
@@ -59,7 +59,7 @@ def test_the_design_example_placement_message() -> None:
             "gpus: []\ngpu: []\n",
             "lab.yaml: gpu: unknown key (did you mean gpus?); allowed: description, driver_version, "
             "cuda_version, "
-            "gpus, faults, call_latency",
+            "models, gpus, faults, call_latency",
             id="unknown-top-key",
         ),
         pytest.param(
