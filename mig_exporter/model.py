@@ -158,6 +158,10 @@ class Gpu:
     # MIG devices they are listed under), or the GPU is lost: ``processes`` may then miss some, so
     # neither their count nor anything derived from it (sharing, spanning) can be concluded.
     processes_complete: bool = True
+    # What of this GPU a failed call (not an "absent" answer) kept from this reading, as parts:
+    # "gpu" (no handle), "identity", "mig_mode", "persistence", "mig_capability", "gpu_instances",
+    # "mig_devices", "processes". remediate plans and verifies only GPUs whose parts it needs are read.
+    unread: frozenset[str] = frozenset()
 
     @property
     def mig_supported(self) -> bool:

@@ -26,6 +26,7 @@ import pynvml
 from mig_exporter.model import CollectionError, Gpu, GpuInstance, MigInstance, Snapshot
 from mig_exporter.nvml.calls import Collection, GpuLost, NvmlGone
 from mig_exporter.nvml.capability import gpu_capability, with_compute_profiles
+from mig_exporter.nvml.completeness import unread_parts
 from mig_exporter.nvml.known import Identity, KnownGpu
 from mig_exporter.nvml.mig_read import read_mig
 from mig_exporter.nvml.process_util import with_utilization
@@ -199,7 +200,7 @@ def _read_present_gpu(collection: Collection, session: NvmlSession, index: int) 
     known = _known_gpu(collection, session, index)
     if known is None:
         return Gpu(index=index, uuid=session.known_uuids.get(index, ""),
-                   gpu_instances_complete=False, processes_complete=False)
+                   gpu_instances_complete=False, processes_complete=False, unread=frozenset({"gpu"}))
     handle = known.handle
     identity = known.identity or _UNREAD
     uuid = identity.uuid or session.known_uuids.get(index, "")
@@ -272,6 +273,7 @@ def _read_present_gpu(collection: Collection, session: NvmlSession, index: int) 
         gpu_instances=gpu_instances, gpu_instances_complete=gpu_instances_complete,
         mig_profile_capacity=mig_profile_capacity, mig_instances=mig_instances, processes=processes,
         processes_complete=processes_complete, gpm=gpm, health=health,
+        unread=unread_parts(collection.errors),
     )
 
 

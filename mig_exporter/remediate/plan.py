@@ -28,14 +28,10 @@ from mig_exporter.remediate.steps import (
     Step,
 )
 
-# The reads a plan rests on: a failure in any of them on a target GPU (NOT_SUPPORTED is an answer,
-# not a failure) means the plan could miss an instance or a process. (nvmlDeviceGetAttributes
-# tells a 1c.3g.40gb compute instance from a full-size one.)
-_PLANNING_CALLS = ("nvmlDeviceGetHandleByIndex", "nvmlDeviceGetName", "nvmlDeviceGetMigMode",
-                   "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
-                   "nvmlDeviceGetGpuInstance", "nvmlGpuInstance", "nvmlDeviceGetComputeInstanceId",
-                   "nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetPersistenceMode",
-                   "nvmlDeviceGetAttributes")
+# The parts of a GPU (``Gpu.unread``) a plan rests on: one unread on a target GPU (NOT_SUPPORTED is
+# an answer, not a failure) means the plan could miss an instance or a process, or size one wrong.
+PLAN_NEEDS = frozenset({"gpu", "mig_mode", "persistence", "mig_capability", "gpu_instances",
+                        "mig_devices", "processes"})
 
 
 class BlockerKind(str, Enum):
@@ -113,7 +109,7 @@ def _plan_gpu(
     if gpu.lost:
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} is lost (NVML: GPU is lost): reset or reboot it first")]
-    calls = failed_reads(errors, gpu.index)
+    calls = failed_reads(gpu, errors)
     if calls:
         return None, [Blocker(BlockerKind.IMPOSSIBLE, gpu.index,
                               f"GPU {gpu.index} could not be read completely ({calls}); a plan made from a "
@@ -136,12 +132,14 @@ def _plan_gpu(
     return GpuPlan(gpu, target, kept, created, tuple(steps)), unsafe
 
 
-def failed_reads(errors: Sequence[CollectionError], gpu_index: int) -> str | None:
-    """The reads of ``gpu_index`` that failed among those a plan or a verification rests on, as
-    ``call: error, …``; None when there are none."""
-    failed = [f"{e.call}: {e.error}" for e in errors
-              if e.gpu_index == gpu_index and e.call.startswith(_PLANNING_CALLS)]
-    return ", ".join(failed) or None
+def failed_reads(gpu: Gpu, errors: Sequence[CollectionError]) -> str | None:
+    """None when every part of ``gpu`` a plan or a verification rests on was read; else NVML's
+    errors on that GPU, as ``call: error, …`` (or the parts unread, if no error names them)."""
+    unread = gpu.unread & PLAN_NEEDS
+    if not unread:
+        return None
+    failed = [f"{e.call}: {e.error}" for e in errors if e.gpu_index == gpu.index]
+    return ", ".join(failed) or ", ".join(f"{part} unread" for part in sorted(unread))
 
 
 def _unknown_profile_blocker(gpu: Gpu, gi: GpuInstance, capability: MigCapability) -> Blocker:

@@ -46,7 +46,7 @@ def unrestored(found: Snapshot, fresh: Snapshot, gpu_indices: Collection[int]) -
         except KeyError:
             lines.append(f"GPU {index} is no longer listed by NVML")
             continue
-        unread = failed_reads(fresh.errors, index)
+        unread = failed_reads(fresh.gpu(index), fresh.errors)
         if before != after:
             with_errors = f" (read with errors: {unread})" if unread else ""
             lines.append(f"GPU {index} reads back as {after}; it was {before}{with_errors}")
@@ -119,7 +119,7 @@ def _gpu_differences(fresh: Snapshot, gpu_plan: GpuPlan) -> list[str]:
     errors = [f"{e.call}: {e.error}" for e in fresh.errors if e.gpu_index == index]
     if found and errors:  # the reading itself may be what differs
         found.append(f"GPU {index} was read with errors ({', '.join(errors)})")
-    elif unread := failed_reads(fresh.errors, index):  # an instance not seen could be one too many
+    elif unread := failed_reads(gpu, fresh.errors):  # an instance not seen could be one too many
         found.append(f"GPU {index} could not be read back completely ({unread})")
     return found
 

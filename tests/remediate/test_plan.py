@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from simulated_gpus import capability
 
-from mig_exporter.model import Gpu, GpuInstance, Snapshot
+from mig_exporter.model import CollectionError, Gpu, GpuInstance, Snapshot
 from mig_exporter.remediate.layout import GpuTarget, layout_targets
 from mig_exporter.remediate.plan import BlockerKind, Plan, make_plan
 from mig_exporter.remediate.steps import (
@@ -239,3 +241,24 @@ def test_cancelling_a_pending_disable_is_safe_with_processes() -> None:
     plan = plan_for(snapshot(pending_disable), "0", "3g")
     # cancelling a pending disable does not take the GPU from anyone
     assert not plan.blockers and plan.steps == (SetMigMode(0, True, restore=False), SetPersistence(0, True))
+
+
+def test_a_gpu_whose_processes_went_unread_is_not_planned() -> None:
+    """issue 8: the plan decides on what the Snapshot says went unread, not on call names."""
+    unread = replace(gpu(0, mig=True), unread=frozenset({"processes"}))
+    errors = (CollectionError("nvmlDeviceGetComputeRunningProcesses", "Unknown Error", 0),)
+    plan = make_plan(replace(snapshot(unread), errors=errors), layout_targets("0", "3g", snapshot(unread)),
+                     privileged=True, persistence=True)
+    (blocker,) = plan.blockers
+    assert blocker.kind is BlockerKind.IMPOSSIBLE and not plan.gpus
+    assert "GPU 0 could not be read completely (nvmlDeviceGetComputeRunningProcesses: Unknown Error)" \
+        in blocker.reason
+    # the same without an error to quote still refuses, naming the part
+    plan = plan_for(snapshot(unread), "0", "3g")
+    assert "(processes unread)" in plan.blockers[0].reason
+
+
+def test_a_telemetry_error_does_not_stop_a_plan() -> None:
+    errors = (CollectionError("nvmlDeviceGetPowerUsage", "Unknown Error", 0),)
+    plan = plan_for(replace(snapshot(gpu(0, mig=True)), errors=errors), "0", "3g")
+    assert not plan.blockers and plan.steps
