@@ -23,6 +23,7 @@ from mig_exporter.remediate.apply import Executed, PendingMode
 from mig_exporter.remediate.kubernetes import resource_name, single_strategy_problem
 from mig_exporter.remediate.plan import GpuPlan, Plan
 from mig_exporter.remediate.report import gpu_summary
+from mig_exporter.remediate.slurm import gres_line
 from mig_exporter.remediate.steps import (
     CreateComputeInstance,
     CreateGpuInstance,
@@ -39,6 +40,7 @@ FILES = {
     "kubernetes.yaml": "kubernetes.yaml.j2",
     "mig-parted.yaml": "mig-parted.yaml.j2",
     "runbook.md": "runbook.md.j2",
+    "slurm.txt": "slurm.txt.j2",
 }
 
 _templates = jinja2.Environment(
@@ -167,6 +169,7 @@ class RunRecord:
     pending: tuple[PendingMode, ...]
     assignments: tuple[Assignment, ...]
     mig_strategy: str = "mixed"  # the device plugin's: how pods ask for these devices
+    slurm_gres: tuple[tuple[str, int], ...] = ()  # every GPU and MIG device of the host, as Slurm types
 
 
 def render_all(run: RunRecord) -> dict[str, str]:
@@ -182,8 +185,9 @@ def render_all(run: RunRecord) -> dict[str, str]:
         "undo": undo_commands(run.executed),
         "resources": sorted(resources.items()),
         "mig_parted_entries": mig_parted_entries(run.plan),
+        "gres": run.slurm_gres,
+        "gres_line": gres_line(run.host, run.slurm_gres),
     }
-    context["mig_parted"] = _templates.get_template(FILES["mig-parted.yaml"]).render(**context)
     return {name: _templates.get_template(template).render(**context) for name, template in FILES.items()}
 
 

@@ -43,6 +43,7 @@ from mig_exporter.remediate.kubernetes import MIG_STRATEGIES, resource_name
 from mig_exporter.remediate.layout import GpuTarget, layout_targets, mig_parted_targets
 from mig_exporter.remediate.lock import HostLock
 from mig_exporter.remediate.plan import BlockerKind, Plan, make_plan
+from mig_exporter.remediate.slurm import gres
 from mig_exporter.remediate.verify import differences, unrestored
 
 EXIT_DONE = 0
@@ -332,7 +333,7 @@ def _write_artifacts(args: argparse.Namespace, plan: Plan, execution: Execution,
         command_line=command_line(args), fleet=args.fleet, journal=str(execution.journal),
         run_id=execution.run_id, config_name=args.config or config_name(plan), plan=plan,
         executed=execution.outcome.executed, pending=execution.outcome.pending, assignments=made,
-        mig_strategy=args.mig_strategy)
+        mig_strategy=args.mig_strategy, slurm_gres=gres(execution.fresh))
     return write_all(args.output_dir, render_all(record))
 
 

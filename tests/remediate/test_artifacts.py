@@ -86,26 +86,28 @@ def test_the_mig_parted_config_reproduces_the_layout_per_model(tmp_path: Path) -
     ]
 
 
-def test_kubernetes_resources_label_and_config_map() -> None:
+def test_kubernetes_resources_and_no_config_map_that_would_replace_the_operators() -> None:
+    # A ConfigMap holding only this host's config, without all-disabled, replaced the cluster's:
+    # Operator nodes get a merged one from remediate --gpu-operator (test_gpu_operator.py).
     rendered = render_all(run_record(PLAN))
-    config_map, pod = yaml.safe_load_all(rendered["kubernetes.yaml"])
-    assert yaml.safe_load(config_map["data"]["config.yaml"])["mig-configs"].keys() == {"custom-2x3g.40gb"}
+    (pod,) = yaml.safe_load_all(rendered["kubernetes.yaml"])
+    assert pod["kind"] == "Pod"
     assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-3g.40gb": 1}
     assert "#   nvidia.com/mig-3g.40gb: 6" in rendered["kubernetes.yaml"]
-    assert "nvidia.com/mig.config=custom-2x3g.40gb" in rendered["kubernetes.yaml"]
+    assert "--gpu-operator on" in rendered["kubernetes.yaml"]
 
 
 def test_kubernetes_names_a_media_engine_device_as_the_device_plugin_does() -> None:
     record = run_record(PLAN)
     me = replace(record, assignments=(replace(record.assignments[0], profile="1g.10gb+me"),))
-    _, pod = yaml.safe_load_all(render_all(me)["kubernetes.yaml"])
+    (pod,) = yaml.safe_load_all(render_all(me)["kubernetes.yaml"])
     assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-1g.10gb.me": 1}
 
 
 def test_kubernetes_single_strategy_asks_for_gpus_and_warns_where_it_cannot_work() -> None:
     single = replace(run_record(PLAN), mig_strategy="single")
     rendered = render_all(single)["kubernetes.yaml"]
-    _, pod = yaml.safe_load_all(rendered)
+    (pod,) = yaml.safe_load_all(rendered)
     assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
     assert "#   nvidia.com/gpu: 6" in rendered and "WARNING" not in rendered
     mixed_plan = make_plan(BEFORE, layout_targets("all", "3g,2g", BEFORE), privileged=True, persistence=True)

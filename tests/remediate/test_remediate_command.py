@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import socket
 from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -244,10 +246,20 @@ def test_json_output_and_artifacts(tmp_path: Path, capsys: pytest.CaptureFixture
         "mig-devices.txt",
         "mig-parted.yaml",
         "runbook.md",
+        "slurm.txt",
     ]
     compose = yaml.safe_load((out_dir / "docker-compose.mig.yml").read_text())
     assert {s["environment"]["CUDA_VISIBLE_DEVICES"] for s in compose["services"].values()} == uuids
     assert {s["runtime"] for s in compose["services"].values()} == {"nvidia"}
+    # Slurm: the four 3g.40gb devices as their own GPU type, the two GPUs left whole as plain A100s
+    slurm = (out_dir / "slurm.txt").read_text().splitlines()
+    assert "AutoDetect=nvml" in slurm
+    host = socket.gethostname()
+    assert f"NodeName={host} Gres=gpu:a100-sxm4-80gb:2,gpu:a100-sxm4-80gb_3g.40gb:4" in slurm
+    steps = [line.split(". ", 1)[1] for line in slurm if re.match(r"#\s+\d\. ", line)]
+    assert steps[0] == f'scontrol update NodeName={host} State=DRAIN Reason="MIG repartition"'
+    assert "--apply" in steps[2] and steps[4].startswith("sudo systemctl restart slurmd")
+    assert steps[5] == f"scontrol update NodeName={host} State=RESUME"
 
 
 class Terminal(io.StringIO):
