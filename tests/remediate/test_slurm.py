@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from mig_exporter.profiles import H100_SXM5_80GB
 from mig_exporter.remediate.slurm import gpu_type, gres, gres_line
 
 from .builders import gpu, instance, snapshot
+
+H100 = "H100-SXM5-80GB"
 
 
 def test_gpu_types_are_nvml_names_as_slurm_writes_them() -> None:
@@ -16,9 +17,9 @@ def test_gpu_types_are_nvml_names_as_slurm_writes_them() -> None:
 
 def test_mig_devices_are_types_of_their_own_and_whole_gpus_stay_gpus() -> None:
     host = snapshot(
-        gpu(0, model=H100_SXM5_80GB, mig=True, instances=[
-            instance(0, "3g", 0, model=H100_SXM5_80GB), instance(0, "3g", 4, model=H100_SXM5_80GB)]),
-        gpu(1, model=H100_SXM5_80GB),
+        gpu(0, model=H100, mig=True, instances=[
+            instance(0, "3g", 0, model=H100), instance(0, "3g", 4, model=H100)]),
+        gpu(1, model=H100),
     )
     types = gres(host)
     assert types == (("h100_80gb_hbm3", 1), ("h100_80gb_hbm3_3g.40gb", 2))
