@@ -164,12 +164,15 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
 
 def _repeated_calls(pynvml: Any, collect: Callable[[], Any]) -> list[str]:
     """One more collection with every pynvml function the reader uses wrapped: the calls made
-    more than once with the same arguments (handles by address; fresh output buffers by type)."""
+    more than once with the same arguments (handles by address; fresh output buffers by type; a
+    request structure, such as GPM's pair of samples, by object)."""
     seen: Counter[tuple[Any, ...]] = Counter()
 
     def key(argument: Any) -> Any:
         if isinstance(argument, ctypes._Pointer):
             return ctypes.cast(argument, ctypes.c_void_p).value
+        if isinstance(argument, ctypes.Structure):
+            return id(argument)
         return argument if isinstance(argument, (int, str, bytes)) else type(argument).__name__
 
     def recording(function: Callable[..., Any]) -> Callable[..., Any]:
