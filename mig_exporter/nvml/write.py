@@ -150,6 +150,7 @@ class HardwareWriter:
             raise WriteFailed(" ".join(command), gpu_index, str(error)) from None
         finally:
             self._call(gpu_index, pynvml.nvmlInit)
+            self._session.forget_gpus()  # every handle the session kept went with that shutdown
         if done.returncode != 0:
             said = " ".join((done.stdout + done.stderr).split()) or f"exit status {done.returncode}"
             raise WriteFailed(" ".join(command), gpu_index, said, in_use="in use" in said.lower())
