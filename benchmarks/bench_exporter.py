@@ -155,7 +155,8 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
         "process_series": sum(1 for g in gpus for p in g.processes if p.used_memory_bytes is not None),
         "exposition_bytes": len(exposition.plain), "exposition_gzip_bytes": len(exposition.gzipped),
         "first": {"c_calls": c_calls[0], "cycle_s": cycles[0], "families": first_families},
-        "steady_c_calls": sorted(set(c_calls[1:])), "steady_families": steady_families,
+        "steady_c_calls": sorted(set(c_calls[1:])),
+        "steady_c_calls_median": statistics.median(c_calls[1:]), "steady_families": steady_families,
         "read_s": list(reads[1:]), "cycle_s": list(cycles[1:]), "cpu_s": list(cpu[1:]),
         "rss": [(min(count, 100 * (i + 1)), value) for i, value in enumerate(rss)], "repeated": repeated,
         "stale_gpu_reads": stale,
@@ -346,7 +347,8 @@ def report(figures: dict[str, Any], latency_seconds: float) -> None:
           f"first cycle {first['cycle_s'] * ms:.1f} ms; CPU per cycle p50 {cpu_cuts['p50'] * ms:.1f} ms, "
           f"p99 {cpu_cuts['p99'] * ms:.1f} ms")
     print(f"  C calls per collection: first {first['c_calls']} ({_families(first['families'])}), then "
-          f"{_listing(figures['steady_c_calls'])} ({_families(figures['steady_families'])}); "
+          f"{_listing(figures['steady_c_calls'])}, median {figures['steady_c_calls_median']:g} "
+          f"(the last: {_families(figures['steady_families'])}); "
           f"repeated within a cycle: {', '.join(figures['repeated']) or 'none'}; "
           f"GPU reads served stale: {figures['stale_gpu_reads']}")
     trend = ""
@@ -373,7 +375,10 @@ def _families(counts: dict[str, int]) -> str:
 
 
 def _listing(values: list[int]) -> str:
-    return "/".join(map(str, values))
+    """Each distinct count, or their range when they vary (GPM's and the layout's cadences)."""
+    if len(values) <= 4:
+        return "/".join(map(str, values))
+    return f"{values[0]}-{values[-1]} ({len(values)} distinct)"
 
 
 def main() -> None:
