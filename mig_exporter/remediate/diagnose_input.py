@@ -1,7 +1,9 @@
 """Nodes' layouts from their ``mig-exporter diagnose --format json`` (docs/diagnose.schema.json).
 
 For ``remediate --from-diagnose``: the GPUs the advice partitions get its layout, the others stay as
-the reading found them (MIG off, or their MIG devices), GPUs without MIG are left out. The node is
+the reading found them (MIG off, or their MIG devices), GPUs without MIG are left out. A file with
+only the advice (the JSON's ``advice`` object, ``{"layouts": [{"gpu_index": 0, "layout": [...]}]}``)
+gives the advised GPUs alone, and mig-parted leaves the others as they are. The node is
 ``NODE=FILE``'s NODE, or the file's name without its extension.
 """
 
@@ -26,9 +28,14 @@ def read(spec: str) -> tuple[NodeLayout, tuple[Busy, ...]]:
         raise InputError(f"--from-diagnose {path}: {error.strerror}") from None
     except json.JSONDecodeError as error:
         raise InputError(f"--from-diagnose {path}: not JSON ({error.msg}, line {error.lineno})") from None
+    if isinstance(document, dict) and "layouts" in document and "gpus" not in document:
+        # only the advice (diagnose's "advice" object): the advised GPUs, the others left alone
+        layouts = _advised({"advice": document}, path)
+        return NodeLayout(node, tuple(GpuLayout(i, True, d) for i, d in sorted(layouts.items()))), ()
     if not isinstance(document, dict) or document.get("schema_version") != 1 or not isinstance(
             document.get("gpus"), list):
-        raise InputError(f"{path}: not the output of mig-exporter diagnose --format json (schema_version 1)")
+        raise InputError(f"{path}: not the output of mig-exporter diagnose --format json (schema_version 1) "
+                         "nor its advice object")
     advised = _advised(document, path)
     gpus, busy = [], []
     for number, gpu in enumerate(document["gpus"]):

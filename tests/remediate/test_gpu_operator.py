@@ -239,6 +239,18 @@ def test_a_config_of_that_name_with_other_content_is_refused(
     assert f"config {name} already exists with other content" in error
 
 
+def test_advised_layouts_alone_are_enough(tmp_path: Path) -> None:
+    advice = json.loads(diagnose_json(tmp_path, "full", incident_document()).read_text())["advice"]
+    only = tmp_path / "gpu-node-7.json"
+    only.write_text(json.dumps({"layouts": advice["layouts"]}))
+    status, out = run_cli("remediate", "--from-diagnose", str(only), "--format", "json")
+    assert status == 0
+    (node,) = json.loads(out)["gpu_operator"]["nodes"]
+    assert node["node"] == "gpu-node-7"
+    assert node["gpus"] == [{"index": 0, "mig_enabled": True, "devices": ["3g.40gb", "3g.40gb"]}]
+    assert node["config"].startswith("mig-exporter-2x3g.40gb-")
+
+
 def test_diagnose_json_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema_version": 1, "gpus": [{"index": "zero"}]}')
