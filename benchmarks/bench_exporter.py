@@ -95,6 +95,40 @@ def _generated(name: str) -> dict[str, Any]:
         for index in range(8)]}
 
 
+# --- the simulator's own cost -------------------------------------------------------------------
+
+def simulated_call_cost(calls: int = 5000, rounds: int = 7) -> dict[str, float]:
+    """Seconds per ``nvmlDeviceGetTemperature`` on ``large`` at latency 0: through pynvml, through
+    the simulator's dispatch (counting, faults, latency, lost GPUs), and its implementation alone."""
+    import pynvml
+
+    from mig_exporter import sim
+
+    simulator = sim.install("large")
+    pynvml.nvmlInit()
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        out = ctypes.c_uint()
+        dispatched = simulator.nvmlDeviceGetTemperature
+        implementation = simulator._library.nvmlDeviceGetTemperature
+        ways = {
+            "pynvml": lambda: pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+            "dispatch": lambda: dispatched(handle, pynvml.NVML_TEMPERATURE_GPU, ctypes.byref(out)),
+            "implementation": lambda: implementation(handle, pynvml.NVML_TEMPERATURE_GPU, ctypes.byref(out)),
+        }
+        cost = dict.fromkeys(ways, float("inf"))
+        for _ in range(rounds):  # alternating rounds, the fastest of each: the least disturbed
+            for name, way in ways.items():
+                started = time.perf_counter()
+                for _ in range(calls):
+                    way()
+                cost[name] = min(cost[name], (time.perf_counter() - started) / calls)
+        return cost
+    finally:
+        pynvml.nvmlShutdown()
+        sim.uninstall()
+
+
 # --- child process: collections ------------------------------------------------------------------
 
 def collections(fleet: str, count: int) -> dict[str, Any]:
@@ -407,6 +441,12 @@ def main() -> None:
         print(json.dumps(collections(args.child_collections, args.collections)))
         return
     print(f"mig-exporter benchmark on {psutil.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    cost = simulated_call_cost()
+    us = 1e6
+    print(f"simulated C call at latency 0 (nvmlDeviceGetTemperature): {cost['pynvml'] * us:.1f} µs through "
+          f"pynvml, {cost['dispatch'] * us:.1f} µs at the simulator's dispatch, of which "
+          f"{cost['implementation'] * us:.1f} µs its implementation: the dispatch's own share "
+          f"{(cost['dispatch'] - cost['implementation']) / cost['dispatch']:.0%}")
     with tempfile.TemporaryDirectory(prefix="mig-exporter-bench-") as directory:
         for fleet in args.fleet or ["large", *GENERATED]:
             for latency_seconds in args.latency or [0.0, 0.001]:
