@@ -41,7 +41,11 @@ UNITS = {"none", "short", "percent", "percentunit", "bytes", "decbytes", "s", "m
 LEGACY_PANELS = {"graph", "singlestat", "table-old"}
 # Per MIG device series whose value belongs to the GPU instance: summing them over compute instances
 # would count a GPU instance once per compute instance.
-PER_GPU_INSTANCE_SERIES = ("nvml_mig_instance_memory_total_bytes", "nvml_mig_instance_memory_used_bytes")
+# GPM values too: the compute instances of one GPU instance carry their GPU instance's
+PER_GPU_INSTANCE_SERIES = ("nvml_mig_instance_memory_total_bytes", "nvml_mig_instance_memory_used_bytes",
+                           *(f"nvml_mig_instance_{name}_ratio" for name in (
+                               "sm_utilization", "sm_occupancy", "tensor_utilization",
+                               "dram_bandwidth_utilization")))
 
 
 def by_uid(dashboard: dict[str, Any]) -> str:
@@ -90,9 +94,9 @@ def selectors(expr: promql_parser.Expr) -> Iterator[tuple[promql_parser.VectorSe
             yield node, ancestors
 
 
-def test_there_are_the_three_dashboards_the_issue_asks_for() -> None:
+def test_there_are_the_dashboards_the_issues_ask_for() -> None:
     assert {d["uid"] for d in DASHBOARDS} == {
-        "mig-exporter-fleet", "mig-exporter-gpu", "mig-exporter-processes",
+        "mig-exporter-fleet", "mig-exporter-gpu", "mig-exporter-processes", "mig-exporter-utilization",
     }
 
 

@@ -6,9 +6,11 @@ the labels and annotations of the rules, then resolve once the fleet file says t
 longer shared. A host left half-way through the runbook (``mig-pending``) must raise its warnings,
 and a well-run one (``h100-mixed``) nothing but the warning on its injected NVML
 error; an exporter whose first NVML read hangs must warn that
-its collections are stale. Every dashboard panel query, variables set to All,
+its collections are stale; a host with health problems (XID, throttling, row remapping, two
+processes computing on one GPU) must raise exactly their alerts. Every dashboard panel query, variables set to All,
 must return data from the same Prometheus; ``h100-mixed`` (MIG instances, plus an injected NVML
-error) feeds the panels the incident has nothing for. Only the ``for:`` windows (covered by the
+error) and the health host (GPM, per-process utilization, XID) feed the panels the incident has
+nothing for. Only the ``for:`` windows (covered by the
 promtool tests) and the Alertmanager timers are shortened; receivers become webhooks to a local sink.
 """
 
@@ -55,6 +57,24 @@ KEPT_PID = 78914
 # collection-errors panel has a counter to rate.
 INJECTED_FAULT = {"call": "nvmlDeviceGetPowerUsage", "gpu": 0, "error": "UNKNOWN"}
 RULES = {rule.name: rule for rule in alerting_rules()}
+# A host with health problems on both GPUs (docs/fleet-telemetry.md): an H100 partitioned with MIG,
+# busy (GPM), that reported XID 79, throttles and has a row remapping pending; and an A100
+# without MIG shared by two processes that both compute, whose row remapping failed.
+HEALTH_FLEET = {"gpus": [
+    {"model": "H100-SXM5-80GB", "mig": "enabled", "persistence": True,
+     "instances": [{"profile": "3g.40gb", "gpm": {"sm_util_percent": 70, "sm_occupancy_percent": 40,
+                                                  "tensor_util_percent": 50, "dram_bw_util_percent": 30},
+                    "processes": [{"pid": 6001, "name": "trainer", "used_memory_mib": 20000}]},
+                   {"profile": "2g.20gb", "gpm": {"sm_util_percent": 20}}],
+     "xid_events": [{"xid": 79, "after_seconds": 1}],
+     "health": {"clock_event_reasons": ["hw_thermal_slowdown"], "remapped_rows": {"pending": True}}},
+    {"model": "A100-SXM4-80GB", "persistence": True,
+     "processes": [{"pid": 7001, "name": "server-a", "used_memory_mib": 9000, "sm_util_percent": 87,
+                    "mem_util_percent": 41},
+                   {"pid": 7002, "name": "server-b", "used_memory_mib": 8000, "sm_util_percent": 40,
+                    "mem_util_percent": 12}],
+     "health": {"remapped_rows": {"uncorrectable": 1, "failure": True}}},
+]}
 # A host whose NVML hangs from the start: the first collection never finishes.
 HUNG_FLEET = {"gpus": [{"model": "A100-SXM4-80GB"}],
               "faults": [{"call": "nvmlSystemGetDriverVersion", "delay_seconds": 3600}]}
@@ -71,6 +91,7 @@ class Stack:
     mixed_instance: str
     pending_instance: str
     hung_instance: str
+    health_instance: str
     started_at: float
 
 
@@ -159,6 +180,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         hung_fleet = directory / "hung.yaml"
         write_atomically(hung_fleet, HUNG_FLEET)
         hung_instance = start_exporter(servers, "exporter-hung", hung_fleet)
+        health_fleet = directory / "health.yaml"
+        write_atomically(health_fleet, HEALTH_FLEET)
+        health_instance = start_exporter(servers, "exporter-health", health_fleet)
 
         alertmanager_port = free_port()
         alertmanager_file = directory / "alertmanager.yml"
@@ -172,7 +196,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         rules = rules_with_short_for(directory)
         prometheus_port = free_port()
         prometheus_file = directory / "prometheus.yml"
-        targets = [seed_instance, mixed_instance, pending_instance, hung_instance]
+        targets = [seed_instance, mixed_instance, pending_instance, hung_instance, health_instance]
         prometheus_file.write_text(yaml.safe_dump(prometheus_config(rules, alertmanager_port, targets)))
         prometheus = servers.start("prometheus", [
             prometheus_binary, f"--config.file={prometheus_file}",
@@ -180,7 +204,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             f"--web.listen-address=127.0.0.1:{prometheus_port}", "--rules.alert.resend-delay=1s",
         ], prometheus_port, "/-/ready")
         yield Stack(servers, webhook, prometheus, alertmanager, seed_fleet,
-                    seed_instance, mixed_instance, pending_instance, hung_instance, started_at)
+                    seed_instance, mixed_instance, pending_instance, hung_instance, health_instance,
+                    started_at)
     finally:
         servers.stop_all()
         webhook.stop()
@@ -334,6 +359,33 @@ def test_an_exporter_whose_first_collection_hangs_warns_that_its_collections_are
         f"No collection of mig-exporter on {stack.hung_instance} has finished since it started: ")
     assert alert["annotations"]["runbook_url"] == RULES[name].annotations["runbook_url"]
     assert [r["name"] for r in alert["receivers"]] == [RECEIVER_BY_SEVERITY["warning"]]
+
+
+def test_a_host_with_health_problems_raises_exactly_their_alerts(stack: Stack) -> None:
+    expected = {("MigExporterGpuXidNeedsReset", "0"), ("MigExporterRowRemapPending", "0"),
+                ("MigExporterGpuClocksThrottled", "0"), ("MigExporterRowRemapFailure", "1"),
+                ("MigExporterGpuSharedWithoutMig", "1"), ("MigExporterGpuContention", "1")}
+
+    def raised() -> list[dict[str, Any]] | None:
+        alerts = alertmanager_alerts(stack, stack.health_instance)
+        found = {(a["labels"]["alertname"], a["labels"].get("gpu")) for a in alerts}
+        return alerts if found >= expected else None
+
+    alerts = wait_until(raised, DEADLINE_SECONDS, "the health host's alerts in Alertmanager", stack.servers)
+    by_name = {a["labels"]["alertname"]: a for a in alerts}
+    assert {(a["labels"]["alertname"], a["labels"].get("gpu")) for a in alerts} == expected
+    assert (by_name["MigExporterGpuXidNeedsReset"]["labels"]["xid"],
+            by_name["MigExporterGpuClocksThrottled"]["labels"]["reason"]) == ("79", "hw_thermal_slowdown")
+    contention = by_name["MigExporterGpuContention"]["annotations"]["description"]
+    assert ("has 2 processes computing at once with MIG disabled: PID 7001 (server-a) 87% of the SMs, "
+            "PID 7002 (server-b) 40% of the SMs.") in contention
+    for alert in alerts:
+        severity = RULES[alert["labels"]["alertname"]].labels["severity"]
+        assert alert["labels"]["severity"] == severity
+        assert alert["annotations"]["description"].startswith(f"GPU {alert['labels']['gpu']} (")
+    # the warnings of each GPU are muted by its critical (the XID page, the failed remapping)
+    assert {a["labels"]["alertname"] for a in alerts if a["status"]["state"] == "suppressed"} == {
+        "MigExporterRowRemapPending", "MigExporterGpuClocksThrottled", "MigExporterGpuContention"}
 
 
 def test_a_critical_mutes_the_warnings_of_its_gpu_and_no_other(stack: Stack) -> None:
