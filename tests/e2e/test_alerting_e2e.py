@@ -4,14 +4,14 @@ the shipped rules, Debian's Alertmanager routing them with the shipped configura
 The incident (a copy of the built-in ``seed-incident`` fleet) must page through Alertmanager with
 the labels and annotations of the rules, then resolve once the fleet file says the GPUs are no
 longer shared. A host left half-way through the runbook (``mig-pending``) must raise its warnings,
-and a well-run one (``h100-mixed``) nothing but the warning on its injected NVML
-error; an exporter whose first NVML read hangs must warn that
-its collections are stale; a host with health problems (XID, throttling, row remapping, two
-processes computing on one GPU) must raise exactly their alerts. Every dashboard panel query, variables set to All,
-must return data from the same Prometheus; ``h100-mixed`` (MIG instances, plus an injected NVML
-error) and the health host (GPM, per-process utilization, XID) feed the panels the incident has
-nothing for. Only the ``for:`` windows (covered by the
-promtool tests) and the Alertmanager timers are shortened; receivers become webhooks to a local sink.
+and a well-run one (``h100-mixed``) nothing but the warning on its injected NVML error; an
+exporter whose first NVML read hangs must warn that its collections are stale; a host with health
+problems (XID, throttling, row remapping, two processes computing on one GPU) must raise exactly
+their alerts. Every dashboard panel query, variables set to All, must return data from the same
+Prometheus; ``h100-mixed`` (MIG instances, plus an injected NVML error) and the health host (GPM,
+per-process utilization, XID) feed the panels the incident has nothing for. Only the ``for:``
+windows (covered by the promtool tests) and the Alertmanager timers are shortened; receivers
+become webhooks to a local sink.
 """
 
 from __future__ import annotations
