@@ -22,16 +22,13 @@ SCHEMA_VERSION = 1
 EXIT_HEALTHY = 0
 EXIT_PROBLEMS = 1
 
-# NVML calls (pynvml names, as CollectionError records them) whose failure leaves the findings
-# unchecked: the GPU list, a GPU, its MIG mode, its instances or its processes went unread, and
-# "healthy" would then be a claim nothing verified. Telemetry (power, clocks, ECC) is not among them.
-CALLS_FINDINGS_NEED = frozenset({
-    "nvmlInit", "nvmlDeviceGetCount", "nvmlDeviceGetHandleByIndex", "nvmlDeviceGetMigMode",
-    "nvmlDeviceGetGpuInstanceProfileInfo", "nvmlDeviceGetGpuInstances", "nvmlGpuInstanceGetInfo",
-    "nvmlDeviceGetMaxMigDeviceCount", "nvmlDeviceGetMigDeviceHandleByIndex",
-    "nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId",
-    "nvmlDeviceGetComputeRunningProcesses",
-})
+# The parts of a GPU (``Gpu.unread``) the findings rest on: with one unread (a GPU, its MIG mode,
+# its profiles, instances, MIG devices or processes), "healthy" would be a claim nothing verified.
+# Telemetry (power, clocks, ECC) is not among them.
+PARTS_FINDINGS_NEED = frozenset({"gpu", "mig_mode", "mig_capability", "gpu_instances", "mig_devices",
+                                 "processes"})
+# Calls about no GPU the findings rest on: NVML itself and the GPU list.
+SYSTEM_CALLS_FINDINGS_NEED = frozenset({"nvmlInit", "nvmlDeviceGetCount"})
 
 
 @dataclass(frozen=True)
@@ -181,7 +178,8 @@ def build_report(
     advice = advise(snapshot, headroom_ratio)
     explanations = [explain(f, snapshot, advice, attributions, target, sole) for f in findings]
     problems = any(f.severity is not Severity.INFO for f in findings)
-    verified = not any(e.call in CALLS_FINDINGS_NEED for e in snapshot.errors)
+    verified = (not any(e.gpu_index is None and e.call in SYSTEM_CALLS_FINDINGS_NEED for e in snapshot.errors)
+                and not any(g.lost or g.unread & PARTS_FINDINGS_NEED for g in snapshot.gpus))
     return Report(
         schema_version=SCHEMA_VERSION,
         exit_status=EXIT_PROBLEMS if problems or not verified else EXIT_HEALTHY,

@@ -304,3 +304,13 @@ def test_collection_errors_are_kept():
 def test_describe_gpus(indices, text):
     """GPU index lists read as "GPU 2", "GPUs 0, 2" or ranges "GPUs 0-3"."""
     assert describe_gpus(indices) == text
+
+
+def test_health_is_verified_from_what_the_reading_could_not_see():
+    """issue 8: the report decides on ``Gpu.unread`` (the reader's record), not on call names: a
+    GPU whose processes went unread is not verified healthy, a telemetry error leaves it verified."""
+    unread = snapshot(replace(partitioned_gpu(0), unread=frozenset({"processes"})))
+    report = report_of(unread)
+    assert (report.verified, report.exit_status) == (False, 1)
+    telemetry = replace(healthy(), errors=(CollectionError("nvmlDeviceGetPowerUsage", "Unknown Error", 0),))
+    assert report_of(telemetry).verified and report_of(telemetry).exit_status == 0
