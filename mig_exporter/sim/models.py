@@ -22,6 +22,10 @@ ENUM_7_SLICE = 4
 ENUM_1_SLICE_REV1 = 7  # "+me": the one 1g with media engines
 ENUM_2_SLICE_REV1 = 8
 ENUM_1_SLICE_REV2 = 9  # double memory 1g
+# NVML 13 (mig-facts.md): Blackwell's graphics (+gfx), no-media (-me) and all-media (+me.all) profiles.
+ENUM_1_SLICE_GFX, ENUM_2_SLICE_GFX, ENUM_4_SLICE_GFX = 0xA, 0xB, 0xC
+ENUM_1_SLICE_NO_ME, ENUM_2_SLICE_NO_ME = 0xD, 0xE
+ENUM_1_SLICE_ALL_ME, ENUM_2_SLICE_ALL_ME = 0xF, 0x10
 
 
 @dataclass(frozen=True)
@@ -160,9 +164,10 @@ A30 = GpuModel(
     ),
 )
 
+# PCI IDs 0x2322 and 0x2324 are H800 (mig-facts.md), not H100: see H800 below.
 H100_SXM5_80GB = GpuModel(
     key="H100-SXM5-80GB", nvml_name="NVIDIA H100 80GB HBM3", memory_total_mib=81559,
-    pci_device_ids=(0x2330, 0x2331, 0x2322, 0x2324), memory_slices=8, compute_slices=7,
+    pci_device_ids=(0x2330, 0x2331), memory_slices=8, compute_slices=7,
     architecture="hopper", default_power_limit_watts=700,
     profiles=_ampere_like(
         _names([("1g.10gb", 9984), ("1g.10gb+me", 9984), ("1g.20gb", 20096), ("2g.20gb", 20096),
@@ -190,8 +195,115 @@ H200 = GpuModel(
         _H100_SMS, _H100_ENGINES),
 )
 
+# ---- Newer models (mig-facts.md "Newer models": mig-parted PRs and default config, NVIDIA's MIG
+# user guide). mig-facts.md gives names, IDs, SMs and counts where known; what it does not give is
+# marked "unconfirmed" and derived as said. H20 is not modelled: no numbers are known for it.
+
+# H800: "0x2322 and 0x2324 are H800, same geometry" as H100. NVML name and total memory taken as
+# H100's geometry implies (unconfirmed).
+H800 = GpuModel(
+    key="H800", nvml_name="NVIDIA H800", memory_total_mib=81559, pci_device_ids=(0x2324, 0x2322),
+    memory_slices=8, compute_slices=7, architecture="hopper", default_power_limit_watts=700,
+    profiles=H100_SXM5_80GB.profiles,
+)
+
+
+def _scaled(names: list[str], total_mib: int) -> dict[int, tuple[str, int]]:
+    """Names with sizes in H100's fractions of the GPU's memory (unconfirmed: mig-facts.md gives
+    the newer models' names, not their MiB): 1g 12.2 %, 1g double memory and 2g 24.6 %, 3g and
+    4g 49.6 %, 7g 99.5 %, as 9984, 20096, 40448 and 81152 of H100's 81559 MiB."""
+    h100 = [p.memory_mib for p in H100_SXM5_80GB.profiles]
+    return _names([(name, h100_mib * total_mib // H100_SXM5_80GB.memory_total_mib)
+                   for name, h100_mib in zip(names, h100, strict=True)])
+
+
+def _sms(one: int, one_double: int, two: int, three: int, four: int, seven: int) -> dict[int, int]:
+    """SMs per profile in the order of ``_names`` (the +me 1g has the 1g's)."""
+    enums = [ENUM_1_SLICE, ENUM_1_SLICE_REV1, ENUM_1_SLICE_REV2, ENUM_2_SLICE, ENUM_3_SLICE, ENUM_4_SLICE,
+             ENUM_7_SLICE]
+    return dict(zip(enums, [one, one, one_double, two, three, four, seven], strict=True))
+
+
+# B200 (PCI 0x2901, Blackwell, driver >= 570.133.20): 1g.23gb ID 19 x7 18 SM, 1g.23gb+me ID 20,
+# 1g.45gb ID 15 x4 30 SM, 2g.45gb ID 14 x3 36 SM, 3g.90gb x2, 4g.90gb x1, 7g.180gb x1 (IDs 9/5/0
+# "probably", unconfirmed). Unconfirmed: total memory (183359 MiB, what nvidia-smi shows), the 3g/4g/
+# 7g SMs (the 2g's 18 per compute slice: 54, 72, 126) and the engines (H100's).
+B200 = GpuModel(
+    key="B200", nvml_name="NVIDIA B200", memory_total_mib=183359, pci_device_ids=(0x2901,),
+    memory_slices=8, compute_slices=7, architecture="blackwell", default_power_limit_watts=1000,
+    profiles=_ampere_like(
+        _scaled(["1g.23gb", "1g.23gb+me", "1g.45gb", "2g.45gb", "3g.90gb", "4g.90gb", "7g.180gb"], 183359),
+        _sms(18, 30, 36, 54, 72, 126), _H100_ENGINES),
+)
+
+# GB200 (PCI 0x2941, Blackwell): 1g.23gb ID 19 18 SM (early boards said 1g.24gb), 1g.47gb ID 15
+# 32 SM, 2g.47gb ID 14 38 SM, 3g.93gb, 4g.93gb, 7g.186gb. Unconfirmed: the +me 1g (ID 20 as on
+# B200), IDs 9/5/0, total memory (189471 MiB), the 3g/4g/7g SMs (19 per compute slice: 57, 76, 133)
+# and the engines (H100's).
+GB200 = GpuModel(
+    key="GB200", nvml_name="NVIDIA GB200", memory_total_mib=189471, pci_device_ids=(0x2941,),
+    memory_slices=8, compute_slices=7, architecture="blackwell", default_power_limit_watts=1200,
+    profiles=_ampere_like(
+        _scaled(["1g.23gb", "1g.23gb+me", "1g.47gb", "2g.47gb", "3g.93gb", "4g.93gb", "7g.186gb"], 189471),
+        _sms(18, 32, 38, 57, 76, 133), _H100_ENGINES),
+)
+
+# GH200 144GB (PCI 0x2348, Hopper): 1g.18gb ID 19 16 SM, 1g.36gb ID 15 26 SM, 2g.36gb ID 14 32 SM,
+# 3g.72gb, 4g.72gb, 7g.144gb. Unconfirmed: the +me 1g, IDs 9/5/0, total memory (146687 MiB), the
+# 3g/4g/7g SMs and the engines (H100's: the same GH100 chip).
+GH200 = GpuModel(
+    key="GH200", nvml_name="NVIDIA GH200 144G HBM3e", memory_total_mib=146687, pci_device_ids=(0x2348,),
+    memory_slices=8, compute_slices=7, architecture="hopper", default_power_limit_watts=900,
+    profiles=_ampere_like(
+        _scaled(["1g.18gb", "1g.18gb+me", "1g.36gb", "2g.36gb", "3g.72gb", "4g.72gb", "7g.144gb"], 146687),
+        _H100_SMS, _H100_ENGINES),
+)
+
+
+def _rtx_pro(enum: int, profile_id: int, slices: int, variant: str, max_count: int) -> GpuInstanceProfile:
+    """One RTX PRO 6000 Blackwell profile: 4 memory slices, 1g 24186 MiB (23.62 GiB) 46 SM, 2g 94 SM,
+    4g 188 SM (mig-facts.md). Unconfirmed: the 2g/4g MiB (2x and 4x the 1g's) and the engines:
+    one copy engine, decoder, encoder and JPEG per slice; +me adds the OFA, -me has no media
+    engine, +me.all has all of them (4 of each, 1 OFA)."""
+    per_slice = (slices, slices, slices)
+    media = {"": (*per_slice, 0), "+gfx": (*per_slice, 0), "+me": (*per_slice, 1), "-me": (0, 0, 0, 0),
+             "+me.all": (4, 4, 4, 1)}[variant]
+    decoders, encoders, jpeg, ofa = media
+    gb = 24 * slices
+    return GpuInstanceProfile(
+        enum=enum, id=profile_id, name=f"{slices}g.{gb}gb{variant}", memory_mib=24186 * slices,
+        multiprocessors={1: 46, 2: 94, 4: 188}[slices], copy_engines=slices, decoders=decoders,
+        encoders=encoders, jpeg=jpeg, ofa=ofa, max_count=max_count, slice_count=slices,
+        placement_starts=tuple(range(0, 4, slices)), placement_size=slices,
+    )
+
+
+# RTX PRO 6000 Blackwell (PCI 0x2BB5, driver >= 575.51.03): IDs of mig-facts.md: 1g.24gb 14 (+me 21,
+# +gfx 47, +me.all 65, -me 67), 2g.48gb 5 (+gfx 35, +me.all 64, -me 66), 4g.96gb 0 (+gfx 32).
+# Unconfirmed: the NVML name, total memory (97887 MiB), placements (A30's 4-slice rule) and instance
+# counts: +me and +me.all one per GPU (exclusive engines), the others one per placement.
+RTX_PRO_6000 = GpuModel(
+    key="RTX-PRO-6000-Blackwell", nvml_name="NVIDIA RTX PRO 6000 Blackwell Server Edition",
+    memory_total_mib=97887, pci_device_ids=(0x2BB5,), memory_slices=4, compute_slices=4,
+    architecture="blackwell", default_power_limit_watts=600,
+    profiles=(
+        _rtx_pro(ENUM_1_SLICE, 14, 1, "", 4),
+        _rtx_pro(ENUM_1_SLICE_REV1, 21, 1, "+me", 1),
+        _rtx_pro(ENUM_1_SLICE_GFX, 47, 1, "+gfx", 4),
+        _rtx_pro(ENUM_1_SLICE_ALL_ME, 65, 1, "+me.all", 1),
+        _rtx_pro(ENUM_1_SLICE_NO_ME, 67, 1, "-me", 4),
+        _rtx_pro(ENUM_2_SLICE, 5, 2, "", 2),
+        _rtx_pro(ENUM_2_SLICE_GFX, 35, 2, "+gfx", 2),
+        _rtx_pro(ENUM_2_SLICE_ALL_ME, 64, 2, "+me.all", 1),
+        _rtx_pro(ENUM_2_SLICE_NO_ME, 66, 2, "-me", 2),
+        _rtx_pro(ENUM_4_SLICE, 0, 4, "", 1),
+        _rtx_pro(ENUM_4_SLICE_GFX, 32, 4, "+gfx", 1),
+    ),
+)
+
 MODELS: dict[str, GpuModel] = {
-    m.key: m for m in (A100_SXM4_40GB, A100_SXM4_80GB, A100_PCIE_80GB, A30, H100_SXM5_80GB, H100_NVL, H200)
+    m.key: m for m in (A100_SXM4_40GB, A100_SXM4_80GB, A100_PCIE_80GB, A30, H100_SXM5_80GB, H100_NVL, H200,
+                       H800, B200, GB200, GH200, RTX_PRO_6000)
 }
 
 

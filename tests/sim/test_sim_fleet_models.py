@@ -181,7 +181,8 @@ def changed(old: str, new: str) -> str:
                  id="no-profiles"),
     pytest.param(X100_MODEL + "gpus:\n  - {model: X200-TEST}\n",
                  "gpus[0].model: unknown model 'X200-TEST' (models: A100-SXM4-40GB, A100-SXM4-80GB, "
-                 "A100-PCIE-80GB, A30, H100-SXM5-80GB, H100-NVL, H200, X100-TEST)", id="gpu-names-no-model"),
+                 "A100-PCIE-80GB, A30, H100-SXM5-80GB, H100-NVL, H200, H800, B200, GB200, GH200, "
+                 "RTX-PRO-6000-Blackwell, X100-TEST)", id="gpu-names-no-model"),
     pytest.param(X100_MODEL + "gpus:\n  - model: X100-TEST\n    mig: enabled\n"
                  "    instances: [{profile: 4g.48gb, placement: 2}]\n",
                  "gpus[0].instances[0].placement: 2 is not a valid start for 4g.48gb on X100-TEST "

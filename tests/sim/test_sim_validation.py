@@ -73,7 +73,8 @@ def test_the_design_example_placement_message() -> None:
         pytest.param(
             "gpus:\n  - model: A100\n",
             "lab.yaml: gpus[0].model: unknown model 'A100' (models: A100-SXM4-40GB, A100-SXM4-80GB, "
-            "A100-PCIE-80GB, A30, H100-SXM5-80GB, H100-NVL, H200)",
+            "A100-PCIE-80GB, A30, H100-SXM5-80GB, H100-NVL, H200, H800, B200, GB200, GH200, "
+            "RTX-PRO-6000-Blackwell)",
             id="unknown-model",
         ),
         pytest.param(
