@@ -10,16 +10,21 @@ time this host cannot see, such as one in another PID namespace).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
 import pynvml
+from pynvml import nvmlStructToFriendlyObject  # a converter, not an NVML call
 
 from mig_exporter.model import GpuProcess
 from mig_exporter.nvml.calls import Collection
 
+# Processes one call has room for (the v3 entry is 32 bytes): more than most GPUs or MIG devices run.
+_ROOM = 64
 NOT_AN_INSTANCE = 0xFFFFFFFF  # a process's gpuInstanceId / computeInstanceId when MIG is off
 _NOT_FOUND = frozenset({pynvml.NVML_ERROR_NOT_FOUND})
 
@@ -36,7 +41,7 @@ def read_processes(
     A pid NVML lists twice on one device is kept once (the first entry): two identical label sets
     in one exposition would make Prometheus reject the second sample of the scrape.
     """
-    infos = collection.call(pynvml.nvmlDeviceGetComputeRunningProcesses, handle, gpu=gpu_index, gone=gone)
+    infos = collection.call(_compute_processes, handle, gpu=gpu_index, gone=gone)
     if infos is None:
         return None
     processes = []
@@ -53,6 +58,30 @@ def read_processes(
             compute_instance_id=None if compute_instance_id == NOT_AN_INSTANCE else compute_instance_id,
         ))
     return tuple(processes)
+
+
+@functools.wraps(pynvml.nvmlDeviceGetComputeRunningProcesses)
+def _compute_processes(handle: Any) -> list[Any]:
+    """NVML's compute-process list in one C call when ``_ROOM`` entries hold it. pynvml's wrapper
+    always asks the count first and then the list: two calls per device and collection, of which
+    the first is wasted whenever a buffer of a few KiB would have done. More processes than that,
+    or a driver without the v3 call, go to pynvml's wrapper (which raises as pynvml does)."""
+    try:
+        function = pynvml._nvmlGetFunctionPointer("nvmlDeviceGetComputeRunningProcesses_v3")
+    except pynvml.NVMLError_FunctionNotFound:
+        return list(pynvml.nvmlDeviceGetComputeRunningProcesses(handle))
+    count = ctypes.c_uint(_ROOM)
+    found = (pynvml.c_nvmlProcessInfo_v3_t * _ROOM)()
+    status = function(handle, ctypes.byref(count), found)
+    if status == pynvml.NVML_ERROR_INSUFFICIENT_SIZE:
+        return list(pynvml.nvmlDeviceGetComputeRunningProcesses(handle))
+    if status != pynvml.NVML_SUCCESS:
+        raise pynvml.NVMLError(status)
+    infos = [nvmlStructToFriendlyObject(found[i]) for i in range(count.value)]
+    for info in infos:
+        if info.usedGpuMemory == pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value:
+            info.usedGpuMemory = None  # as pynvml's wrapper: NVML could not say
+    return infos
 
 
 def proc_start_time(pid: int) -> float | None:

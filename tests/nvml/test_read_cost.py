@@ -68,9 +68,10 @@ def test_a_steady_collection_asks_only_what_can_change(tmp_path: Path, open_sess
     # supported under MIG: asked once) = 1; memory per MIG device (x4) = 4; health (nvml.health:
     # field values and clock event reasons per GPU, its slow counters once a minute) = 6. MIG: the
     # mode per GPU (x3) and the layout check per MIG GPU (x2, one remaining capacity). Processes:
-    # two C calls per device listing any (x4 MIG devices, x1 whole GPU) and the whole GPU's
-    # per-process utilization = 11. Names, identity, ECC (once a minute), the MIG layout: none.
-    assert steady == {"system": 1, "telemetry": 21 + 1 + 4 + 6, "mig": 3 + 2, "process": 11}
+    # one C call per device (x4 MIG devices, x1 whole GPU: the list in a buffer with room, not
+    # pynvml's count-then-list) and the whole GPU's per-process utilization = 6. Names, identity,
+    # ECC (once a minute), the MIG layout: none.
+    assert steady == {"system": 1, "telemetry": 21 + 1 + 4 + 6, "mig": 3 + 2, "process": 6}
 
 
 def test_the_layout_is_read_in_full_every_refresh_period(tmp_path: Path, open_session: Opener) -> None:
@@ -216,3 +217,15 @@ def test_a_call_the_gpu_never_supports_is_asked_once(tmp_path: Path, open_sessio
     simulator.fleet = simulator.fleet.with_gpu(0, replace(gpu, mig=type(gpu.mig).DISABLED, instances=()))
     assert read_snapshot(session).gpus[0].utilization_gpu_ratio is not None
     assert simulator.call_counts["nvmlDeviceGetUtilizationRates"] == 2
+
+
+def test_a_device_with_more_processes_than_one_call_has_room_for(
+        tmp_path: Path, open_session: Opener) -> None:
+    """Past the buffer's room the list takes pynvml's count-then-list calls, and is complete."""
+    many = "".join(f"      - {{pid: {1000 + n}, name: w, used_memory_mib: 10}}\n" for n in range(100))
+    session = open_session(fleet_file(tmp_path, f"\n  - model: A100-SXM4-80GB\n    processes:\n{many}"))
+    simulator = session.simulator
+    assert simulator is not None
+    snapshot = read_snapshot(session)
+    assert sorted(snapshot.gpus[0].pids) == list(range(1000, 1100)) and snapshot.gpus[0].processes_complete
+    assert simulator.call_counts["nvmlDeviceGetComputeRunningProcesses_v3"] == 1 + 2
