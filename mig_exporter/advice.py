@@ -4,14 +4,18 @@ A GPU shared without MIG gives its processes no isolation; MIG gives each one it
 SMs. The advice sizes one instance per workload from what the workload holds now (its total over
 every physical GPU, since a process spread over four GPUs needs all of it in one instance once it
 is pinned) plus a headroom, and picks the smallest profile the GPU offers (its MIG capability, as
-NVML reported it) that holds it. The layout is checked with the placement search ``remediate`` itself uses
-(``mig_exporter.remediate.packing``), so the advice is never a layout remediate would refuse.
-Pure: the exporter's ``mig_exporter_advised_layout_info`` series and ``diagnose`` both read it
-from a Snapshot.
+NVML reported it) that holds it. A workload NVML sampled computing (per-process SM utilization,
+GPUs without MIG) is sized for its compute too: its instance must also have at least its share of
+the GPU's SMs plus the same headroom in compute slices, so three workloads each computing on a
+fifth of a GPU get 2g instances, not the 1g their memory alone would take. The layout is
+checked with the placement search ``remediate`` itself uses (``mig_exporter.remediate.packing``),
+so the advice is never a layout remediate would refuse. Pure: the exporter's
+``mig_exporter_advised_layout_info`` series and ``diagnose`` both read it from a Snapshot.
 """
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +42,15 @@ class Workload:
     gpu_indices: tuple[int, ...]  # the physical GPUs it holds memory on now
     used_bytes: int | None  # total over those GPUs; None when NVML did not report a figure
     needed_bytes: int | None  # used_bytes plus the headroom: what its instance must hold
+    # Share of one GPU's SMs it computes on now (NVML's samples summed over its GPUs); None: not
+    # sampled. Plus the headroom, capped at a whole GPU: the share of compute slices it needs.
+    sm_utilization_ratio: float | None = None
+    needed_compute_ratio: float | None = None
+
+    @property
+    def sizing_rule(self) -> str:
+        """Which rule sized its instance, for the report."""
+        return "memory" if self.needed_compute_ratio is None else "memory and compute"
 
 
 @dataclass(frozen=True)
@@ -136,8 +149,11 @@ def process_names(snapshot: Snapshot) -> dict[int, str]:
     return names
 
 
-def smallest_profile(capability: MigCapability, needed: int) -> GpuInstanceProfile | None:
-    """The profile with the least memory that holds ``needed`` bytes, fewest slices on a tie
+def smallest_profile(
+    capability: MigCapability, needed: int, compute_ratio: float | None = None,
+) -> GpuInstanceProfile | None:
+    """The profile with the least memory that holds ``needed`` bytes and, given ``compute_ratio``,
+    at least that share of the GPU's compute slices; fewest slices on a tie
     (3g.40gb before 4g.40gb). Engine variants (``+me``, ``+me.all``, ``+gfx``, ``-me``) are left
     out: same memory as the plain profile, often one per GPU, and their engines buy a compute
     workload nothing.
@@ -146,7 +162,9 @@ def smallest_profile(capability: MigCapability, needed: int) -> GpuInstanceProfi
     memory slices and has at least as many valid starts, so no larger choice can make a layout fit
     that the smallest did not.
     """
-    fitting = [p for p in capability.profiles if not p.variant and p.memory_mib * MIB >= needed]
+    slices = 0 if compute_ratio is None else math.ceil(compute_ratio * capability.compute_slices - 1e-9)
+    fitting = [p for p in capability.profiles
+               if not p.variant and p.memory_mib * MIB >= needed and p.slice_count >= slices]
     return min(fitting, key=lambda p: (p.memory_mib, p.slice_count), default=None)
 
 
@@ -186,7 +204,7 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
                                                    "can be sized"))
             continue
         open_gpus = {i: c for i, c in capabilities.items() if i not in whole}
-        target = _first_fit(open_gpus, assigned, no_room, needed)
+        target = _first_fit(open_gpus, assigned, no_room, needed, workload.needed_compute_ratio)
         if target is not None:
             gpu_index, profile = target
             assigned[gpu_index].append((profile, workload.pid))
@@ -221,6 +239,7 @@ def _workloads(snapshot: Snapshot, pids: Sequence[int], headroom_ratio: float) -
     totals = process_memory_totals(snapshot)
     gpus = process_gpus(snapshot)
     names = process_names(snapshot)
+    computing = process_sm_utilization(snapshot)
     return tuple(
         Workload(
             pid=pid,
@@ -228,9 +247,22 @@ def _workloads(snapshot: Snapshot, pids: Sequence[int], headroom_ratio: float) -
             gpu_indices=gpus[pid],
             used_bytes=totals[pid],
             needed_bytes=None if (used := totals[pid]) is None else needed_bytes(used, headroom_ratio),
+            sm_utilization_ratio=computing.get(pid),
+            needed_compute_ratio=None if (sm := computing.get(pid)) is None
+            else min(1.0, sm * (1 + headroom_ratio)),
         )
         for pid in pids
     )
+
+
+def process_sm_utilization(snapshot: Snapshot) -> dict[int, float]:
+    """pid → the share of one GPU's SMs it computes on, summed over the GPUs NVML sampled it on
+    (a process on four GPUs at a quarter each needs a whole GPU's compute once pinned to one)."""
+    shares: dict[int, float] = {}
+    for process in snapshot.processes:
+        if process.sm_utilization_ratio is not None:
+            shares[process.pid] = shares.get(process.pid, 0.0) + process.sm_utilization_ratio
+    return shares
 
 
 def _first_fit(
@@ -238,8 +270,10 @@ def _first_fit(
     assigned: dict[int, list[tuple[GpuInstanceProfile, int]]],
     no_room: set[tuple[int, int]],
     needed: int,
+    compute_ratio: float | None,
 ) -> tuple[int, GpuInstanceProfile] | None:
-    """The first GPU with room for the smallest profile that holds ``needed``.
+    """The first GPU with room for the smallest profile that holds ``needed`` (and
+    ``compute_ratio`` of the GPU's compute).
 
     A profile that did not fit on a GPU never fits there later (instances are only added), so the
     misses are remembered in ``no_room``: with hundreds of workloads on full GPUs the placement
@@ -247,7 +281,7 @@ def _first_fit(
     """
     for gpu_index in sorted(capabilities):
         capability = capabilities[gpu_index]
-        profile = smallest_profile(capability, needed)
+        profile = smallest_profile(capability, needed, compute_ratio)
         if profile is None or (gpu_index, profile.id) in no_room:
             continue
         if pack(capability, (), [p for p, _ in assigned[gpu_index]] + [profile]) is not None:

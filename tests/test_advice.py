@@ -5,6 +5,8 @@ simulator (``simulated_gpus``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -242,3 +244,37 @@ def test_a_mig_gpu_a_workload_leaves_is_not_freed_while_others_run_on_it():
     advice = advice_of(snapshot(gpu(0, "A100-SXM4-80GB", {1: 1000, 2: 1000}), partitioned, alone))
     assert layouts(advice) == [(0, ("1g.10gb", "1g.10gb"))]
     assert advice.freed_gpus == (2,)
+
+
+def computing(base: Gpu, sm_by_pid: dict[int, float]) -> Gpu:
+    """``base`` with NVML's per-process SM samples (GPUs without MIG only)."""
+    return replace(base, processes=tuple(replace(p, sm_utilization_ratio=sm_by_pid.get(p.pid))
+                                         for p in base.processes))
+
+
+def test_workloads_that_compute_are_sized_for_their_compute_too() -> None:
+    """The issue's example: three workloads of 15000 MiB fit 1g.20gb by memory (20096 MiB, 1 slice),
+    but each computing on a fifth of the GPU needs 0.2 x 1.2 of 7 slices, so 2: 3 x 2g.20gb."""
+    three = gpu(0, "A100-SXM4-80GB", {101: 15000, 102: 15000, 103: 15000})
+    by_memory = advise(Snapshot(taken_at=0, nvml_up=True, gpus=(three,)))
+    assert by_memory is not None and by_memory.layouts[0].profiles == ("1g.20gb",) * 3
+    assert {w.sizing_rule for w in by_memory.workloads} == {"memory"}
+    by_compute = advise(Snapshot(taken_at=0, nvml_up=True,
+                                 gpus=(computing(three, {101: 0.2, 102: 0.2, 103: 0.2}),)))
+    assert by_compute is not None and by_compute.layouts[0].profiles == ("2g.20gb",) * 3
+    assert [(w.sizing_rule, w.needed_compute_ratio) for w in by_compute.workloads] == [
+        ("memory and compute", pytest.approx(0.24))] * 3
+
+
+def test_a_workload_computing_on_most_of_a_gpu_gets_all_of_one() -> None:
+    """The incident's pair on two GPUs, 78914 computing on 45 % of each (90 % of a GPU, plus 20 %:
+    more than one) and 81007 idle: 78914 gets a 7g instance, so the two no longer share compute."""
+    sm = {78914: 0.45, 81007: 0.01}
+    gpus = tuple(computing(gpu(i, "A100-SXM4-80GB", {pid: SEED_MIB[pid][i] for pid in sm}), sm)
+                 for i in range(2))
+    advice = advise(Snapshot(taken_at=0, nvml_up=True, gpus=gpus))
+    assert advice is not None
+    placed = {i.pid: (layout.gpu_index, i.profile) for layout in advice.layouts for i in layout.instances}
+    assert placed == {81007: (0, "1g.20gb"), 78914: (1, "7g.80gb")}
+    assert {w.pid: w.sizing_rule for w in advice.workloads} == {78914: "memory and compute",
+                                                                81007: "memory and compute"}

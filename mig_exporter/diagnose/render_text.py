@@ -110,13 +110,20 @@ def _gpu(gpu: GpuSection) -> list[str]:
             lines.append(f"  {i.profile:<12}{i.gpu_instance_id:>3}{i.compute_instance_id:>3}  "
                          f"{f'{used}/{total}':<15} {i.mig_uuid}")
     if gpu.processes:
-        lines.append(f"  {'PID':<9}{'PROCESS':<17}{'USER':<13}{'MEMORY':>10}  ON")
+        sampled = any(p.sm_utilization_ratio is not None for p in gpu.processes)
+        sm_heading = f"{'SM':>6}" if sampled else ""
+        lines.append(f"  {'PID':<9}{'PROCESS':<17}{'USER':<13}{'MEMORY':>10}{sm_heading}  ON")
         for p in gpu.processes:
+            sm = "" if not sampled else f"{_percent(p.sm_utilization_ratio):>6}"
             lines.append(f"  {p.pid:<9}{_cut(p.name or '?', 16):<17}{_cut(p.user or '?', 12):<13}"
-                         f"{format_mib(p.used_memory_bytes):>10}  {p.mig_device or 'whole GPU'}")
+                         f"{format_mib(p.used_memory_bytes):>10}{sm}  {p.mig_device or 'whole GPU'}")
     else:
         lines.append("  no compute processes")
     return lines
+
+
+def _percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio * 100:.0f}%"
 
 
 def _cut(text: str, width: int) -> str:
@@ -178,7 +185,11 @@ def _advice(
         else:
             where = f"{w.profile} ({format_mib(w.profile_memory_bytes)}) on GPU {w.gpu_index}"
         needs = f"PID {w.pid} {w.name or '?'}: {format_mib(w.used_memory_bytes)} + {percent} = " \
-                f"{format_mib(w.needed_memory_bytes)} -> {where}"
+                f"{format_mib(w.needed_memory_bytes)}"
+        if w.needed_compute_ratio is not None:
+            needs += f", computes on {_percent(w.sm_utilization_ratio)} of a GPU's SMs + {percent} = " \
+                     f"{_percent(w.needed_compute_ratio)} of its compute slices"
+        needs += f" -> {where} (sized by {w.sizing_rule})"
         lines += _wrap(needs, first="  ", rest=" " * 4)
         process = processes.get(w.pid)
         if w.pod_resource is not None and process is not None and process.pods:

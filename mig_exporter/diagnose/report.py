@@ -40,6 +40,8 @@ class ProcessRow:
     user: str | None
     used_memory_bytes: int | None
     mig_device: str | None  # "3g.40gb (GI 1, CI 0)" on a MIG GPU; None: the whole GPU
+    # share of the GPU's SMs it computed on in NVML's latest sample (MIG off); None: not sampled
+    sm_utilization_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,9 @@ class WorkloadPlacement:
     profile_memory_bytes: int | None
     reason: str | None  # why it was not placed
     pod_resource: str | None  # in a pod: the resource its container is to request instead
+    sm_utilization_ratio: float | None  # share of a GPU's SMs it computes on; None: not sampled
+    needed_compute_ratio: float | None  # that plus the headroom: the compute share its instance needs
+    sizing_rule: str  # "memory", or "memory and compute" when it computes
 
 
 @dataclass(frozen=True)
@@ -258,7 +263,8 @@ def _gpu_section(gpu: Gpu, attributions: Mapping[int, Attribution]) -> GpuSectio
             for m in gpu.mig_instances
         ),
         processes=tuple(
-            ProcessRow(p.pid, p.name, attributions[p.pid].user, p.used_memory_bytes, _mig_device(gpu, p))
+            ProcessRow(p.pid, p.name, attributions[p.pid].user, p.used_memory_bytes, _mig_device(gpu, p),
+                       p.sm_utilization_ratio)
             for p in sorted(gpu.processes, key=lambda p: (p.gpu_instance_id or 0, p.pid))
         ),
     )
@@ -336,6 +342,9 @@ def _advice_section(
             reason=reasons.get(w.pid),
             pod_resource=pod_resource(instance.profile if instance else None, w.pid in whole)
             if w.pid in pods and (instance or w.pid in whole) else None,
+            sm_utilization_ratio=w.sm_utilization_ratio,
+            needed_compute_ratio=w.needed_compute_ratio,
+            sizing_rule=w.sizing_rule,
         ))
     return AdviceSection(
         headroom_ratio=advice.headroom_ratio,

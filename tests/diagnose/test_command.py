@@ -430,3 +430,23 @@ def test_built_in_pending_disable_fleet_finds_the_pending_mode(capsys: pytest.Ca
     report = json.loads(capsys.readouterr().out)
     assert [(f["kind"], f["gpu_indices"]) for f in report["findings"]] == [("mig_pending", [0])]
     assert report["findings"][0]["next_steps"][0]["action"].startswith("stop PID 52001")
+
+
+def test_a_shared_gpu_says_which_process_computes_and_the_advice_sizes_its_compute(capsys, write_fleet):
+    fleet = write_fleet([{"model": "A100-SXM4-80GB", "processes": [
+        {"pid": 78914, "name": "python", "used_memory_mib": 15000, "sm_util_percent": 20},
+        {"pid": 81007, "name": "python", "used_memory_mib": 15000, "sm_util_percent": 20},
+        {"pid": 90001, "name": "idle", "used_memory_mib": 15000}]}])
+    status, out, _ = diagnose(capsys, "--fleet", fleet)
+    assert status == 1
+    table = [line.split() for line in out.splitlines() if line.strip().startswith(("PID ", "78914", "90001"))]
+    assert ["PID", "PROCESS", "USER", "MEMORY", "SM", "ON"] in table
+    assert any(row[:2] == ["78914", "python"] and "20%" in row for row in table)
+    assert any(row[:2] == ["90001", "idle"] and "-" in row for row in table)
+    advice = " ".join(out.split())
+    assert "computes on 20% of a GPU's SMs + 20% = 24% of its compute slices -> 2g.20gb" in advice
+    assert "(sized by memory and compute)" in advice and "(sized by memory)" in advice
+    _, document = diagnose_json(capsys, "--fleet", fleet)
+    rules = {w["pid"]: (w["sizing_rule"], w["profile"]) for w in document["advice"]["workloads"]}
+    assert rules == {78914: ("memory and compute", "2g.20gb"), 81007: ("memory and compute", "2g.20gb"),
+                     90001: ("memory", "1g.20gb")}
