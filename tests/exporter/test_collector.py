@@ -351,3 +351,26 @@ def test_a_stale_gpu_keeps_its_last_series_and_says_so() -> None:
     assert registry.get_sample_value("mig_exporter_gpu_stale", gpu_labels(stale)) == 1
     assert registry.get_sample_value("nvml_gpu_memory_used_bytes", gpu_labels(stale)) == 32759 * MIB
     assert registry.get_sample_value("mig_exporter_gpu_stale", gpu_labels(snapshot.gpus[0])) == 0
+
+
+def test_scrapes_of_one_snapshot_share_its_advice(monkeypatch: Any) -> None:
+    """The advice is computed once per Snapshot, not once per scrape; a new Snapshot gets its own."""
+    from mig_exporter.exporter import collector
+
+    advised: list[Snapshot] = []
+
+    def counting(snapshot: Snapshot) -> Any:
+        advised.append(snapshot)
+        return advise(snapshot)
+
+    monkeypatch.setattr(collector, "advise", counting)
+    current = [incident()]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: (current[0], ExporterTotals()), SETTINGS))
+    labels = {"gpu": "0", "uuid": "GPU-incident-0", "layout": "3g.40gb,3g.40gb"}
+    for _ in range(3):
+        assert registry.get_sample_value("mig_exporter_advised_layout_info", labels) == 1
+    assert advised == [current[0]]
+    current[0] = incident()
+    assert registry.get_sample_value("mig_exporter_advised_layout_info", labels) == 1
+    assert len(advised) == 2 and advised[1] is current[0]
