@@ -50,6 +50,9 @@ class Exporter:
         self.state = ExporterState(ExporterSettings(config.interval_seconds, config.max_process_series),
                                    self.pod_resources.allocations if self.pod_resources else dict)
         self.xid_watcher = XidWatcher(on_error=self.state.record_error)
+        # a GPM window spans one interval: never refuse one for being as long as the interval
+        session.gpm_samples.ceiling_seconds = max(session.gpm_samples.ceiling_seconds,
+                                                  3 * config.interval_seconds)
         gpu_timeout = config.timeout_seconds * GPU_READS_SHARE_OF_TIMEOUT
 
         def read() -> Snapshot:

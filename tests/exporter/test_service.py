@@ -39,3 +39,14 @@ def test_scrapes_never_call_nvml() -> None:
             assert collection_calls(session.simulator.call_counts) == calls_after_collecting
         finally:
             exporter.stop()
+
+
+def test_the_gpm_window_ceiling_admits_the_collection_interval() -> None:
+    """With --collect.interval 5m every GPM window is 5 minutes long: a fixed 120 s ceiling would
+    refuse each of them, and GPM series would never appear."""
+    with nvml_session("h100-mixed") as session:
+        for interval, ceiling in ((5, 120.0), (300, 900.0)):
+            exporter = Exporter(session, ServeConfig(ListenAddress("127.0.0.1", 0), interval_seconds=interval,
+                                                     timeout_seconds=5))
+            exporter.server.server_close()
+            assert session.gpm_samples.ceiling_seconds == ceiling
