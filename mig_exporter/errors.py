@@ -1,8 +1,9 @@
 """The one exception type that reaches the user as a one-line error and exit status 2."""
 
+import os
 import re
+import stat
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -49,13 +50,43 @@ def yaml_problem(error: Exception) -> str:
     return where + problem
 
 
+# A web config or a mig-parted config is a few kilobytes; past this it is the wrong file
+# (/dev/zero, a log, a disk image) and reading it whole would only grow memory.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def read_yaml_file(path: str, unreadable: str) -> Any:
-    """The YAML document in ``path``, or ``InputError``: ``<unreadable>: <OS reason>`` when the file
-    cannot be read, ``<path>: not valid YAML: <where and what>`` when it does not parse. For the
-    small files given by flags (web config, mig-parted config); fleet files keep their own reader."""
+    """The YAML document in ``path``, or ``InputError``: ``<unreadable>: <reason>`` when the file
+    cannot be read (an OS error, not a regular file, over ``MAX_CONFIG_BYTES``, not UTF-8),
+    ``<path>: not valid YAML: <where and what>`` when it does not parse. For the small files given
+    by flags (web config, mig-parted config); fleet files keep their own reader."""
     try:
-        return yaml.safe_load(Path(path).read_text())
+        text = read_small_text_file(path)
     except OSError as error:
         raise InputError(f"{unreadable}: {error.strerror}") from None
+    except ValueError as error:
+        raise InputError(f"{unreadable}: {error}") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
+
+
+def read_small_text_file(path: str, limit: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes; ``ValueError`` saying why not.
+
+    Opened without blocking, so that a FIFO given by mistake is refused instead of waiting for a
+    writer forever; only ``limit + 1`` bytes are ever read, so ``/dev/zero`` costs nothing."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ValueError("not a regular file")
+        data = os.read(descriptor, limit + 1)
+    finally:
+        os.close(descriptor)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit // 1024} KiB; is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text (byte {error.start})") from None

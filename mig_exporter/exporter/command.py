@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",
                         help="path of the metrics (default /metrics)")
     parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
-                        help="exporter-toolkit web config: tls_server_config, basic_auth_users")
+                        help="exporter-toolkit web config: tls_server_config, basic_auth_users, "
+                             "http_server_config")
     parser.add_argument("--web.max-requests", dest="max_requests", default=str(DEFAULT_MAX_REQUESTS),
                         metavar="N", help=f"concurrent requests served; more get 503; 0 for no limit "
                                           f"(default {DEFAULT_MAX_REQUESTS})")
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
 
+    for warning in config.web_config.warnings if config.web_config else ():
+        log.warning("%s", warning)
     session = nvml_session(args.fleet)
     exporter: Exporter | None = None
     try:

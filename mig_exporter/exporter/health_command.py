@@ -29,7 +29,7 @@ import psutil
 
 from mig_exporter.errors import InputError
 from mig_exporter.exporter.flags import ListenAddress, parse_duration, parse_listen_address
-from mig_exporter.exporter.server import HEALTH_PATH
+from mig_exporter.exporter.routes import HEALTH_PATH
 from mig_exporter.exporter.webconfig import load_web_config
 
 EXIT_UNHEALTHY = 1

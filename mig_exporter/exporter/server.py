@@ -1,100 +1,236 @@
-"""The HTTP side: ``/metrics`` (the telemetry path), ``/health`` and a landing page at ``/``.
+"""The HTTP server: one event loop accepting connections, TLS included, and bounding them.
 
-Why the standard library's ``ThreadingHTTPServer`` and not prometheus_client's own server: that
-one renders the registry on every scrape, and its WSGI app has no health endpoint, basic auth or
-concurrency cap. Here a scrape only copies bytes rendered once per collection (``state.py``), so
-the server needs nothing but a thread per connection and a few routes, which the standard library
-gives without another dependency. TLS is negotiated in the connection's thread, so a slow or
-hostile client cannot hold up the accept loop.
+Why an event loop (asyncio, with h11 parsing HTTP/1.1) and not the standard library's
+``ThreadingHTTPServer``: that one costs a thread per connection, with no cap on connections and
+no deadline on a request, so 3,000 clients trickling bytes cost 3,000 threads, idle connections
+could take every file descriptor, and clients that never read their answers held the request
+slots. A scrape here is a copy of bytes rendered once per collection (``state.py``), which an
+event loop serves without threads; bounding what each connection may cost is then a matter of a
+cap and deadlines, the ones production servers use (``connection.py`` lists them). bcrypt, the
+one slow step, runs in a single worker thread, one check at a time as exporter-toolkit does.
+prometheus_client's own server is no answer: it renders the registry per scrape and is itself a
+ThreadingHTTPServer. aiohttp or uvicorn would bring a framework for three routes and still lack
+the header deadline, the connection cap and the TLS-port sniffing below.
+
+The cap on connections is ``ServerLimits.max_connections``, lowered to fit the process's file
+descriptor limit; at the cap (or should accept run out of descriptors anyway), the connection
+idle the longest is closed to admit the new one.
 """
 
 from __future__ import annotations
 
-import html
+import asyncio
+import errno
 import logging
+import resource
 import socket
-import socketserver
 import ssl
-import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-
-from mig_exporter import __version__
 from mig_exporter.errors import InputError
+from mig_exporter.exporter.connection import ConnectionTable, HttpConnection, RequestSlots, ServerLimits, Site
 from mig_exporter.exporter.flags import ListenAddress
 from mig_exporter.exporter.state import ExporterState
 from mig_exporter.exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
-HEALTH_PATH = "/health"
-# A client that sends nothing for this long is dropped (a slow-loris client must not hold a thread).
-CLIENT_TIMEOUT_SECONDS = 30
+# Descriptors kept for everything else: NVML, the kubelet socket, logs, the TLS files.
+RESERVED_DESCRIPTORS = 64
+# What Go's net/http answers plain HTTP sent to a TLS port with, and the first bytes it takes
+# as plain HTTP (crypto/tls RecordHeaderError, net/http server.go).
+_PLAIN_HTTP_TO_TLS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+_HTTP_STARTS = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
+_TLS_HANDSHAKE = 0x16
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_ACCEPTS_PER_WAKEUP = 64
 
 
-class ExporterHTTPServer(ThreadingHTTPServer):
-    """Serves the state's pre-rendered exposition; never touches NVML."""
+def connection_cap(wanted: int) -> int:
+    """``wanted``, lowered so that the connections leave ``RESERVED_DESCRIPTORS`` free."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - RESERVED_DESCRIPTORS))
 
-    daemon_threads = True
-    request_queue_size = socket.SOMAXCONN  # the default 5 drops SYNs when scrapers connect at once
+
+class ExporterHTTPServer:
+    """Serves the state's pre-rendered exposition; never touches NVML. Binds on construction;
+    ``serve_forever`` runs the loop in the calling thread until ``shutdown`` from another."""
 
     def __init__(
         self, address: ListenAddress, state: ExporterState, telemetry_path: str,
-        web_config: WebConfig | None = None, max_requests: int = 0,
+        web_config: WebConfig | None = None, max_requests: int = 0, limits: ServerLimits | None = None,
     ) -> None:
-        self.state = state
-        self.telemetry_path = telemetry_path
+        limits = limits or ServerLimits()
         self.web_config = web_config or WebConfig()
-        # 0: no cap (node_exporter's --web.max-requests meaning).
-        self.request_slots = threading.BoundedSemaphore(max_requests) if max_requests else None
-        family, host = _family_and_host(address)
-        self.address_family = family
-        try:
-            super().__init__((host, address.port), _Handler)
-        except OSError as error:
-            raise InputError(f"--web.listen-address: cannot listen on {host or '*'}:{address.port}: "
-                             f"{error.strerror}") from None
+        self._socket = _listening_socket(address)
+        self.server_address = self._socket.getsockname()
+        self.request_slots = RequestSlots(max_requests)
+        self.connections = ConnectionTable(connection_cap(limits.max_connections))
+        if self.connections.limit < limits.max_connections:
+            log.info("serving at most %d connections, to fit the file descriptor limit",
+                     self.connections.limit)
+        self._auth_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-auth")
+        self._site = Site(state, telemetry_path, self.web_config, self.request_slots, limits,
+                          self.connections, self._auth_executor)
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(_log_loop_error)
+        self._stopped = threading.Event()
+        self._serving = False
 
     @property
     def port(self) -> int:
         return int(self.server_address[1])
 
-    def server_bind(self) -> None:
-        """Bind without HTTPServer's reverse DNS lookup of the host (slow where DNS is not
-        reachable), and accept IPv4 too on an IPv6 wildcard socket."""
-        if self.address_family == socket.AF_INET6:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client going away mid-request is routine (a scraper timing out, a health probe
-        closing early): a debug line. Anything else is a bug worth its traceback in the log."""
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError, ssl.SSLError)):
-            log.debug("connection from %s ended: %s", client_address, error)
-        else:
-            log.exception("error while serving %s", client_address)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        context = self.web_config.ssl_context
-        if context is None:
-            super().finish_request(request, client_address)
-            return
-        request.settimeout(CLIENT_TIMEOUT_SECONDS)
+    def serve_forever(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._serving = True
         try:
-            tls_request = context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as error:
-            log.debug("TLS handshake with %s failed: %s", client_address, error)
-            return
-        try:
-            super().finish_request(tls_request, client_address)
+            self._loop.add_reader(self._socket.fileno(), self._accept)
+            self._loop.run_forever()
         finally:
-            tls_request.close()
+            try:
+                self._loop.remove_reader(self._socket.fileno())
+                self.connections.close_all()
+                pending = asyncio.all_tasks(self._loop)
+                for task in pending:
+                    task.cancel()
+                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                self._loop.run_until_complete(asyncio.sleep(0))  # let the transports finish closing
+            finally:
+                self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` and wait for it (from another thread)."""
+        if self._serving and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._stopped.wait()
+
+    def server_close(self) -> None:
+        self._socket.close()
+        self._auth_executor.shutdown(wait=False, cancel_futures=True)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def _accept(self) -> None:
+        for _ in range(_ACCEPTS_PER_WAKEUP):
+            try:
+                client, peer = self._socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if error.errno not in _OUT_OF_DESCRIPTORS:
+                    log.debug("accept failed: %s", error)
+                    return
+                # Out of descriptors with connections below the cap (other files took them):
+                # free one by closing the longest-idle connection, or wait a moment.
+                if not self.connections.evict_longest_idle():
+                    log.warning("accept failed: %s; no idle connection to close", error.strerror)
+                    self._pause_accepting()
+                    return
+                continue
+            client.setblocking(False)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = HttpConnection(self._site, peer)
+            if not self.connections.admit(connection):
+                log.debug("refusing %s: %d connections open, none idle", peer, self.connections.limit)
+                connection.close("no room")
+                client.close()
+                continue
+            connection.opening(client, self._loop.create_task(self._open(connection, client)))
+
+    def _pause_accepting(self) -> None:
+        fileno = self._socket.fileno()
+        self._loop.remove_reader(fileno)
+        self._loop.call_later(0.1, self._loop.add_reader, fileno, self._accept)
+
+    async def _open(self, connection: HttpConnection, client: socket.socket) -> None:
+        """Hand the socket to the connection, after the TLS handshake when TLS is configured.
+        Cancelled (by the connection's deadline or an eviction) before then, the socket is closed."""
+        try:
+            if self.web_config.tls is not None:
+                first = await self._first_bytes(client)
+                if not first.startswith(bytes([_TLS_HANDSHAKE])):
+                    if first.startswith(_HTTP_STARTS):
+                        _refuse_plain_http(client)
+                    connection.close("not a TLS handshake")
+                    client.close()
+                    return
+                context = self.web_config.tls.context()
+                await self._loop.connect_accepted_socket(lambda: connection, client, ssl=context,
+                                                         ssl_handshake_timeout=self._site.limits.header_seconds)
+            else:
+                await self._loop.connect_accepted_socket(lambda: connection, client)
+        except asyncio.CancelledError:
+            client.close()
+        except (OSError, ssl.SSLError) as error:
+            log.debug("connection from %s failed before its first request: %s", connection.peer, error)
+            connection.close(None)
+            client.close()
+        except Exception:
+            log.exception("error while opening the connection from %s", connection.peer)
+            connection.close(None)
+            client.close()
+
+    async def _first_bytes(self, client: socket.socket) -> bytes:
+        """Up to five bytes, peeked: enough to tell a TLS ClientHello from a plain HTTP request."""
+        while True:
+            try:
+                first = client.recv(5, socket.MSG_PEEK)
+            except BlockingIOError:
+                first = None
+            if first is not None and (len(first) == 5 or not first or first[0] == _TLS_HANDSHAKE):
+                return first
+            if first:  # a few bytes of something else: they stay readable, so poll instead of spinning
+                await asyncio.sleep(0.05)
+                continue
+            readable = self._loop.create_future()
+            self._loop.add_reader(client.fileno(), readable.set_result, None)
+            try:
+                await readable
+            finally:
+                self._loop.remove_reader(client.fileno())
+
+
+def _refuse_plain_http(client: socket.socket) -> None:
+    """Go's 400. The request read first: closing with unread bytes would reset the connection
+    and lose the answer."""
+    try:
+        client.recv(65536)
+        client.send(_PLAIN_HTTP_TO_TLS)
+        client.shutdown(socket.SHUT_WR)
+    except OSError as error:
+        log.debug("plain HTTP to the TLS port: %s", error)
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A client going away mid-request is routine (a scraper timing out, a probe closing early):
+    a debug line. Anything else is a bug worth its traceback in the log."""
+    error = context.get("exception")
+    if isinstance(error, (ConnectionError, TimeoutError, ssl.SSLError)):
+        log.debug("connection ended: %s", error)
+    else:
+        log.error("error while serving: %s", context.get("message"), exc_info=error)
+
+
+def _listening_socket(address: ListenAddress) -> socket.socket:
+    family, host = _family_and_host(address)
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too on "::"
+        listener.bind((host, address.port))
+        listener.listen(socket.SOMAXCONN)  # a short backlog drops SYNs when scrapers connect at once
+    except OSError as error:
+        listener.close()
+        raise InputError(f"--web.listen-address: cannot listen on {host or '*'}:{address.port}: "
+                         f"{error.strerror}") from None
+    listener.setblocking(False)
+    return listener
 
 
 def _family_and_host(address: ListenAddress) -> tuple[socket.AddressFamily, str]:
@@ -109,84 +245,3 @@ def _family_and_host(address: ListenAddress) -> tuple[socket.AddressFamily, str]
         raise InputError(f"--web.listen-address: cannot resolve {address.host!r}: {error.strerror}") from None
     family, _, _, _, sockaddr = next((info for info in infos if info[0] == socket.AF_INET), infos[0])
     return family, str(sockaddr[0])
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: ExporterHTTPServer
-    protocol_version = "HTTP/1.1"  # keep-alive: Prometheus reuses its connection every scrape
-    # Headers and body go out in two writes; with Nagle's algorithm the body then waits for the
-    # client's delayed ACK of the headers (40 ms on Linux) on a kept-alive connection.
-    disable_nagle_algorithm = True
-    server_version = f"mig-exporter/{__version__}"
-    timeout = CLIENT_TIMEOUT_SECONDS
-
-    def do_GET(self) -> None:
-        slots = self.server.request_slots
-        if slots is not None and not slots.acquire(blocking=False):
-            self._send(503, b"too many concurrent requests (--web.max-requests)\n")
-            return
-        try:
-            self._route()
-        finally:
-            if slots is not None:
-                slots.release()
-
-    def do_HEAD(self) -> None:
-        """As GET, headers only (RFC 9110 asks general-purpose servers for both; some probes use it)."""
-        self.do_GET()
-
-    def _route(self) -> None:
-        basic_auth = self.server.web_config.basic_auth
-        if basic_auth is not None and not basic_auth.allows(self.headers.get("Authorization")):
-            self._send(401, b"unauthorized\n", {"WWW-Authenticate": 'Basic realm="mig-exporter"'})
-            return
-        path = urlsplit(self.path).path
-        if path == self.server.telemetry_path:
-            self._send_metrics()
-        elif path == HEALTH_PATH:
-            health = self.server.state.health()
-            self._send(200 if health.healthy else 503, health.reason.encode() + b"\n")
-        elif path == "/":
-            self._send(200, _landing_page(self.server.telemetry_path),
-                       {"Content-Type": "text/html; charset=utf-8"})
-        else:
-            self._send(404, b"not found; the metrics are at " + self.server.telemetry_path.encode() + b"\n")
-
-    def _send_metrics(self) -> None:
-        exposition = self.server.state.exposition
-        headers = {"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
-            headers["Content-Encoding"] = "gzip"
-            self._send(200, exposition.gzipped, headers)
-        else:
-            self._send(200, exposition.plain, headers)
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for name, value in {"Content-Type": "text/plain; charset=utf-8", **(headers or {})}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-def _landing_page(telemetry_path: str) -> bytes:
-    path = html.escape(telemetry_path, quote=True)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>mig-exporter</title></head>
-<body>
-<h1>mig-exporter</h1>
-<p>GPU, MIG and process metrics from NVML, for Prometheus.</p>
-<ul>
-<li><a href="{path}">Metrics</a></li>
-<li><a href="{HEALTH_PATH}">Health</a></li>
-</ul>
-<p>Version {html.escape(__version__)}</p>
-</body>
-</html>
-""".encode()

@@ -1,96 +1,52 @@
-"""``--web.config.file``: the Prometheus exporter-toolkit web configuration (TLS, basic auth).
+"""``--web.config.file``: the Prometheus exporter-toolkit web configuration (TLS, basic auth,
+response headers).
 
 Operators already write this file for node_exporter; accepting the same keys with the same
 meaning lets them reuse it. Everything is checked at start (the certificate and key are loaded,
-every bcrypt hash is parsed), and a key this exporter cannot honour is refused rather than
-ignored, because a silently ignored security setting is worse than a refusal.
+every bcrypt hash is parsed, the TLS versions leave a usable range), and a key this exporter
+cannot honour is refused rather than ignored, because a silently ignored security setting is
+worse than a refusal. What is accepted but unwise (hashes anyone on the host can read, passwords
+sent in clear) is said in ``warnings``, logged at start.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
+import os
 import ssl
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
-
 from mig_exporter.errors import InputError, read_yaml_file, shown_key
+from mig_exporter.exporter.basicauth import BasicAuth, checked_users
+from mig_exporter.exporter.tls import CLIENT_AUTH, TLS_VERSIONS, ServerTls, TlsSettings, check_versions
 
-_TLS_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3,
-}
-# Python verifies every client certificate it asks for, so the toolkit's two modes that accept
-# an unverified certificate (RequestClientCert, RequireAnyClientCert) cannot be honoured.
-_CLIENT_AUTH = {
-    "NoClientCert": ssl.CERT_NONE,
-    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
-}
 _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
-_TOP_KEYS = {"tls_server_config", "basic_auth_users"}
-# Hash of a random password: checked for unknown users so that a wrong user name takes as long
-# as a wrong password and response times do not reveal which users exist.
-_DECOY_HASH = b"$2b$10$oQsh3TIzweGsBRpDm6ic2u3srYRxAvO0FrSnvS8GZ6l3eF7vWt5Gu"
-_MAX_REMEMBERED = 1024
-_BCRYPT_MAX_BYTES = 72
-
-
-class BasicAuth:
-    """Checks ``Authorization: Basic`` headers against bcrypt hashes.
-
-    bcrypt is slow on purpose (tens of milliseconds), and Prometheus sends the same credentials on
-    every scrape, so verified credentials are remembered by a SHA-256 digest (never in clear),
-    as exporter-toolkit does.
-    """
-
-    def __init__(self, users: Mapping[str, bytes]) -> None:
-        self._users = dict(users)
-        self._verified: set[bytes] = set()
-        self._lock = threading.Lock()
-
-    def allows(self, authorization: str | None) -> bool:
-        credentials = _basic_credentials(authorization)
-        if credentials is None:
-            return False
-        user, password = credentials
-        hashed = self._users.get(user)
-        digest = hashlib.sha256(b"\0".join((user.encode(), password, hashed or b""))).digest()
-        with self._lock:
-            if digest in self._verified:
-                return True
-        # bcrypt only ever hashes the first 72 bytes (htpasswd and Go's bcrypt cut there too);
-        # bcrypt 5 raises instead of cutting, which would drop the connection without an answer.
-        if not bcrypt.checkpw(password[:_BCRYPT_MAX_BYTES], hashed or _DECOY_HASH) or hashed is None:
-            return False
-        with self._lock:
-            if len(self._verified) >= _MAX_REMEMBERED:
-                self._verified.clear()
-            self._verified.add(digest)
-        return True
-
-
-def _basic_credentials(authorization: str | None) -> tuple[str, bytes] | None:
-    scheme, _, encoded = (authorization or "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, separator, password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
-        return (user.decode(), password) if separator else None
-    except (binascii.Error, UnicodeDecodeError):
-        return None
+_HTTP_KEYS = {"headers", "http2"}
+_TOP_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
+# exporter-toolkit's own list (web/handler.go), kept private there "to ensure consistency in the
+# Prometheus ecosystem": the headers that may be set, and the values allowed where they are few.
+_RESPONSE_HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+    "Content-Security-Policy": (),
+}
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    ssl_context: ssl.SSLContext | None = None
+    tls: ServerTls | None = None
     basic_auth: BasicAuth | None = None
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context a new connection gets now (reloaded if the files changed)."""
+        return None if self.tls is None else self.tls.context()
 
 
 def load_web_config(path: str) -> WebConfig:
@@ -98,13 +54,22 @@ def load_web_config(path: str) -> WebConfig:
     document = read_yaml_file(path, unreadable=f"{path}: cannot read the web config")
     document = {} if document is None else document
     _check_mapping(path, "", document, _TOP_KEYS)
-    base = Path(path).parent
     tls = document.get("tls_server_config")
     users = document.get("basic_auth_users")
-    return WebConfig(
-        ssl_context=None if tls is None else _ssl_context(path, base, tls),
-        basic_auth=None if users is None else BasicAuth(_bcrypt_users(path, users)),
+    http = document.get("http_server_config")
+    config = WebConfig(
+        tls=None if tls is None else ServerTls(_tls_settings(path, tls)),
+        basic_auth=None if users is None else BasicAuth(checked_users(path, users)),
+        response_headers={} if http is None else _response_headers(path, http),
     )
+    warnings = []
+    if config.basic_auth is not None and config.tls is None:
+        warnings.append(f"{path}: basic_auth_users without tls_server_config: passwords cross the "
+                        "network in clear")
+    if config.basic_auth is not None and os.stat(path).st_mode & 0o004:
+        warnings.append(f"{path}: readable by every user of this host, and it holds password hashes "
+                        f"(chmod o-r {path})")
+    return WebConfig(config.tls, config.basic_auth, config.response_headers, tuple(warnings))
 
 
 def _check_mapping(path: str, where: str, value: Any, allowed: set[str]) -> None:
@@ -117,11 +82,12 @@ def _check_mapping(path: str, where: str, value: Any, allowed: set[str]) -> None
                              f"(supported: {', '.join(sorted(allowed))})")
 
 
-def _ssl_context(path: str, base: Path, tls: Any) -> ssl.SSLContext:
+def _tls_settings(path: str, tls: Any) -> TlsSettings:
     _check_mapping(path, "tls_server_config", tls, _TLS_KEYS)
+    base = Path(path).parent
 
-    def setting(key: str, default: str | None = None) -> str | None:
-        value = tls.get(key, default)
+    def setting(key: str) -> str | None:
+        value = tls.get(key)
         if value is not None and not isinstance(value, str):
             raise InputError(f"{path}: tls_server_config.{key}: expected a string")
         return value
@@ -132,44 +98,39 @@ def _ssl_context(path: str, base: Path, tls: Any) -> ssl.SSLContext:
             raise InputError(f"{path}: tls_server_config.{key}: missing")
         return str(base / value)
 
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    cert_file, key_file = file("cert_file"), file("key_file")
-    try:
-        context.load_cert_chain(cert_file, key_file)
-    except (OSError, ssl.SSLError) as error:
-        raise InputError(f"{path}: tls_server_config.cert_file/key_file: cannot load {cert_file} "
-                         f"with {key_file}: {error.strerror or error}") from None
-    for key, attribute in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
+    def version(key: str) -> ssl.TLSVersion | None:
         name = setting(key)
-        if name is not None:
-            if name not in _TLS_VERSIONS:
-                raise InputError(f"{path}: tls_server_config.{key}: {name!r} is not one of "
-                                 f"{', '.join(_TLS_VERSIONS)}")
-            setattr(context, attribute, _TLS_VERSIONS[name])
-    client_auth = setting("client_auth_type", "NoClientCert") or "NoClientCert"
-    if client_auth not in _CLIENT_AUTH:
+        if name is not None and name not in TLS_VERSIONS:
+            raise InputError(f"{path}: tls_server_config.{key}: {name!r} is not one of "
+                             f"{', '.join(TLS_VERSIONS)}")
+        return None if name is None else TLS_VERSIONS[name]
+
+    client_auth = setting("client_auth_type") or "NoClientCert"
+    if client_auth not in CLIENT_AUTH:
         raise InputError(f"{path}: tls_server_config.client_auth_type: {client_auth!r} is not supported "
-                         f"(supported: {', '.join(_CLIENT_AUTH)})")
-    context.verify_mode = _CLIENT_AUTH[client_auth]
-    if context.verify_mode != ssl.CERT_NONE:
-        ca_file = file("client_ca_file")
-        try:
-            context.load_verify_locations(ca_file)
-        except (OSError, ssl.SSLError) as error:
-            raise InputError(f"{path}: tls_server_config.client_ca_file: cannot load {ca_file}: "
-                             f"{error.strerror or error}") from None
-    return context
+                         f"(supported: {', '.join(CLIENT_AUTH)})")
+    verify_mode = CLIENT_AUTH[client_auth]
+    minimum, maximum = version("min_version"), version("max_version")
+    check_versions(path, minimum, maximum)
+    return TlsSettings(
+        where=path, cert_file=file("cert_file"), key_file=file("key_file"), verify_mode=verify_mode,
+        client_ca_file=file("client_ca_file") if verify_mode != ssl.CERT_NONE else None,
+        min_version=minimum, max_version=maximum,
+    )
 
 
-def _bcrypt_users(path: str, users: Any) -> dict[str, bytes]:
-    if not isinstance(users, dict):
-        raise InputError(f"{path}: basic_auth_users: expected a mapping of user: bcrypt hash")
-    checked = {}
-    for user, hashed in users.items():
-        try:
-            bcrypt.checkpw(b"", str(hashed).encode())
-        except ValueError:
-            raise InputError(f"{path}: basic_auth_users.{user}: not a bcrypt hash "
-                             f"(make one with: htpasswd -nBC 10 '' | tr -d ':')") from None
-        checked[str(user)] = str(hashed).encode()
-    return checked
+def _response_headers(path: str, http: Any) -> dict[str, str]:
+    """``http_server_config.headers`` as exporter-toolkit checks them. ``http2`` is accepted, as a
+    boolean: this server answers HTTP/1.1 only, which is what ``http2: false`` asks and what an
+    HTTP/2-capable client falls back to under ``http2: true``."""
+    _check_mapping(path, "http_server_config", http, _HTTP_KEYS)
+    if not isinstance(http.get("http2", True), bool):
+        raise InputError(f"{path}: http_server_config.http2: expected true or false")
+    headers = http.get("headers") or {}
+    _check_mapping(path, "http_server_config.headers", headers, set(_RESPONSE_HEADERS))
+    for name, value in headers.items():
+        allowed = _RESPONSE_HEADERS[name]
+        if not isinstance(value, str) or (allowed and value not in allowed) or "\n" in value or "\r" in value:
+            expected = f"one of {', '.join(allowed)}" if allowed else "a one-line string"
+            raise InputError(f"{path}: http_server_config.headers.{name}: expected {expected}")
+    return dict(headers)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import base64
 import gzip
 import logging
+import os
+import resource
 import socket
+import ssl
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,8 +23,9 @@ import requests
 
 from mig_exporter.errors import InputError
 from mig_exporter.exporter.collector import ExporterSettings
+from mig_exporter.exporter.connection import ServerLimits
 from mig_exporter.exporter.flags import ListenAddress
-from mig_exporter.exporter.server import ExporterHTTPServer
+from mig_exporter.exporter.server import RESERVED_DESCRIPTORS, ExporterHTTPServer, connection_cap
 from mig_exporter.exporter.state import ExporterState
 from mig_exporter.exporter.webconfig import WebConfig, load_web_config
 
@@ -32,7 +36,7 @@ from .snapshots import incident
 @contextmanager
 def serving(state: ExporterState, host: str = "127.0.0.1", **options: object) -> Iterator[ExporterHTTPServer]:
     server = ExporterHTTPServer(ListenAddress(host, 0), state, **options)  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield server
@@ -112,7 +116,7 @@ def test_requests_beyond_the_cap_get_503(state: ExporterState) -> None:
     with serving(state, telemetry_path="/metrics", max_requests=2) as server:
         assert server.request_slots is not None
         for _ in range(2):  # two scrapes in progress
-            server.request_slots.acquire()
+            assert server.request_slots.try_acquire()
         refused = requests.get(url(server, "/metrics"), timeout=5)
         assert refused.status_code == 503 and "--web.max-requests" in refused.text
         server.request_slots.release()
@@ -134,8 +138,8 @@ def test_tls_and_basic_auth(tmp_path: Path, state: ExporterState) -> None:
         assert requests.get(https, verify=ca, auth=("prometheus", "wrong"), timeout=5).status_code == 401
         ok = requests.get(https, verify=ca, auth=("prometheus", "s3cret"), timeout=5)
         assert ok.status_code == 200 and ok.content == state.exposition.plain
-        with pytest.raises(requests.exceptions.ConnectionError):
-            requests.get(url(server, "/metrics"), timeout=5)  # plain HTTP on the TLS port
+        plain = requests.get(url(server, "/metrics"), timeout=5)  # plain HTTP on the TLS port
+        assert (plain.status_code, plain.text) == (400, "Client sent an HTTP request to an HTTPS server.\n")
 
 
 def test_client_certificates_are_required_when_configured(tmp_path: Path, state: ExporterState) -> None:
@@ -205,3 +209,158 @@ def test_a_client_resetting_its_connection_is_a_debug_line_not_a_traceback(
             time.sleep(0.01)
     assert [r.levelno for r in caplog.records if r.name == "mig_exporter.exporter.server"] == [logging.DEBUG]
     assert "Traceback" not in capfd.readouterr().err
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def raw_exchange(server: ExporterHTTPServer, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as connection:
+        connection.sendall(request)
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    return response
+
+
+def test_trickling_connections_cost_no_threads_and_meet_the_header_deadline(state: ExporterState) -> None:
+    """Issue 11 item 3, at a small scale: 200 clients sending a byte at a time cost no thread each
+    (the threaded server had one per connection), and each is closed at the head deadline however
+    often it sends, while a scraper is answered all along."""
+    state.publish(incident())
+    limits = ServerLimits(header_seconds=0.5)
+    with serving(state, telemetry_path="/metrics", limits=limits) as server:
+        threads = threading.active_count()
+        tricklers = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(200)]
+        wait_until(lambda: len(server.connections.connections) == 200, "the tricklers were not accepted")
+        assert threading.active_count() == threads
+        assert requests.get(url(server, "/metrics"), timeout=5).status_code == 200
+        closed: set[int] = set()
+
+        def trickle() -> bool:
+            for index, client in enumerate(tricklers):
+                if index not in closed:
+                    try:
+                        client.send(b"G")
+                    except OSError:
+                        closed.add(index)
+            time.sleep(0.05)
+            return len(server.connections.connections) == 0
+
+        wait_until(trickle, "trickling clients outlived the head deadline")
+        for client in tricklers:
+            client.close()
+
+
+def test_idle_connections_beyond_the_cap_do_not_starve_scrapers(state: ExporterState) -> None:
+    """At the cap the connection idle the longest is closed for the newcomer (the issue: 1,100
+    idle connections at a 1,024 descriptor limit kept every scraper out)."""
+    state.publish(incident())
+    with serving(state, telemetry_path="/metrics", limits=ServerLimits(max_connections=20)) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(30)]
+        wait_until(lambda: len(server.connections.connections) == 20, "the cap did not hold")
+        for _ in range(5):
+            assert requests.get(url(server, "/metrics"), timeout=5).status_code == 200
+        assert len(server.connections.connections) <= 20
+        assert idle[0].recv(1) == b""  # the oldest idle connection was the one closed
+        for client in idle:
+            client.close()
+
+
+def test_the_cap_fits_the_descriptor_limit() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connection_cap(10**9) == soft - RESERVED_DESCRIPTORS
+    assert connection_cap(8) == 8
+
+
+def test_clients_pipelining_without_reading_hold_no_request_slot(state: ExporterState) -> None:
+    """Each pipelines 2,000 scrapes and never reads: nothing more is read from it while its answer
+    waits, it holds no --web.max-requests slot, and it is dropped at the write deadline."""
+    state.publish(incident())
+    limits = ServerLimits(write_seconds=1)
+    with serving(state, telemetry_path="/metrics", max_requests=2, limits=limits) as server:
+        pipeliners = []
+        for _ in range(4):
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.setblocking(False)
+            try:
+                for _ in range(2000):
+                    client.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+            except BlockingIOError:
+                pass  # the server stopped reading: its kernel buffer is full
+            pipeliners.append(client)
+        stalled = lambda: [c for c in server.connections.connections if c.answered]  # noqa: E731
+        wait_until(lambda: len(stalled()) == 4, "the pipeliners were not answered")
+        assert all(c.answered < 2000 for c in stalled())  # reading stopped while answers waited
+        wait_until(lambda: server.request_slots.in_use == 0, "stalled clients hold request slots")
+        for _ in range(3):
+            assert requests.get(url(server, "/metrics"), timeout=5).status_code == 200
+        wait_until(lambda: not stalled(), "clients that never read outlived the write deadline")
+        for client in pipeliners:
+            client.close()
+
+
+def test_gzip_follows_q_values_and_the_answer_varies_on_accept_encoding(state: ExporterState) -> None:
+    state.publish(incident())
+    with serving(state, telemetry_path="/metrics") as server:
+        for accept, gzipped in (("gzip;q=0", False), ("gzip;q=0.5, identity", True), ("*", True),
+                                ("br, *;q=0", False), ("identity", False), ("GZIP", True)):
+            response = raw_exchange(server, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: "
+                                    + accept.encode() + b"\r\nConnection: close\r\n\r\n")
+            head = response.partition(b"\r\n\r\n")[0]
+            assert (b"Content-Encoding: gzip" in head) is gzipped, accept
+            assert b"Vary: Accept-Encoding" in head
+
+
+def test_a_get_with_a_body_is_one_request(state: ExporterState) -> None:
+    """The body is read and dropped, not parsed as a second request."""
+    state.publish(incident())
+    with serving(state, telemetry_path="/metrics") as server:
+        body = b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"
+        response = raw_exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert response.count(b"HTTP/1.1 ") == 1 and response.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+@pytest.mark.parametrize("request_bytes", [b"GET /metrics\r\n\r\n", b"\x00\x01garbage\r\n\r\n",
+                                           b"GET / HTTP/1.1\r\n" + b"X: " + b"a" * 20000 + b"\r\n\r\n"])
+def test_http_0_9_and_garbage_get_a_status_line(state: ExporterState, request_bytes: bytes) -> None:
+    with serving(state, telemetry_path="/metrics") as server:
+        response = raw_exchange(server, request_bytes)
+    assert response.startswith((b"HTTP/1.1 400 Bad Request\r\n", b"HTTP/1.1 431 "))
+    assert b"Connection: close" in response
+
+
+def test_configured_response_headers_are_sent(tmp_path: Path, state: ExporterState) -> None:
+    (tmp_path / "web.yml").write_text("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    config = load_web_config(str(tmp_path / "web.yml"))
+    with serving(state, telemetry_path="/metrics", web_config=config) as server:
+        assert requests.get(url(server, "/health"), timeout=5).headers["X-Frame-Options"] == "deny"
+
+
+def test_a_rotated_certificate_is_served_to_the_next_connection(tmp_path: Path, state: ExporterState) -> None:
+    certificate = self_signed(tmp_path, "server")
+    (tmp_path / "web.yml").write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    config = load_web_config(str(tmp_path / "web.yml"))
+
+    def served() -> bytes:
+        context = ssl.create_default_context(cafile=None)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
+                context.wrap_socket(raw) as tls:
+            peer = tls.getpeercert(binary_form=True)
+            assert peer is not None
+            return peer
+
+    with serving(state, telemetry_path="/metrics", web_config=config) as server:
+        first = served()
+        assert served() == first
+        self_signed(tmp_path, "server")
+        later = os.stat(certificate.cert_file).st_mtime_ns + 10**9
+        os.utime(certificate.cert_file, ns=(later, later))
+        assert served() != first
