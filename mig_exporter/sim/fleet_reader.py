@@ -311,6 +311,10 @@ class FleetReader(ProcessReader):
                     f"(memory slices {', '.join(map(str, taken))} are taken)",
                 )
             start = auto
+        if driver.free_compute_slices(model, existing) < profile.slice_count:
+            raise self.error(f"{path}.profile", f"{profile.name} needs {profile.slice_count} compute slices; "
+                                                f"{driver.free_compute_slices(model, existing)} of "
+                                                f"{model.compute_slices} are left on {model.key}")
         compute_instances = self.compute_instances(entry, path, profile, pids_seen)
         instance = SimGpuInstance(
             driver.gpu_instance_id(model, profile, start), profile.id, start, compute_instances,

@@ -66,9 +66,21 @@ def remaining_capacity(
     model: GpuModel, instances: tuple[SimGpuInstance, ...], profile: GpuInstanceProfile
 ) -> int:
     """How many more instances of ``profile`` fit: the free starts (the spans of one profile never
-    overlap each other), capped by the profile's instance count."""
+    overlap each other), capped by the profile's instance count less those there, and by the
+    compute slices left. The last cap never binds on the built-in models (their placements use
+    at most all compute slices) but does on a fleet-defined model with fewer compute than memory
+    slices."""
     existing = sum(1 for gi in instances if gi.profile_id == profile.id)
-    return max(0, min(len(free_starts(model, instances, profile)), profile.max_count - existing))
+    return max(0, min(len(free_starts(model, instances, profile)), profile.max_count - existing,
+                      free_compute_slices(model, instances) // profile.slice_count))
+
+
+def free_compute_slices(model: GpuModel, instances: Iterable[SimGpuInstance]) -> int:
+    used = 0
+    for gi in instances:
+        profile = model.profile_by_id(gi.profile_id)
+        used += profile.slice_count if profile is not None else 0
+    return model.compute_slices - used
 
 
 def auto_placement(

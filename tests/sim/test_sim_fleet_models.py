@@ -203,3 +203,33 @@ def test_a_gfx_profile_is_named_with_its_variant_in_a_fleet_file() -> None:
     instances = "    instances: [{profile: 1g+gfx, placement: 3}, {profile: 1g, placement: 5}]\n"
     fleet = parse_fleet(X100_MODEL + "gpus:\n  - model: X100-TEST\n    mig: enabled\n" + instances, "x.yaml")
     assert [(gi.profile_id, gi.start, gi.id) for gi in fleet.gpus[0].instances] == [(71, 3, 10), (31, 5, 12)]
+
+
+SEVEN_COMPUTE_SLICES = (X100_MODEL.replace("compute_slices: 8", "compute_slices: 7")
+                        .replace("name: 8g.96gb, enum: 5,", "name: 7g.96gb, enum: 4,")
+                        .replace("max_count: 1, slices: 8,", "max_count: 1, slices: 7,"))
+X100_GPU_WITH = "gpus:\n  - model: X100-TEST\n    mig: enabled\n    instances:\n"
+
+
+def test_capacity_is_capped_by_the_compute_slices_left(tmp_path: Path) -> None:
+    """A model with 8 memory slices but 7 compute slices (an A100's shape, with 1g starts 0..7):
+    after seven 1g, memory slice 7 is free but no compute slice is, so NVML can create nothing
+    more; on the built-in models this cap never binds (their placements never use more compute
+    slices than the GPU has)."""
+    ones = "".join(f"      - {{profile: 1g.12gb, placement: {k}}}\n" for k in range(7))
+    path = tmp_path / "seven.yaml"
+    path.write_text(SEVEN_COMPUTE_SLICES + X100_GPU_WITH + ones)
+    session = nvml_session(str(path))
+    session.open()
+    try:
+        capacity = dict(read_snapshot(session).gpus[0].mig_profile_capacity or ())
+    finally:
+        session.close()
+    assert capacity == {"1g.12gb": 0, "2g.24gb": 0, "4g.48gb": 0, "7g.96gb": 0, "1g.12gb+gfx": 0}
+
+
+def test_an_instance_past_the_compute_slices_is_refused() -> None:
+    ones = "".join(f"      - {{profile: 1g.12gb, placement: {k}}}\n" for k in range(8))
+    text = SEVEN_COMPUTE_SLICES + X100_GPU_WITH + ones
+    assert refusal(text) == ("lab.yaml: gpus[0].instances[7].profile: 1g.12gb needs 1 compute slices; "
+                             "0 of 7 are left on X100-TEST")
