@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
                 targets, plan = _plan(args, session, found)
                 _show_plan(output, session, found, targets, plan)
             return EXIT_DONE
-        with HostLock(args.lock or default_lock(args.fleet)), nvml_session(args.fleet) as session:
+        with HostLock(args.lock or default_lock(args.fleet), create_parent=args.lock is None), \
+                nvml_session(args.fleet) as session:
             simulator = session.simulator
             if simulator is not None and simulator.read_only:
                 raise InputError(f"--fleet {args.fleet} is a built-in fleet and read-only; to apply, copy "
@@ -304,7 +305,7 @@ def _still_as_confirmed(
 def _execute(args: argparse.Namespace, session: NvmlSession, found: Snapshot, plan: Plan) -> Execution:
     """Run the plan under the journal, then read the hardware again and verify it."""
     journal_path = args.journal or default_journal(args.fleet)
-    with Journal(journal_path) as journal:
+    with Journal(journal_path, create_parent=args.journal is None) as journal:
         journal.record("run-start", command=command_line(args), steps=len(plan.steps))
         applier = Applier(HardwareWriter(session), journal, found, allow_reset=args.reset)
         outcome = applier.apply(plan)
@@ -382,7 +383,8 @@ def command_line(args: argparse.Namespace, reset: bool | None = None) -> str:
 
 def _fleet_file(fleet: str | None) -> Path | None:
     """The fleet file a simulated run changes; None for real GPUs and built-in fleets."""
-    return Path(fleet) if fleet is not None and Path(fleet).is_file() else None
+    # resolved: a symlink to the fleet file must share its lock and journal
+    return Path(fleet).resolve() if fleet is not None and Path(fleet).is_file() else None
 
 
 def default_journal(fleet: str | None) -> Path:

@@ -457,7 +457,9 @@ def test_a_fleet_file_keeps_its_journal_and_lock_beside_it(tmp_path: Path) -> No
     journal = tmp_path / "fleet.yaml.journal.jsonl"
     entries = [json.loads(line) for line in journal.read_text().splitlines()]
     assert entries[0]["event"] == "run-start" and entries[-1]["event"] == "run-end"
-    assert (tmp_path / "fleet.yaml.lock").exists()
+    from mig_exporter.remediate.command import default_lock
+    assert default_lock(str(fleet)) == (tmp_path / "fleet.yaml.lock").resolve()
+    assert not (tmp_path / "fleet.yaml.lock").exists()  # removed on release (lock.py says why)
 
 
 def test_compute_instance_profiles_from_mig_parted_are_created_verified_and_idempotent(
