@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -52,13 +53,15 @@ class GpuInstanceProfile:
     # None until one has been seen in this session (the reader never creates one to ask).
     compute_profiles: tuple[ComputeInstanceProfile, ...] | None = None
 
-    @property
+    # Cached: the advice asks these for every profile of every GPU for each workload it places
+    # (558,628 parses for one advice on 10k processes before; the name never changes).
+    @cached_property
     def variant(self) -> str:
         """The engine variant of the name: ``+me``, ``+me.all``, ``+gfx``, ``-me``, or ``""``."""
         parsed = parse_profile_name(self.name)
         return "" if parsed is None else parsed.variant
 
-    @property
+    @cached_property
     def memory_class_gb(self) -> int | None:
         """The memory class in the name: 40 for ``3g.40gb``, 10 for ``1g.10gb+me``."""
         parsed = parse_profile_name(self.name)
