@@ -25,6 +25,7 @@ def restore_logging() -> Iterator[None]:
     (["--collect.interval", "5x"], "--collect.interval: '5x' is not a duration"),
     (["--collect.timeout", "0s"], "--collect.timeout: '0s' must be longer than zero"),
     (["--collect.interval", "2y"], "--collect.interval: '2y' is too long (at most 1y)"),
+    (["--collect.interval", "1ms"], "--collect.interval: '1ms' is too short (at least 100ms)"),
     (["--web.listen-address", "9458"], "--web.listen-address: '9458' is not host:port or :port"),
     (["--web.telemetry-path", "metrics"], "--web.telemetry-path: 'metrics' must be a path"),
     (["--web.max-requests", "many"], "--web.max-requests: 'many' is not a whole number"),
