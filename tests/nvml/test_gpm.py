@@ -16,10 +16,9 @@ from mig_exporter.model import GpmMetrics, Snapshot
 from mig_exporter.nvml.gpm import GpmSamples
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
-from mig_exporter.sim import SimulatedNvml
 from mig_exporter.sim.state import Activity, SimComputeInstance, SimGpuInstance
 
-from .conftest import Opener
+from .conftest import Opener, collect, simulator
 from .test_read import fleet_file
 
 H100_WITH_MIG = """
@@ -54,17 +53,6 @@ def ratios(gpm: GpmMetrics | None) -> tuple[float | None, ...] | None:
         return None
     return (gpm.sm_utilization_ratio, gpm.sm_occupancy_ratio, gpm.tensor_utilization_ratio,
             gpm.dram_bandwidth_utilization_ratio)
-
-
-def collect(session: NvmlSession) -> Snapshot:
-    snapshot = read_snapshot(session)
-    assert snapshot.nvml_up and not snapshot.errors, snapshot.errors
-    return snapshot
-
-
-def simulator(session: NvmlSession) -> SimulatedNvml:
-    assert isinstance(session.simulator, SimulatedNvml)
-    return session.simulator
 
 
 def gpm_calls(session: NvmlSession) -> Counter[str]:

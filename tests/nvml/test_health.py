@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
-from mig_exporter.sim import SimulatedNvml
 from mig_exporter.sim.state import RowRemapping
 
-from .conftest import Opener
+from .conftest import Opener, collect, simulator
 from .test_read import fleet_file
 
 GPUS = """
@@ -38,17 +36,6 @@ GPUS = """
 """
 HEALTH_CALLS = ("nvmlDeviceGetFieldValues", "nvmlDeviceGetCurrentClocksEventReasons",
                 "nvmlDeviceGetTotalEccErrors")
-
-
-def collect(session: NvmlSession) -> Snapshot:
-    snapshot = read_snapshot(session)
-    assert snapshot.nvml_up and not snapshot.errors, snapshot.errors
-    return snapshot
-
-
-def simulator(session: NvmlSession) -> SimulatedNvml:
-    assert isinstance(session.simulator, SimulatedNvml)
-    return session.simulator
 
 
 def health_calls(session: NvmlSession) -> Counter[str]:

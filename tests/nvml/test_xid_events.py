@@ -15,11 +15,9 @@ import pytest
 from mig_exporter.model import Snapshot
 from mig_exporter.nvml.events import XidWatcher
 from mig_exporter.nvml.read import read_snapshot
-from mig_exporter.nvml.session import NvmlSession
-from mig_exporter.sim import SimulatedNvml
 from mig_exporter.sim.state import XidEvent
 
-from .conftest import Opener
+from .conftest import Opener, simulator
 from .test_read import fleet_file
 
 WAIT = "nvmlEventSetWait_v2"
@@ -42,11 +40,6 @@ THREE_GPUS = """
 UNSUPPORTED_ON_GPU_2 = """
 - {call: nvmlDeviceRegisterEvents, gpu: 2, error: NOT_SUPPORTED}
 """
-
-
-def simulator(session: NvmlSession) -> SimulatedNvml:
-    assert isinstance(session.simulator, SimulatedNvml)
-    return session.simulator
 
 
 def eventually(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
