@@ -15,6 +15,7 @@ from types import FrameType
 
 from mig_exporter.errors import InputError
 from mig_exporter.exporter.collector import DEFAULT_MAX_PROCESS_SERIES
+from mig_exporter.exporter.connection import DEFAULT_MAX_CONNECTIONS
 from mig_exporter.exporter.flags import (
     parse_count,
     parse_duration,
@@ -51,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--web.max-requests", dest="max_requests", default=str(DEFAULT_MAX_REQUESTS),
                         metavar="N", help=f"concurrent requests served; more get 503; 0 for no limit "
                                           f"(default {DEFAULT_MAX_REQUESTS})")
+    parser.add_argument("--web.max-connections", dest="max_connections", default=str(DEFAULT_MAX_CONNECTIONS),
+                        metavar="N", help="connections open at once, at least 1; at the cap the one idle the "
+                                          "longest is closed for a new one; lowered to fit the file "
+                                          "descriptor limit. 0 is refused, not unlimited: unbounded "
+                                          "connections let idle clients starve scrapers "
+                                          f"(default {DEFAULT_MAX_CONNECTIONS})")
     parser.add_argument("--collect.interval", dest="interval", default="5s", metavar="DURATION",
                         help="time between NVML collections, e.g. 500ms, 5s, 1m (default 5s)")
     parser.add_argument("--collect.timeout", dest="timeout", default="10s", metavar="DURATION",
@@ -80,6 +87,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         telemetry_path=parse_telemetry_path("--web.telemetry-path", args.telemetry_path),
         web_config=None if args.web_config_file is None else load_web_config(args.web_config_file),
         max_requests=parse_count("--web.max-requests", args.max_requests),
+        max_connections=_max_connections(args.max_connections),
         interval_seconds=_interval(args.interval),
         timeout_seconds=parse_duration("--collect.timeout", args.timeout),
         max_process_series=parse_count("--collect.max-process-series", args.max_process_series),
@@ -94,6 +102,17 @@ def _interval(text: str) -> float:
     if seconds < MIN_INTERVAL_SECONDS:
         raise InputError(f"--collect.interval: {text!r} is too short (at least 100ms)")
     return seconds
+
+
+def _max_connections(text: str) -> int:
+    """At least one. Not ``--web.max-requests``'s "0 is unlimited": a server with no cap on
+    connections is what let 1,100 idle clients take every descriptor and starve the scrapers
+    (issue 11), and the descriptor limit caps them anyway, so "unlimited" could not be honoured."""
+    count = parse_count("--web.max-connections", text)
+    if count < 1:
+        raise InputError(f"--web.max-connections: {text!r}: at least 1 (0 would mean unbounded "
+                         "connections, which let idle clients starve scrapers)")
+    return count
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,11 +44,13 @@ log = logging.getLogger("mig_exporter.exporter.server")
 # Go's http.Server reads at most 1 MiB of request head; nothing this exporter serves needs more
 # than a request line, a Host and an Authorization header.
 MAX_HEAD_BYTES = 16 * 1024
+# --web.max-connections: nginx's worker_connections default; lowered to the descriptor limit.
+DEFAULT_MAX_CONNECTIONS = 1024
 
 
 @dataclass(frozen=True)
 class ServerLimits:
-    max_connections: int = 1024
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     header_seconds: float = 10.0
     idle_seconds: float = 300.0  # Prometheus keeps idle connections 5 minutes
     write_seconds: float = 30.0

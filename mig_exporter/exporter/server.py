@@ -12,9 +12,9 @@ prometheus_client's own server is no answer: it renders the registry per scrape 
 ThreadingHTTPServer. aiohttp or uvicorn would bring a framework for three routes and still lack
 the header deadline, the connection cap and the TLS-port sniffing below.
 
-The cap on connections is ``ServerLimits.max_connections``, lowered to fit the process's file
-descriptor limit; at the cap (or should accept run out of descriptors anyway), the connection
-idle the longest is closed to admit the new one.
+The cap on connections is ``ServerLimits.max_connections`` (``--web.max-connections``), lowered
+to fit the process's file descriptor limit; at the cap (or should accept run out of descriptors
+anyway), the connection idle the longest is closed to admit the new one.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ class ExporterHTTPServer:
         self.request_slots = RequestSlots(max_requests)
         self.connections = ConnectionTable(connection_cap(limits.max_connections))
         if self.connections.limit < limits.max_connections:
-            log.info("serving at most %d connections, to fit the file descriptor limit",
-                     self.connections.limit)
+            log.info("serving at most %d connections (--web.max-connections %d), to fit the file "
+                     "descriptor limit", self.connections.limit, limits.max_connections)
         self._auth_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-auth")
         self._site = Site(state, telemetry_path, self.web_config, self.request_slots, limits,
                           self.connections, self._auth_executor)

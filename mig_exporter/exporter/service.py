@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mig_exporter.exporter.collector import DEFAULT_MAX_PROCESS_SERIES, ExporterSettings
+from mig_exporter.exporter.connection import DEFAULT_MAX_CONNECTIONS, ServerLimits
 from mig_exporter.exporter.flags import ListenAddress
 from mig_exporter.exporter.schedule import CollectionJob, start_collecting
 from mig_exporter.exporter.server import ExporterHTTPServer
@@ -35,6 +36,7 @@ class ServeConfig:
     web_config: WebConfig | None = None
     max_process_series: int = DEFAULT_MAX_PROCESS_SERIES
     max_requests: int = DEFAULT_MAX_REQUESTS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     pod_resources_socket: str = DEFAULT_SOCKET  # "" asks no kubelet
 
 
@@ -61,7 +63,8 @@ class Exporter:
 
         self.job = CollectionJob(read, self.state, config.timeout_seconds)
         self.server = ExporterHTTPServer(config.listen_address, self.state, config.telemetry_path,
-                                         config.web_config, config.max_requests)
+                                         config.web_config, config.max_requests,
+                                         ServerLimits(max_connections=config.max_connections))
         self._scheduler: BackgroundScheduler | None = None
         self._server_thread: threading.Thread | None = None
 

@@ -29,6 +29,8 @@ def restore_logging() -> Iterator[None]:
     (["--web.listen-address", "9458"], "--web.listen-address: '9458' is not host:port or :port"),
     (["--web.telemetry-path", "metrics"], "--web.telemetry-path: 'metrics' must be a path"),
     (["--web.max-requests", "many"], "--web.max-requests: 'many' is not a whole number"),
+    (["--web.max-connections", "-1"], "--web.max-connections: '-1' is not a whole number"),
+    (["--web.max-connections", "0"], "--web.max-connections: '0': at least 1 (0 would mean unbounded"),
     (["--collect.max-process-series", "-5"], "--collect.max-process-series: '-5' is not a whole number"),
     (["--log.level", "verbose"], "--log.level: 'verbose' is not one of debug, info, warn, error"),
     (["--log.format", "xml"], "--log.format: 'xml' is not one of logfmt, json"),

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import bcrypt
+import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -239,3 +240,37 @@ def test_tls_and_basic_auth_from_the_web_config_file(tmp_path: Path) -> None:
         assert served.value("nvml_processes_spanning_gpus") == 2
         anonymous = requests.get(served.base_url + "/metrics", verify=str(certificate.cert_file), timeout=5)
         assert anonymous.status_code == 401
+
+
+def test_the_max_connections_flag_caps_open_connections() -> None:
+    """Issue 11 item 3: 20 idle clients at ``--web.max-connections 8`` leave at most 8 connections
+    open in the server process (the ones idle the longest closed first), and scrapes still pass."""
+    with serve("seed-incident", "--web.max-connections", "8") as served:
+        port = int(served.base_url.rsplit(":", 1)[1])
+        server = psutil.Process(served.process.pid)
+
+        def established() -> int:
+            return sum(1 for c in server.net_connections(kind="tcp")
+                       if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
+
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+        try:
+            wait_for(lambda: established() == 8, what="the server to hold 8 connections")
+            for _ in range(3):
+                assert served.get("/metrics").status_code == 200
+                assert established() <= 8
+            closed = [client for client in idle if _closed_by_server(client)]
+            assert len(closed) >= 12 and idle[0] in closed
+        finally:
+            for client in idle:
+                client.close()
+
+
+def _closed_by_server(client: socket.socket) -> bool:
+    client.settimeout(0.2)
+    try:
+        return client.recv(1) == b""
+    except ConnectionResetError:  # an evicted connection is aborted
+        return True
+    except TimeoutError:
+        return False
