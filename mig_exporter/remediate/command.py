@@ -39,7 +39,7 @@ from mig_exporter.remediate.artifacts import (
     write_all,
 )
 from mig_exporter.remediate.journal import Journal
-from mig_exporter.remediate.kubernetes import MIG_STRATEGIES, resource_name
+from mig_exporter.remediate.kubernetes import DEFAULT_MIG_STRATEGY, MIG_STRATEGIES, resource_name
 from mig_exporter.remediate.layout import GpuTarget, layout_targets, mig_parted_targets
 from mig_exporter.remediate.lock import HostLock
 from mig_exporter.remediate.plan import BlockerKind, Plan, make_plan
@@ -73,10 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--yes", action="store_true", help="do not ask for confirmation")
     add("--reset", action="store_true", help="reset the GPUs whose MIG mode stays pending, and only those")
     add("--no-persistence", action="store_true", help="leave persistence mode as it is")
-    add("--output-dir", metavar="DIR", type=Path,
-        help="write MIG assignments, docker-compose, Kubernetes, mig-parted and runbook files there")
-    add("--kubernetes.mig-strategy", dest="mig_strategy", choices=MIG_STRATEGIES, default="mixed",
-        help="the device plugin's MIG strategy, for the resource names in the artifacts (default mixed)")
+    add("--output-dir", metavar="DIR",
+        help="with --apply, write MIG assignments, docker-compose, Kubernetes, mig-parted and runbook "
+             "files there (on a GPU Operator node, its ConfigMap and kubectl commands)")
+    add("--kubernetes.mig-strategy", dest="mig_strategy", choices=MIG_STRATEGIES,
+        help="the device plugin's MIG strategy, for the resource names in the artifacts "
+             f"(default {DEFAULT_MIG_STRATEGY})")
     add("--gpu-operator", choices=("auto", "on", "off"), default="auto",
         help="whether the NVIDIA GPU Operator manages MIG here (auto: from the node labels or a running "
              "nvidia-mig-manager); if so, write its config and labels and change no MIG setting")
@@ -91,10 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="several nodes' `diagnose --format json`: one merged GPU Operator config and the label "
              "commands for all of them (the node is NODE, or the file name)")
     add("--format", choices=("text", "json"), default="text")
-    add("--journal", metavar="PATH", type=Path,
+    add("--journal", metavar="PATH",
         help=f"JSON-lines journal of each change (default: beside a --fleet file; as root: "
              f"{ROOT_JOURNAL}; else under $XDG_STATE_HOME or ~/.local/state)")
-    add("--lock", metavar="PATH", type=Path,
+    add("--lock", metavar="PATH",
         help=f"lock for one remediate per host (default: beside a --fleet file; as root: {ROOT_LOCK}; "
              "else under $XDG_RUNTIME_DIR or the temporary directory)")
     parser.set_defaults(run=run)
@@ -125,13 +127,37 @@ class Execution:
     run_id: str
 
 
+# What each flag does only with --apply, on a host where remediate changes MIG itself: without
+# --apply the run only prints the plan, and a flag ignored there would let the operator believe
+# files were written, a GPU reset or the change confirmed.
+_APPLY_ONLY = (
+    ("--output-dir", "output_dir", "writes the artifacts of an applied layout (its MIG UUIDs exist only "
+                                   "after the apply)"),
+    ("--yes", "yes", "confirms the changes of --apply"),
+    ("--reset", "reset", "resets GPUs as a step of --apply"),
+    ("--journal", "journal", "records the changes of --apply"),
+    ("--lock", "lock", "is the lock --apply takes"),
+    ("--kubernetes.mig-strategy", "mig_strategy", "names the resources in the artifacts of --apply"),
+)
+
+
+def _check_plan_only_flags(args: argparse.Namespace) -> None:
+    for flag, dest, does in _APPLY_ONLY:
+        if getattr(args, dest) not in (None, False):
+            raise InputError(f"{flag} {does}; it needs --apply (without it remediate only prints the plan)")
+
+
 def run(args: argparse.Namespace) -> int:
     _check_flags(args)
+    detection = None if args.from_diagnose else operator_command.detection(args)
+    if detection is not None and not detection.managed and not args.apply:
+        _check_plan_only_flags(args)
+    # resolved only now: a strategy given without --apply is refused above, the default is not
+    args.mig_strategy = args.mig_strategy or DEFAULT_MIG_STRATEGY
     output = Output(args.format)
     try:
-        if args.from_diagnose:
+        if detection is None:
             return operator_command.run_fleet(args, output)
-        detection = operator_command.detection(args)
         if detection.managed:
             with nvml_session(args.fleet) as session:
                 found = _read(session)
@@ -159,6 +185,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_flags(args: argparse.Namespace) -> None:
+    for flag, dest in (("--output-dir", "output_dir"), ("--journal", "journal"), ("--lock", "lock")):
+        text = getattr(args, dest)
+        if text is not None:
+            if not text.strip():  # an unset shell variable, not the current directory
+                raise InputError(f"{flag}: empty; give a path (. is the current directory)")
+            setattr(args, dest, Path(text))
     if args.from_diagnose:
         operator_command.check_flags(args)
         return

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 MIG_STRATEGIES = ("mixed", "single")
+DEFAULT_MIG_STRATEGY = "mixed"
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 

@@ -41,19 +41,10 @@ def incident_document(without_processes_on: tuple[int, ...] = ()) -> dict[str, A
 
 
 def remediate(directory: Path, fleet: Path, *arguments: str) -> int:
-    """``mig-exporter remediate --fleet FLEET …`` with its journal and lock in ``directory``."""
-    return main(
-        [
-            "remediate",
-            "--fleet",
-            str(fleet),
-            "--journal",
-            str(directory / "journal.jsonl"),
-            "--lock",
-            str(directory / "remediate.lock"),
-            *arguments,
-        ]
-    )
+    """``mig-exporter remediate --fleet FLEET …``; with ``--apply``, its journal and lock in
+    ``directory`` (without it they are refused: a plan takes no lock and journals nothing)."""
+    state = ["--journal", str(directory / "journal.jsonl"), "--lock", str(directory / "remediate.lock")]
+    return main(["remediate", "--fleet", str(fleet), *(state if "--apply" in arguments else []), *arguments])
 
 
 def read(fleet: Path) -> Snapshot:

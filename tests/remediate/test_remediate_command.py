@@ -479,3 +479,55 @@ def test_compute_instance_profiles_from_mig_parted_are_created_verified_and_idem
     journaled = journal.read_text()
     assert remediate(tmp_path, fleet, *args) == 0  # the same config again changes nothing
     assert journal.read_text() == journaled and fleet.read_bytes() == before
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--journal", "--lock"])
+def test_an_empty_path_is_refused_not_taken_as_the_current_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, flag: str,
+) -> None:
+    """Issue 11 item 7: ``--output-dir ""`` (an unset shell variable) wrote the artifacts into the
+    current directory; an empty --journal or --lock is the same slip."""
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+    before = fleet.read_bytes()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    status = main(["remediate", "--fleet", str(fleet), "--gpu", "0", "--layout", "7g", "--apply", "--yes",
+                   flag, ""])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err == f"mig-exporter remediate: error: {flag}: empty; give a path (. is the current directory)\n"
+    assert fleet.read_bytes() == before and list(work.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.yaml", "work"]
+
+
+@pytest.mark.parametrize(("given", "does"), [
+    (["--output-dir", "out"], "--output-dir writes the artifacts of an applied layout (its MIG UUIDs exist "
+                              "only after the apply)"),
+    (["--yes"], "--yes confirms the changes of --apply"),
+    (["--reset"], "--reset resets GPUs as a step of --apply"),
+    (["--journal", "j.jsonl"], "--journal records the changes of --apply"),
+    (["--lock", "l.lock"], "--lock is the lock --apply takes"),
+    (["--kubernetes.mig-strategy", "single"], "--kubernetes.mig-strategy names the resources in the "
+                                              "artifacts of --apply"),
+])
+def test_an_apply_only_flag_without_apply_is_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    given: list[str], does: str,
+) -> None:
+    """Issue 11 item 7: ``--output-dir`` without ``--apply`` was silently ignored, so the operator
+    waited for files that never came (and could not come: the MIG UUIDs they name exist only after
+    the apply). Every flag that only shapes what --apply does is refused alike, in one line."""
+    monkeypatch.chdir(tmp_path)
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+    before = fleet.read_bytes()
+    status = main(["remediate", "--fleet", str(fleet), "--gpu", "0", "--layout", "7g", *given])
+    assert status == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"mig-exporter remediate: error: {does}; it needs --apply (without it remediate only " \
+                  "prints the plan)\n"
+    assert fleet.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["fleet.yaml"]
+    # with --apply the same flag is taken
+    assert main(["remediate", "--fleet", str(fleet), "--gpu", "0", "--layout", "7g", "--apply", *given,
+                 *([] if "--yes" in given else ["--yes"])]) == 0
