@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
-import grpc
-
 from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
 from mig_exporter.diagnose.render_json import render_json
 from mig_exporter.diagnose.render_text import render_text
@@ -92,6 +90,8 @@ def kubelet_allocations(socket_path: str) -> Mapping[str, DeviceAllocation]:
     is a warning on stderr, not a failed diagnosis (the report then names no pods)."""
     if not socket_path or not Path(socket_path).exists():
         return {}
+    import grpc  # only where a kubelet socket exists (see kubelet.podresources)
+
     try:
         return list_allocations(socket_path, KUBELET_DEADLINE_SECONDS)
     except grpc.RpcError as error:

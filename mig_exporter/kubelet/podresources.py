@@ -5,6 +5,9 @@ UUID (``nvidia.com/mig-<profile>``), the same UUIDs NVML gives, so a process NVM
 device belongs to the container that device is allocated to. The kubelet is asked on a thread of
 its own with a short deadline: a slow or dead socket never delays a collection, it only makes the
 pod labels go away once the last answer is older than ``STALE_AFTER_POLLS`` polls.
+
+grpc and the generated stubs are imported only once a socket exists to ask: they are a third of
+``serve``'s memory, and most hosts are not Kubernetes nodes.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import grpc
-
-from mig_exporter.kubelet.v1 import api_pb2, api_pb2_grpc
 from mig_exporter.model import GpuProcess, Snapshot
+
+if TYPE_CHECKING:
+    import grpc
+
+    from mig_exporter.kubelet.v1 import api_pb2
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,10 @@ def allocations_by_pid(
 
 def list_allocations(socket_path: str, deadline_seconds: float) -> dict[str, DeviceAllocation]:
     """One ``List`` call; ``grpc.RpcError`` when the kubelet does not answer within the deadline."""
+    import grpc
+
+    from mig_exporter.kubelet.v1 import api_pb2, api_pb2_grpc
+
     with grpc.insecure_channel(f"unix://{socket_path}") as channel:
         stub = api_pb2_grpc.PodResourcesListerStub(channel)
         return allocations_from_response(
@@ -138,6 +148,8 @@ class PodResourcesPoller:
                 self._on_error()
             return
         self._seen_socket = True
+        import grpc
+
         try:
             answer = self._list(self.socket_path, self.deadline_seconds)
         except grpc.RpcError as error:
@@ -163,6 +175,8 @@ class PodResourcesPoller:
 
 
 def rpc_error_text(error: grpc.RpcError) -> str:
+    import grpc
+
     code = error.code() if isinstance(error, grpc.Call) else None
     details = error.details() if isinstance(error, grpc.Call) else None
     return f"{code.name if code else 'error'}: {details or error}"
