@@ -8,7 +8,7 @@ NVML reported it) that holds it. A workload NVML sampled computing (per-process 
 GPUs without MIG) is sized for its compute too: its instance must also have at least its share of
 the GPU's SMs plus the same headroom in compute slices, so three workloads each computing on a
 fifth of a GPU get 2g instances, not the 1g their memory alone would take. The layout is
-checked with the placement search ``remediate`` itself uses (``mig_exporter.remediate.packing``),
+checked with the placement search ``remediate`` itself uses (``mig_exporter.packing``),
 so the advice is never a layout remediate would refuse. Pure: the exporter's
 ``mig_exporter_advised_layout_info`` series and ``diagnose`` both read it from a Snapshot.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from mig_exporter.capability import GpuInstanceProfile, MigCapability, capability_of
 from mig_exporter.findings import is_unpartitioned_sharing, process_gpus
 from mig_exporter.model import Gpu, Snapshot
-from mig_exporter.remediate.packing import pack
+from mig_exporter.packing import pack
 from mig_exporter.units import MIB
 
 # Why 20 %: a Snapshot is one moment, and a serving process's memory moves with batch sizes and

@@ -16,8 +16,8 @@ from itertools import combinations, product
 
 from mig_exporter.capability import GpuInstanceProfile, MigCapability
 from mig_exporter.model import CollectionError, Gpu, GpuInstance, GpuProcess, Snapshot
+from mig_exporter.packing import Slot, misfit_reason, pack
 from mig_exporter.remediate.layout import GpuTarget
-from mig_exporter.remediate.packing import Slot, misfit_reason, pack
 from mig_exporter.remediate.steps import (
     CreateComputeInstance,
     CreateGpuInstance,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from simulated_gpus import MODEL_KEYS, capability
 
 from mig_exporter.capability import GpuInstanceProfile, MigCapability, match_profile
-from mig_exporter.remediate.packing import Slot, misfit_reason, pack
+from mig_exporter.packing import Slot, misfit_reason, pack
 
 # Capabilities as the reader records them through the simulator (mig-facts.md tables).
 A100_SXM4_80GB = capability("A100-SXM4-80GB")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from simulated_gpus import capability
 
-from mig_exporter.remediate.packing import Slot
+from mig_exporter.packing import Slot
 from mig_exporter.sim import Fleet, load_fleet
 from mig_exporter.sim.state import SimGpu
 
