@@ -8,6 +8,7 @@ lean on the simulator by accident.
 from __future__ import annotations
 
 import ast
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,68 @@ def test_the_model_name_check_sees_a_lookup_and_spares_a_docstring() -> None:
     lookup = ('def f(gpu):\n    """For an NVIDIA A100-SXM4-80GB."""\n'
               '    return gpu.name == "NVIDIA A100-SXM4-80GB"\n')
     assert model_names_in(lookup) == ["NVIDIA A100-SXM4-80GB"]
+
+
+# What only diagnose, remediate or a kubelet lookup needs: grpc and protobuf (10 MiB of a 45 MiB
+# goal, issue 12), jinja2 (remediate's artifacts), and grpc_tools, which grpc imports by itself
+# whenever it is installed (a test dependency, for the kubelet stubs).
+NOT_FOR_SERVE = ("grpc", "grpc_tools", "google.protobuf", "jinja2", "mig_exporter.kubelet.v1",
+                 "mig_exporter.diagnose", "mig_exporter.remediate")
+
+# Runs `mig-exporter serve` through cli.main in the main thread (its signal handlers need it); a
+# thread scrapes until a collection has reached NVML, prints the modules loaded, and stops serve
+# with SIGTERM. The scrape is a bare socket so that the probe loads nothing serve does not.
+SERVE_PROBE = r"""
+import os, signal, socket, sys, threading, time
+from mig_exporter import cli
+
+def scrape(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return b"".join(iter(lambda: connection.recv(65536), b""))
+
+def watch(port):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if b"\nnvml_up 1.0\n" in scrape(port):
+                print(sorted(sys.modules), flush=True)
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+port = int(sys.argv[1])
+threading.Thread(target=watch, args=(port,), daemon=True).start()
+sys.exit(cli.main(["serve", "--fleet", "seed-incident", "--web.listen-address", f"127.0.0.1:{port}",
+                   "--kubernetes.pod-resources-socket", sys.argv[2], "--log.level", "warn"]))
+"""
+
+
+def modules_of_serve(tmp_path: Path) -> list[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    served = subprocess.run([sys.executable, "-c", SERVE_PROBE, str(port), str(tmp_path / "kubelet.sock")],
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert served.stdout.startswith("["), served.stderr
+    loaded: list[str] = ast.literal_eval(served.stdout.splitlines()[0])
+    return loaded
+
+
+def test_serve_loads_nothing_only_diagnose_remediate_or_the_kubelet_need(tmp_path: Path) -> None:
+    loaded = modules_of_serve(tmp_path)
+    assert "mig_exporter.exporter.server" in loaded and "mig_exporter.kubelet.podresources" in loaded
+    assert sorted(m for m in loaded if any(imports(p, {m}) for p in NOT_FOR_SERVE)) == []
+
+
+def test_the_cli_imports_only_the_chosen_subcommand() -> None:
+    probe = ("import sys, mig_exporter.cli as cli; cli.build_parser(sys.argv[1:]); "
+             "print(sorted({m for m in sys.modules if m.startswith(('mig_exporter.diagnose', "
+             "'mig_exporter.remediate', 'mig_exporter.exporter.command', 'jinja2'))}))")
+    loaded = {command: subprocess.run([sys.executable, "-c", probe, command], capture_output=True,
+                                      text=True, check=True).stdout.strip()
+              for command in ("serve", "remediate")}
+    assert loaded["serve"] == "['mig_exporter.exporter.command']"
+    assert "'jinja2'" in loaded["remediate"] and "mig_exporter.exporter.command" not in loaded["remediate"]
