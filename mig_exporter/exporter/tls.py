@@ -91,7 +91,8 @@ def build_context(settings: TlsSettings) -> ssl.SSLContext:
         context.minimum_version = settings.min_version
     if settings.max_version is not None:
         context.maximum_version = settings.max_version
-    # HTTP/1.1 is all this server speaks; saying so lets an HTTP/2-first client settle at once.
+    # HTTP/1.1 is all this server speaks, whatever http_server_config.http2 says (webconfig warns
+    # about http2: true); offering only it lets an HTTP/2-first client (Prometheus) settle at once.
     context.set_alpn_protocols(["http/1.1"])
     context.verify_mode = settings.verify_mode
     if settings.client_ca_file is not None:

@@ -69,6 +69,10 @@ def load_web_config(path: str) -> WebConfig:
     if config.basic_auth is not None and os.stat(path).st_mode & 0o004:
         warnings.append(f"{path}: readable by every user of this host, and it holds password hashes "
                         f"(chmod o-r {path})")
+    if http is not None and http.get("http2") is True:
+        warnings.append(f"{path}: http_server_config.http2: true, but HTTP/2 is not served: this exporter "
+                        "answers HTTP/1.1 only (its TLS offers only http/1.1), which Prometheus and other "
+                        "HTTP/2 clients fall back to; write http2: false to say so")
     return WebConfig(config.tls, config.basic_auth, config.response_headers, tuple(warnings))
 
 
@@ -121,8 +125,9 @@ def _tls_settings(path: str, tls: Any) -> TlsSettings:
 
 def _response_headers(path: str, http: Any) -> dict[str, str]:
     """``http_server_config.headers`` as exporter-toolkit checks them. ``http2`` is accepted, as a
-    boolean: this server answers HTTP/1.1 only, which is what ``http2: false`` asks and what an
-    HTTP/2-capable client falls back to under ``http2: true``."""
+    boolean, so that a node_exporter web config loads unchanged: this server answers HTTP/1.1 only
+    (docs/reliability.md says why), which is what ``http2: false`` asks and what an HTTP/2 client
+    falls back to through ALPN. An explicit ``http2: true`` is warned about at start."""
     _check_mapping(path, "http_server_config", http, _HTTP_KEYS)
     if not isinstance(http.get("http2", True), bool):
         raise InputError(f"{path}: http_server_config.http2: expected true or false")

@@ -364,3 +364,21 @@ def test_a_rotated_certificate_is_served_to_the_next_connection(tmp_path: Path, 
         later = os.stat(certificate.cert_file).st_mtime_ns + 10**9
         os.utime(certificate.cert_file, ns=(later, later))
         assert served() != first
+
+
+def test_tls_negotiates_http_1_1_with_a_client_offering_h2(tmp_path: Path, state: ExporterState) -> None:
+    """Under ``http2: true`` too: HTTP/2 is not served, so ALPN must never pick h2 (a client told
+    h2 would send HTTP/2 frames this server cannot parse)."""
+    state.publish(incident())
+    certificate = self_signed(tmp_path, "server")
+    (tmp_path / "web.yml").write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+                                      "http_server_config:\n  http2: true\n")
+    config = load_web_config(str(tmp_path / "web.yml"))
+    context = ssl.create_default_context(cafile=str(certificate.cert_file))
+    context.set_alpn_protocols(["h2", "http/1.1"])  # what Go's client (Prometheus) offers
+    with serving(state, telemetry_path="/metrics", web_config=config) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.selected_alpn_protocol() == "http/1.1"
+        tls.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert tls.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")

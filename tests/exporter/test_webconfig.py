@@ -163,6 +163,19 @@ def test_response_headers_from_http_server_config(tmp_path: Path) -> None:
     assert config.response_headers == {"X-Frame-Options": "deny", "Content-Security-Policy": "x"}
 
 
+@pytest.mark.parametrize(("http2", "warned"), [("true", True), ("false", False), (None, False)])
+def test_an_explicit_http2_true_is_warned_about_as_not_served(
+        tmp_path: Path, http2: str | None, warned: bool) -> None:
+    """exporter-toolkit serves HTTP/2 over TLS under http2: true (its default); this server does
+    not, so asking for it explicitly is said once at start rather than silently ignored."""
+    lines = "http_server_config:\n" + (f"  http2: {http2}\n" if http2 else "  headers: {}\n")
+    warnings = load_web_config(write(tmp_path, lines)).warnings
+    about_http2 = [w for w in warnings if "http2" in w]
+    assert len(about_http2) == (1 if warned else 0) and len(warnings) == len(about_http2)
+    if warned:
+        assert "HTTP/2 is not served" in about_http2[0] and "HTTP/1.1 only" in about_http2[0]
+
+
 def test_wrong_user_and_wrong_password_cost_the_same_bcrypt_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Users of cost 4 and 6: every failed check costs 2**6 units (a check at cost c is 2**c),
     so response times do not tell a known user from an unknown one."""
