@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from mig_exporter.printable import printable
+
 
 class InputError(Exception):
     """Bad input (a fleet file, a flag, a layout, a web config) or an unusable environment.
@@ -23,9 +25,9 @@ def print_error(command: str, message: str) -> None:
 
     ``cli.main`` prints an ``InputError`` so; ``remediate`` prints a failure it reports after the
     hardware changed (a failed step, files not written) so too, with its own exit status: every
-    command's last word on failure reads the same.
+    command's last word on failure reads the same, and is one line whatever names it quotes.
     """
-    print(f"mig-exporter {command}: error: {message}", file=sys.stderr)
+    print(f"mig-exporter {command}: error: {printable(message)}", file=sys.stderr)
 
 
 _KEY_LIKE = re.compile(r"[A-Za-z0-9_.+-]{1,64}")

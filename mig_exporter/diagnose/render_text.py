@@ -20,6 +20,7 @@ from mig_exporter.diagnose.report import (
     Report,
     describe_error,
 )
+from mig_exporter.printable import printable_tree
 from mig_exporter.units import format_mib, mib_figure
 
 WIDTH = 80
@@ -38,6 +39,7 @@ class _Painter:
 
 
 def render_text(report: Report, color: bool = False) -> str:
+    report = printable_tree(report)  # names, users, command lines: one line each, no escapes
     paint = _Painter(color)
     lines = [*_header(report, paint)]
     lines += _section(paint, "GPUs")

@@ -9,6 +9,7 @@ from typing import Any
 
 from mig_exporter.hostinfo import Attribution
 from mig_exporter.model import Gpu, GpuProcess
+from mig_exporter.printable import printable
 from mig_exporter.remediate.apply import Outcome
 from mig_exporter.remediate.layout import GpuTarget
 from mig_exporter.remediate.plan import Blocker, GpuPlan, Plan
@@ -93,7 +94,7 @@ def plan_text(gpus: Sequence[Gpu], targets: Sequence[GpuTarget], plan: Plan,
                   for gpu in gpus if _impossible(gpu.index, plan, planned)]
     if plan.nothing_to_do:
         lines.append("Nothing to do: the GPUs already have this layout.")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # a name, a user: one line each
 
 
 def _impossible(gpu_index: int, plan: Plan, planned: Mapping[int, GpuPlan]) -> bool:
@@ -160,7 +161,7 @@ def outcome_text(outcome: Outcome, journal: str) -> str:
             lines.append(f"Failed: {pending.failed.what}: {pending.failed.error}")
         lines.append(f"GPU {pending.gpu_index}: the MIG mode is pending ({pending.reason}).")
     lines.append(f"Journal: {journal}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # a name, a user: one line each
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
