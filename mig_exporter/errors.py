@@ -7,6 +7,8 @@ import sys
 from typing import Any
 
 import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node
 
 from mig_exporter.printable import printable
 
@@ -52,6 +54,42 @@ def yaml_problem(error: Exception) -> str:
     return where + problem
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# libyaml's parser when PyYAML has it: the large benchmark fleets load several times faster.
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class UniqueKeyLoader(_SAFE_LOADER):
+    """PyYAML's safe loader, refusing a mapping that gives one key twice.
+
+    YAML says keys are unique, but PyYAML keeps the last value silently: a fleet file or web config
+    with ``gpus:`` (or ``basic_auth_users:``) written twice would run on half of what the person
+    wrote. So a duplicate is a parse error naming the key and both lines; merge keys (``<<``) may
+    still be overridden, as YAML intends. Every YAML file the product reads goes through it."""
+
+    def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first_line.get(key)
+                except TypeError:  # unhashable: PyYAML's own construct_mapping refuses it
+                    continue
+                if seen is not None:
+                    problem = f"duplicate key {shown_key(key)} (first on line {seen})"
+                    raise ConstructorError(None, None, problem, key_node.start_mark)
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """The YAML document in ``text``; ``yaml.YAMLError`` when it does not parse or repeats a key."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 # A web config or a mig-parted config is a few kilobytes; past this it is the wrong file
 # (/dev/zero, a log, a disk image) and reading it whole would only grow memory.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -60,8 +98,9 @@ MAX_CONFIG_BYTES = 1024 * 1024
 def read_yaml_file(path: str, unreadable: str) -> Any:
     """The YAML document in ``path``, or ``InputError``: ``<unreadable>: <reason>`` when the file
     cannot be read (an OS error, not a regular file, over ``MAX_CONFIG_BYTES``, not UTF-8),
-    ``<path>: not valid YAML: <where and what>`` when it does not parse. For the small files given
-    by flags (web config, mig-parted config); fleet files keep their own reader."""
+    ``<path>: not valid YAML: <where and what>`` when it does not parse (a key given twice
+    included). For the small files given by flags (web config, mig-parted config); fleet files
+    share ``read_small_file`` and ``load_yaml`` with it (``sim/fleet.py``)."""
     try:
         text = read_small_text_file(path)
     except OSError as error:
@@ -69,13 +108,22 @@ def read_yaml_file(path: str, unreadable: str) -> Any:
     except ValueError as error:
         raise InputError(f"{unreadable}: {error}") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML: {yaml_problem(error)}") from None
 
 
 def read_small_text_file(path: str, limit: int = MAX_CONFIG_BYTES) -> str:
-    """The UTF-8 text of a regular file of at most ``limit`` bytes; ``ValueError`` saying why not.
+    """The UTF-8 text of ``read_small_file``; ``ValueError`` saying why not."""
+    data = read_small_file(path, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text (byte {error.start})") from None
+
+
+def read_small_file(path: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; ``ValueError`` saying why not.
 
     Opened without blocking, so that a FIFO given by mistake is refused instead of waiting for a
     writer forever; only ``limit + 1`` bytes are ever read, so ``/dev/zero`` costs nothing."""
@@ -83,12 +131,18 @@ def read_small_text_file(path: str, limit: int = MAX_CONFIG_BYTES) -> str:
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
             raise ValueError("not a regular file")
-        data = os.read(descriptor, limit + 1)
+        data = _read_up_to(descriptor, limit + 1)
     finally:
         os.close(descriptor)
     if len(data) > limit:
         raise ValueError(f"larger than {limit // 1024} KiB; is it the right file?")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"not UTF-8 text (byte {error.start})") from None
+    return data
+
+
+def _read_up_to(descriptor: int, count: int) -> bytes:
+    """Up to ``count`` bytes, fewer only at the end of the file (a read may return a part)."""
+    parts: list[bytes] = []
+    while count > 0 and (part := os.read(descriptor, count)):
+        parts.append(part)
+        count -= len(part)
+    return b"".join(parts)

@@ -63,3 +63,25 @@ def test_a_closed_pipe_ends_quietly():
     status = child.wait(timeout=60)
     assert child.stderr.read() == b""
     assert status == 141
+
+
+@pytest.mark.parametrize(
+    ("flag", "text"),
+    [
+        ("--web.config.file", "basic_auth_users:\n  alice: x\nbasic_auth_users:\n  bob: y\n"),
+        ("--mig-parted-config", "mig-configs: {}\nversion: v1\nmig-configs: {}\n"),
+    ],
+)
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, capsys, flag, text):
+    """Issue 11, item 8: PyYAML keeps the last of two equal keys silently; every YAML file the
+    product reads (read_yaml_file, like fleet files) refuses it with the key and both lines."""
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    argv = {"--web.config.file": ["serve", "--fleet", "seed-incident", flag, str(path)],
+            "--mig-parted-config": ["remediate", "--fleet", "seed-incident", flag, str(path),
+                                    "--config", "x"]}[flag]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{path}: not valid YAML: line 3, column 1: duplicate key " in err
+    assert "(first on line 1)" in err

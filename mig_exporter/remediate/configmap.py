@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mig_exporter.errors import InputError, read_yaml_file
+from mig_exporter.errors import InputError, load_yaml, read_yaml_file, yaml_problem
 from mig_exporter.remediate import migparted
 
 DEFAULT_NAME = "default-mig-parted-config"
@@ -56,9 +56,9 @@ def read(path: str) -> ConfigMap:
             raise InputError(f"{path}: ConfigMap {metadata.get('name')}: expected one data key holding a "
                              f"mig-parted config, found {len(keys)}")
         try:
-            config = yaml.safe_load(data[keys[0]])
-        except yaml.YAMLError:
-            raise InputError(f"{path}: data.{keys[0]}: not valid YAML") from None
+            config = load_yaml(data[keys[0]])
+        except yaml.YAMLError as error:
+            raise InputError(f"{path}: data.{keys[0]}: not valid YAML: {yaml_problem(error)}") from None
         configs = migparted.parse_document(config, f"{path}: data.{keys[0]}")
         return ConfigMap(str(metadata.get("name") or DEFAULT_NAME),
                          str(metadata.get("namespace") or DEFAULT_NAMESPACE), keys[0], configs)

@@ -13,10 +13,11 @@ from typing import Any
 
 import yaml
 
-from mig_exporter.errors import yaml_problem
+from mig_exporter.errors import load_yaml, yaml_problem
 from mig_exporter.sim import placement as driver
 from mig_exporter.sim.fault_reader import read_call_latency, read_fault
 from mig_exporter.sim.fleet_checks import MAX_DELAY_SECONDS, UINT_MAX, FleetError
+from mig_exporter.sim.handles import MAX_GPUS
 from mig_exporter.sim.health_reader import read_health
 from mig_exporter.sim.model_reader import read_models
 from mig_exporter.sim.models import MODELS, GpuInstanceProfile, GpuModel, match_profile, valid_compute_slices
@@ -64,8 +65,6 @@ INSTANCE_KEYS = ("profile", "placement", "processes", "compute_instances", "gpm"
 GPM_KEYS = tuple(f.name for f in fields(Activity))
 COMPUTE_INSTANCE_KEYS = ("profile", "placement", "processes")
 
-# libyaml's loader when PyYAML has it: the large benchmark fleets load several times faster.
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PCI_BUS_ID = re.compile(r"^[0-9A-F]{8}:[0-9A-F]{2}:[0-9A-F]{2}\.[0-7]$")
 _CUDA_VERSION = re.compile(r"^\d+\.\d+$", re.ASCII)
 _COMPUTE_PROFILE = re.compile(r"^(?P<slices>\d+)c(?:\.(?P<gpu_instance>.+))?$", re.ASCII)
@@ -78,7 +77,7 @@ def parse_fleet(data: bytes | str, source: str) -> Fleet:
     except UnicodeDecodeError:
         raise FleetError(f"{source}: not UTF-8 text") from None
     try:
-        document = yaml.load(text, Loader=SAFE_LOADER)
+        document = load_yaml(text)
     except yaml.YAMLError as error:
         raise FleetError(f"{source}: not valid YAML: {yaml_problem(error)}") from None
     return FleetReader(source).fleet(document)
@@ -96,19 +95,16 @@ class FleetReader(ProcessReader):
         defined = read_models(self, top.get("models"))
         models = {**MODELS, **defined}
         raw_gpus = self.sequence(top["gpus"], "gpus")
+        if len(raw_gpus) > MAX_GPUS:
+            raise self.error("gpus", f"{len(raw_gpus)} GPUs; the simulator models at most {MAX_GPUS}")
         gpus = tuple(self.gpu(raw, i, models) for i, raw in enumerate(raw_gpus))
         for name in ("uuid", "pci_bus_id"):
-            values = [getattr(g, name) for g in gpus]
-            for i, item in enumerate(values):
-                if item in values[:i]:
-                    raise self.error(
-                        f"gpus[{i}].{name}", f"{item} is already the {name} of gpus[{values.index(item)}]"
-                    )
+            self.check_unique(name, [getattr(g, name) for g in gpus], [name in raw for raw in raw_gpus])
         faults = tuple(
             read_fault(self, raw, f"faults[{i}]", len(gpus))
             for i, raw in enumerate(self.sequence(top.get("faults"), "faults"))
         )
-        return Fleet(
+        fleet = Fleet(
             gpus=gpus,
             driver_version=self.string(top.get("driver_version", DEFAULT_DRIVER_VERSION), "driver_version"),
             cuda_version=cuda_version,
@@ -118,6 +114,23 @@ class FleetReader(ProcessReader):
             attributions=tuple(a for _, (a, _) in sorted(self.attributions.items())),
             models=tuple(defined.values()),
         )
+        if not gpus:  # a slip (an indent lost): a simulated host is there to have GPUs
+            raise self.error("gpus", "lists no GPU; a fleet describes a host with at least one")
+        return fleet
+
+    def check_unique(self, name: str, values: list[Any], given: list[bool]) -> None:
+        """Two GPUs with one ``uuid`` or ``pci_bus_id``, named at the GPU whose file entry gives it
+        (the other's may be the one derived from its index, which the person never wrote)."""
+        first: dict[Any, int] = {}
+        for i, item in enumerate(values):
+            if item not in first:
+                first[item] = i
+                continue
+            here, other = (i, first[item]) if given[i] or not given[first[item]] else (first[item], i)
+            derived = "" if given[other] else f" (derived from its index, as gpus[{other}] gives none)"
+            raise self.error(
+                f"gpus[{here}].{name}", f"{item} is already the {name} of gpus[{other}]{derived}"
+            )
 
     def description(self, raw: Any) -> str:
         """One line: ``fleet list`` shows it beside the name."""

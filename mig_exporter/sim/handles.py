@@ -15,6 +15,7 @@ from enum import IntEnum
 from typing import Any
 
 _TAG = 0x5E0 << 36  # high bits that mark a pointer as one of ours
+MAX_GPUS = 1 << 16  # a handle holds the GPU index in 16 bits
 
 
 class Kind(IntEnum):

@@ -29,7 +29,7 @@ import pynvml
 from mig_exporter.sim.atomic_write import write_atomically
 from mig_exporter.sim.calls import NvmlFailure, Target
 from mig_exporter.sim.faults import NOTHING, FaultInjector
-from mig_exporter.sim.fleet import FleetSource, open_fleet
+from mig_exporter.sim.fleet import FleetSource, open_fleet, read_fleet_file
 from mig_exporter.sim.fleet_checks import FleetError
 from mig_exporter.sim.fleet_reader import parse_fleet
 from mig_exporter.sim.handles import as_text, decode, value
@@ -138,7 +138,7 @@ class SimulatedNvml:
             return
         self._file_stamp = stamp
         try:
-            data = self.path.read_bytes()
+            data = read_fleet_file(str(self.path))
             if data == self._on_disk:
                 return
             fleet = parse_fleet(data, self.spec)

@@ -326,4 +326,7 @@ def default_serial(index: int) -> str:
 
 
 def default_pci_bus_id(index: int) -> str:
-    return f"00000000:{(0x07 + 0x08 * index) % 0x100:02X}:00.0"
+    """``00000000:07:00.0``, ``…:0F:00.0`` …: 32 GPUs a PCI domain (buses 0x07 to 0xFF, eight apart),
+    then the next domain, so every index has its own."""
+    domain, slot = divmod(index, 32)
+    return f"{domain:08X}:{0x07 + 0x08 * slot:02X}:00.0"

@@ -24,10 +24,11 @@ from typing import Any
 
 import yaml
 
+from mig_exporter.errors import UniqueKeyLoader
 from mig_exporter.sim.fleet import FleetSource
 from mig_exporter.sim.fleet_checks import FleetError
 from mig_exporter.sim.fleet_dump import dump_fleet, gpu_entry
-from mig_exporter.sim.fleet_reader import SAFE_LOADER, parse_fleet
+from mig_exporter.sim.fleet_reader import parse_fleet
 from mig_exporter.sim.process_reader import ATTRIBUTION_KEYS
 from mig_exporter.sim.state import Fleet
 
@@ -73,7 +74,7 @@ def _splice(text: str, loaded: Fleet, fleet: Fleet) -> tuple[str | None, str]:
     if any(c in text.replace("\r\n", "\n") for c in "\r\x85\u2028\u2029"):
         return None, "line breaks other than \\n and \\r\\n"
     changed = [i for i, (old, new) in enumerate(zip(loaded.gpus, fleet.gpus, strict=True)) if old != new]
-    loader = SAFE_LOADER(text)
+    loader = UniqueKeyLoader(text)
     try:
         root = loader.get_single_node()
         document = loader.construct_document(root) if root is not None else None

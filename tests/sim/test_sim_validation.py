@@ -14,6 +14,7 @@ import pytest
 
 from mig_exporter.errors import InputError
 from mig_exporter.sim import FleetError, load_fleet, parse_fleet
+from mig_exporter.sim.handles import MAX_GPUS
 
 A100 = "A100-SXM4-80GB"
 
@@ -266,6 +267,50 @@ def test_the_design_example_placement_message() -> None:
             'description: "two\\nlines"\ngpus: []\n',
             "lab.yaml: description: must be one line (fleet list shows it beside the name)",
             id="description-on-two-lines",
+        ),
+        # Issue 11, item 8: PyYAML kept the last of two equal keys silently.
+        pytest.param(
+            "gpus:\n  - model: A30\ndriver_version: '575.57.08'\ngpus:\n  - model: H200\n",
+            "lab.yaml: not valid YAML: line 4, column 1: duplicate key gpus (first on line 1)",
+            id="duplicate-key-top-level",
+        ),
+        pytest.param(
+            "gpus:\n  - model: A30\n    mig: enabled\n    persistence: true\n    mig: disabled\n",
+            "lab.yaml: not valid YAML: line 5, column 5: duplicate key mig (first on line 3)",
+            id="duplicate-key-in-a-gpu",
+        ),
+        pytest.param(
+            "gpus:\n  - {model: A30, processes: [{pid: 7, used_memory_mib: 10, pid: 8}]}\n",
+            "lab.yaml: not valid YAML: line 2, column 60: duplicate key pid (first on line 2)",
+            id="duplicate-key-flow-style",
+        ),
+        # Issue 11, item 8: `gpus: []` was reported healthy.
+        *(
+            pytest.param(
+                f"{gpus}\n", "lab.yaml: gpus: lists no GPU; a fleet describes a host with at least one",
+                id=f"no-gpus-{gpus}",
+            )
+            for gpus in ("gpus: []", "gpus:", "gpus: null")
+        ),
+        # Issue 11, item 8: an error named a pci_bus_id the user never wrote; the error is at the GPU
+        # that gives it, saying that the other GPU's is derived.
+        pytest.param(
+            "gpus:\n  - model: A30\n  - {model: A30, pci_bus_id: '00000000:07:00.0'}\n",
+            "lab.yaml: gpus[1].pci_bus_id: 00000000:07:00.0 is already the pci_bus_id of gpus[0] "
+            "(derived from its index, as gpus[0] gives none)",
+            id="pci-bus-id-of-a-later-gpu-clashes-with-a-derived-one",
+        ),
+        pytest.param(
+            "gpus:\n  - {model: A30, pci_bus_id: '00000000:0F:00.0'}\n  - model: A30\n",
+            "lab.yaml: gpus[0].pci_bus_id: 00000000:0F:00.0 is already the pci_bus_id of gpus[1] "
+            "(derived from its index, as gpus[1] gives none)",
+            id="pci-bus-id-of-an-earlier-gpu-clashes-with-a-derived-one",
+        ),
+        # The simulator's handles hold a GPU index in 16 bits: past that, the count and the limit.
+        pytest.param(
+            "gpus: [" + "A30, " * (MAX_GPUS + 1) + "]\n",
+            f"lab.yaml: gpus: {MAX_GPUS + 1} GPUs; the simulator models at most {MAX_GPUS}",
+            id="more-gpus-than-handles-hold",
         ),
     ],
 )
