@@ -38,7 +38,7 @@ from mig_exporter.remediate.artifacts import (
     render_all,
     write_all,
 )
-from mig_exporter.remediate.journal import Journal
+from mig_exporter.remediate.journal import Journal, unfinished_runs
 from mig_exporter.remediate.kubernetes import DEFAULT_MIG_STRATEGY, MIG_STRATEGIES, resource_name
 from mig_exporter.remediate.layout import GpuTarget, layout_targets, mig_parted_targets
 from mig_exporter.remediate.lock import HostLock
@@ -257,7 +257,7 @@ def _apply(
         return EXIT_UNSAFE
     _check_output_dir(args.output_dir)
     if plan.nothing_to_do:
-        execution = Execution(Outcome(()), found, args.journal or default_journal(args.fleet), "none")
+        execution = _nothing_to_execute(args, found)
     else:
         if _asks(args):
             if not _ask(plan):
@@ -332,6 +332,19 @@ def _still_as_confirmed(
                "Refused: the GPUs changed while waiting for confirmation (new plan above); nothing was "
                "changed. Run the command again.")
     return None
+
+
+def _nothing_to_execute(args: argparse.Namespace, found: Snapshot) -> Execution:
+    """A run with nothing to do journals nothing, unless the journal has a run killed after its
+    last step: then that run is named (``unfinished-run-found``) by this one, which found its
+    layout complete, so the journal does not leave it open for ever."""
+    journal_path = args.journal or default_journal(args.fleet)
+    if not unfinished_runs(journal_path):
+        return Execution(Outcome(()), found, journal_path, "none")
+    with Journal(journal_path, create_parent=args.journal is None) as journal:
+        journal.record("run-start", command=command_line(args), steps=0)
+        journal.record("run-end", failed=False, pending=[], not_undone=[])
+    return Execution(Outcome(()), found, journal_path, journal.run_id)
 
 
 def _execute(args: argparse.Namespace, session: NvmlSession, found: Snapshot, plan: Plan) -> Execution:

@@ -13,6 +13,8 @@ from mig_exporter.remediate.command import default_journal, default_lock
 from mig_exporter.remediate.journal import Journal, unfinished_runs
 from mig_exporter.remediate.lock import HostLock
 
+from .fleets import incident_document, remediate, write_fleet
+
 
 def test_a_symlink_to_the_fleet_file_shares_its_lock_and_journal(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
@@ -62,3 +64,26 @@ def test_a_run_after_an_interrupted_one_names_it_in_the_journal(tmp_path: Path) 
     assert lines[0] == {**lines[0], "run": rerun.run_id, "event": "unfinished-run-found",
                         "unfinished_run": killed.run_id}
     assert unfinished_runs(path) == []  # reported once
+
+
+def test_a_rerun_with_nothing_left_to_do_names_the_unfinished_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed after its last step, before it verified, leaves nothing to do: the re-run says
+    so and closes the killed run in the journal; with nothing unfinished, it journals nothing."""
+    fleet = write_fleet(tmp_path, incident_document(without_processes_on=(0,)))
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply", "--yes") == 0
+    journal = tmp_path / "journal.jsonl"
+    with Journal(journal) as killed:
+        killed.record("run-start", steps=4)  # SIGKILL after its last step: no run-end
+    written = journal.read_text()
+    capsys.readouterr()
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply", "--yes") == 0
+    assert "Nothing to do: the GPUs already have this layout." in capsys.readouterr().out
+    rerun = [json.loads(t) for t in journal.read_text()[len(written):].splitlines()]
+    assert [(e["event"], e.get("unfinished_run")) for e in rerun] == [
+        ("unfinished-run-found", killed.run_id), ("run-start", None), ("run-end", None)]
+    assert rerun[1]["steps"] == 0 and rerun[2]["failed"] is False
+    written = journal.read_text()
+    assert remediate(tmp_path, fleet, "--gpu", "0", "--layout", "7g", "--apply", "--yes") == 0
+    assert journal.read_text() == written
