@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from mig_exporter.host import nvml_session
 from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.sim import builtin_text
+from mig_exporter.sim.state import SimGpu
 
 
 def incident_copy(directory: Path) -> Path:
@@ -51,3 +53,24 @@ def read(fleet: Path) -> Snapshot:
     """The simulated hardware as the reader sees it."""
     with nvml_session(str(fleet)) as session:
         return read_snapshot(session)
+
+
+def busy_instances(gpu: SimGpu) -> set[tuple[int, int, int, tuple[int, ...]]]:
+    """The GPU instances with processes, as (ID, profile ID, placement, pids): none may be lost."""
+    return {
+        (gi.id, gi.profile_id, gi.start, tuple(p.pid for p in gi.processes))
+        for gi in gpu.instances
+        if gi.processes
+    }
+
+
+def reaches(gpu: SimGpu, layout: list[str]) -> bool:
+    """MIG on (not pending), GPU instances of exactly ``layout``'s profiles, each with a compute instance."""
+    name_of = {p.id: p.name for p in gpu.model.profiles}
+    names = Counter(name_of[gi.profile_id] for gi in gpu.instances)
+    return (
+        gpu.mig.current
+        and gpu.mig.pending
+        and names == Counter(layout)
+        and all(gi.compute_instances for gi in gpu.instances)
+    )

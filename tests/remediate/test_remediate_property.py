@@ -5,7 +5,6 @@ instance that has processes. Random fleets, layouts and faults, through the real
 from __future__ import annotations
 
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,8 @@ from simulated_gpus import capability
 
 from mig_exporter.packing import Slot
 from mig_exporter.sim import Fleet, load_fleet
-from mig_exporter.sim.state import SimGpu
 
-from .fleets import remediate, write_fleet
+from .fleets import busy_instances, reaches, remediate, write_fleet
 
 MUTATING_CALLS = (
     "nvmlDeviceSetMigMode",
@@ -77,25 +75,6 @@ def cases(draw: st.DrawFn) -> tuple[dict[str, Any], str, list[str], list[str]]:
     layout = draw(st.lists(st.sampled_from(names), min_size=1, max_size=4))
     options = draw(st.sampled_from([[], ["--reset"], ["--no-persistence"]]))
     return document, gpus, layout, options
-
-
-def busy_instances(gpu: SimGpu) -> set[tuple[int, int, int, tuple[int, ...]]]:
-    return {
-        (gi.id, gi.profile_id, gi.start, tuple(p.pid for p in gi.processes))
-        for gi in gpu.instances
-        if gi.processes
-    }
-
-
-def reaches(gpu: SimGpu, layout: list[str]) -> bool:
-    name_of = {p.id: p.name for p in gpu.model.profiles}
-    names = Counter(name_of[gi.profile_id] for gi in gpu.instances)
-    return (
-        gpu.mig.current
-        and gpu.mig.pending
-        and names == Counter(layout)
-        and all(gi.compute_instances for gi in gpu.instances)
-    )
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,287 @@
+"""Issue 11 item 9: ``remediate --apply`` with a fault at each mutating step, and SIGKILLed between
+each two steps, then run again.
+
+For each case (a fleet and a layout), a clean run's journal lists the steps. Then, for each step,
+one run whose fleet file makes that step's NVML call fail (``faults:``); and, for each point
+between two steps (before the first, after the last), one run in a process of its own whose next
+NVML call hangs (``delay_seconds``), SIGKILLed once its journal shows it got there: no sleeping
+and hoping. After each, the same command again, without the fault. What must hold: DESIGN.md's
+exit codes; a failed run undone to the bytes of the fleet file; no instance with processes ever
+destroyed; success said only with the read-back ("Verified by reading NVML again"); the killed run
+named by the re-run's journal; the re-run reaching the layout, verified.
+
+CI runs the first ``scaled(1)`` case; the long run (``MIG_EXPORTER_LONG_SCALE=10``) the first ten,
+``MIG_EXPORTER_LONG_SCALE=20`` all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from long import scaled
+
+from mig_exporter.host import nvml_session
+from mig_exporter.nvml.read import read_snapshot
+from mig_exporter.sim import load_fleet
+
+from .fleets import busy_instances, incident_document, reaches, remediate, write_fleet
+
+VERIFIED = "Verified by reading NVML again"
+ALREADY = "Nothing to do: the GPUs already have this layout."  # also from a read of NVML
+AS_FOUND = "Every GPU is as it was found (read back from NVML)."
+HANG = 3600.0  # a call that hangs until the process is killed
+
+# The C function each step's mutation calls (nvml/write.py).
+CALL_OF_STEP = {
+    "SetMigMode": "nvmlDeviceSetMigMode",
+    "SetPersistence": "nvmlDeviceSetPersistenceMode",
+    "CreateGpuInstance": "nvmlDeviceCreateGpuInstanceWithPlacement",
+    "DestroyGpuInstance": "nvmlGpuInstanceDestroy",
+    "DestroyComputeInstance": "nvmlComputeInstanceDestroy",
+}
+
+
+def call_of(step: dict[str, Any]) -> str:
+    if step["action"] == "CreateComputeInstance":
+        placed = step["start"] is not None
+        return "nvmlGpuInstanceCreateComputeInstance" + ("WithPlacement" if placed else "")
+    return CALL_OF_STEP[step["action"]]
+
+
+def idle(gpus: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    """The incident with no processes on ``gpus``: MIG off, persistence off."""
+    return incident_document(without_processes_on=gpus)
+
+
+def repartition() -> dict[str, Any]:
+    """The incident with GPU 0 in MIG mode: a busy 3g.40gb at 0 (to keep), two idle 1g.10gb (to
+    destroy)."""
+    document = incident_document()
+    busy = [{"pid": 5001, "name": "python", "used_memory_mib": 12000}]
+    document["gpus"][0] = {"model": "A100-SXM4-80GB", "mig": "enabled", "instances": [
+        {"profile": "3g.40gb", "placement": 0, "processes": busy},
+        {"profile": "1g.10gb", "placement": 4}, {"profile": "1g.10gb", "placement": 5}]}
+    return document
+
+
+def h100() -> dict[str, Any]:
+    document = idle()
+    document["gpus"][0]["model"] = "H100-SXM5-80GB"
+    return document
+
+
+@dataclass(frozen=True)
+class Case:
+    fleet: Callable[[], dict[str, Any]]
+    gpus: str
+    layout: tuple[str, ...]
+
+    @property
+    def arguments(self) -> list[str]:
+        return ["--gpu", self.gpus, "--layout", ",".join(self.layout), "--apply", "--yes"]
+
+    @property
+    def targets(self) -> list[int]:
+        return [int(gpu) for gpu in self.gpus.split(",")]
+
+    def __str__(self) -> str:
+        return f"{self.fleet.__name__}-{self.gpus}-{'+'.join(self.layout)}"
+
+
+def a100(*layout: str) -> tuple[str, ...]:
+    sizes = {"1g": "1g.10gb", "2g": "2g.20gb", "3g": "3g.40gb", "4g": "4g.40gb", "7g": "7g.80gb"}
+    return tuple(sizes.get(profile, profile) for profile in layout)
+
+
+CASES = [
+    Case(repartition, "0", a100("3g", "3g")),
+    Case(idle, "0", a100("3g", "3g")),
+    Case(idle, "0", a100("7g")),
+    Case(idle, "0", a100("4g", "3g")),
+    Case(idle, "0", a100("4g", "2g", "1g")),
+    Case(lambda: idle((0, 1)), "0,1", a100("3g", "3g")),
+    Case(idle, "0", a100("2g", "2g", "2g", "1g")),
+    Case(idle, "0", a100("1g", "1g", "1g", "1g", "1g", "1g", "1g")),
+    Case(idle, "0", a100("3g", "2g", "1g", "1g")),
+    Case(idle, "0", a100("2g", "1g", "1g", "1g", "1g", "1g")),
+    Case(idle, "0", a100("1g.20gb", "1g.20gb", "1g.20gb", "1g.20gb")),
+    Case(idle, "0", a100("3g", "1g", "1g", "1g", "1g")),
+    Case(idle, "0", a100("2g", "2g", "3g")),
+    Case(idle, "0", a100("4g", "1g", "1g", "1g")),
+    Case(idle, "0", a100("1g.10gb+me", "3g")),
+    Case(h100, "0", ("3g.40gb", "3g.40gb")),
+    Case(h100, "0", ("1g.10gb",) * 7),
+    Case(h100, "0", ("4g.40gb", "2g.20gb", "1g.10gb")),
+    Case(h100, "0", ("7g.80gb",)),
+    Case(h100, "0", ("1g.20gb", "1g.20gb", "2g.20gb", "3g.40gb")),
+]
+
+
+def steps_of(journal: Path, run: str | None = None) -> list[dict[str, Any]]:
+    return [e["step"] for e in events(journal) if e["event"] == "begin" and run in (None, e["run"])]
+
+
+def events(journal: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+
+
+def with_fault(document: dict[str, Any], fault: dict[str, Any]) -> dict[str, Any]:
+    return {**document, "faults": [fault]}
+
+
+def without_faults(fleet: Path) -> None:
+    document = yaml.safe_load(fleet.read_text())
+    document.pop("faults", None)
+    write_fleet(fleet.parent, document, fleet.name)
+
+
+def fault_at(steps: list[dict[str, Any]], index: int, **what: Any) -> dict[str, Any]:
+    """A fault on the NVML call of ``steps[index]``: the earlier steps' calls to the same C
+    function are skipped."""
+    call = call_of(steps[index])
+    return {"call": call, "skip": sum(call_of(s) == call for s in steps[:index]), "count": 1, **what}
+
+
+def verification_hang(fleet: Path) -> dict[str, Any]:
+    """A hang of the first read after the last step: the verification's. ``remediate`` reads the
+    GPUs once before applying; this many device counts are skipped."""
+    with nvml_session(str(fleet)) as session:
+        read_snapshot(session)
+        assert session.simulator is not None
+        before = session.simulator.call_counts["nvmlDeviceGetCount_v2"]
+    return {"call": "nvmlDeviceGetCount_v2", "skip": before, "count": 1, "delay_seconds": HANG}
+
+
+class Runs:
+    """Every run of one case, each in a directory of its own, counted."""
+
+    def __init__(self, tmp_path: Path, case: Case, capsys: pytest.CaptureFixture[str]) -> None:
+        self.tmp_path = tmp_path
+        self.case = case
+        self.capsys = capsys
+        self.document = case.fleet()
+        self.found = load_fleet(str(write_fleet(tmp_path, self.document, "found.yaml")))
+        self.count = Counter[str]()
+
+    def fleet(self, name: str, document: dict[str, Any] | None = None) -> Path:
+        directory = self.tmp_path / name
+        directory.mkdir()
+        return write_fleet(directory, self.document if document is None else document)
+
+    def in_process(self, fleet: Path, kind: str) -> tuple[int, str]:
+        self.capsys.readouterr()
+        status = remediate(fleet.parent, fleet, *self.case.arguments)
+        self.count[kind] += 1
+        return status, self.capsys.readouterr().out
+
+    def killed_at(self, fleet: Path, done: int, last: bool) -> str:
+        """Run in a process of its own, SIGKILLed once the journal has ``done`` steps done and,
+        unless it was the ``last``, the next one begun (its call hangs); the run's ID."""
+        journal = fleet.parent / "journal.jsonl"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mig_exporter", "remediate", "--fleet", str(fleet),
+             "--journal", str(journal), "--lock", str(fleet.parent / "remediate.lock"), *self.case.arguments],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        def arrived(lines: list[dict[str, Any]]) -> bool:
+            finished = sum(e["event"] == "done" for e in lines)
+            begun = lines[-1] == {**lines[-1], "event": "begin", "seq": done + 1}
+            return finished == done and (last or begun)
+
+        while not (events(journal) and arrived(events(journal))):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"{self.case}: the run ended before step {done} was done: "
+                            f"{process.communicate()[0].decode()}")
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        output = process.communicate(timeout=30)[0].decode()
+        self.count["killed"] += 1
+        assert process.returncode == -signal.SIGKILL
+        assert VERIFIED not in output
+        lines = events(journal)
+        assert arrived(lines)  # and nothing after: no run-end, the hung call made no change
+        return str(lines[0]["run"])
+
+    def check_busy_kept(self, fleet: Path) -> None:
+        """No instance with processes was destroyed, and the GPUs not targeted are as found."""
+        after = load_fleet(str(fleet))
+        for old, new in zip(self.found.gpus, after.gpus, strict=True):
+            assert busy_instances(old) <= busy_instances(new)
+        untouched = [i for i in range(len(after.gpus)) if i not in self.case.targets]
+        assert all(after.gpus[i] == self.found.gpus[i] for i in untouched)
+
+    def check_reached(self, fleet: Path, status: int, out: str, already: bool = False) -> None:
+        """Exit 0, said only with the read-back (``already``: a read before any step found the
+        layout there), and the read-back is the layout."""
+        assert status == 0, out
+        verified = f"{VERIFIED}: GPU {', '.join(map(str, self.case.targets))} as planned."
+        assert (ALREADY in out, verified in out) == (already, not already), out
+        after = load_fleet(str(fleet))
+        for index in self.case.targets:
+            assert reaches(after.gpus[index], list(self.case.layout)), f"{self.case}: GPU {index}"
+        self.check_busy_kept(fleet)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("case", CASES[:scaled(1)], ids=str)
+def test_a_fault_at_each_step_and_a_kill_between_steps_then_a_rerun(
+    tmp_path: Path, case: Case, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = Runs(tmp_path, case, capsys)
+    clean = runs.fleet("clean")
+    status, out = runs.in_process(clean, "clean")
+    runs.check_reached(clean, status, out)
+    steps = steps_of(clean.parent / "journal.jsonl")
+    assert len(steps) >= 4  # MIG mode or a destroy, persistence, an instance of each kind
+    status, out = runs.in_process(clean, "again")  # idempotent
+    runs.check_reached(clean, status, out, already=True)
+    assert steps_of(clean.parent / "journal.jsonl") == steps
+
+    for index, step in enumerate(steps):
+        fault = fault_at(steps, index, error="UNKNOWN")
+        fleet = runs.fleet(f"fault-{index}", with_fault(runs.document, fault))
+        before = fleet.read_bytes()
+        status, out = runs.in_process(fleet, "faulted")
+        assert status == 2, out
+        assert AS_FOUND in out and VERIFIED not in out
+        assert fleet.read_bytes() == before  # undone: the file is byte for byte as found
+        journal = fleet.parent / "journal.jsonl"
+        assert steps_of(journal)[: index + 1] == steps[: index + 1]
+        assert next(e for e in events(journal) if e["event"] == "failed")["call"] == call_of(step)
+        assert events(journal)[-1] == {**events(journal)[-1], "event": "run-end", "failed": True}
+        without_faults(fleet)
+        status, out = runs.in_process(fleet, "rerun")
+        runs.check_reached(fleet, status, out)
+        assert "unfinished-run-found" not in journal.read_text()  # the failed run did end
+
+    for done in range(len(steps) + 1):
+        fleet = runs.fleet(f"kill-{done}")
+        hang = (verification_hang(fleet) if done == len(steps)
+                else fault_at(steps, done, delay_seconds=HANG))
+        write_fleet(fleet.parent, with_fault(runs.document, hang))
+        killed = runs.killed_at(fleet, done, last=done == len(steps))
+        without_faults(fleet)
+        runs.check_busy_kept(fleet)
+        journal = fleet.parent / "journal.jsonl"
+        killed_lines = len(events(journal))
+        status, out = runs.in_process(fleet, "rerun after kill")
+        runs.check_reached(fleet, status, out, already=done == len(steps))
+        rerun = events(journal)[killed_lines:]
+        assert rerun[0] == {**rerun[0], "event": "unfinished-run-found", "unfinished_run": killed}
+        assert sum(e["event"] == "unfinished-run-found" for e in rerun) == 1
+        assert not (fleet.parent / "remediate.lock").exists()
+
+    print(f"{case}: {len(steps)} steps; runs {dict(runs.count)}")
+    assert runs.count["faulted"] == len(steps) and runs.count["killed"] == len(steps) + 1
