@@ -18,7 +18,8 @@ from mig_exporter.diagnose.fleet_target import FleetTarget
 from mig_exporter.findings import Finding, Kind
 from mig_exporter.hostinfo import Attribution
 from mig_exporter.kubelet.podresources import DeviceAllocation
-from mig_exporter.model import Gpu, Snapshot
+from mig_exporter.model import Snapshot
+from mig_exporter.pending_mig import pending_mig_change
 from mig_exporter.remediate.kubernetes import GPU_RESOURCE, resource_name
 
 
@@ -145,39 +146,38 @@ def _spanning(finding: Finding, ctx: _Context) -> Explanation:
 def _pending(finding: Finding, ctx: _Context) -> Explanation:
     (gpu_index,) = finding.gpu_indices
     gpu = ctx.snapshot.gpu(gpu_index)
-    target = "enabled" if gpu.mig_mode_pending else "disabled"
+    change = pending_mig_change(gpu)
+    assert change is not None  # the finding is of a pending change
+    target = "enabled" if change.enable else "disabled"
     now = "enabled" if gpu.mig_mode_current else "disabled"
     holders = sorted(gpu.pids)
     steps = []
     if holders:
-        steps.append(NextStep(f"stop {describe_pids(holders)}: a reset fails while a process holds the GPU"))
-    if gpu.persistence_mode:
+        steps.append(NextStep(f"stop {describe_pids(holders)}: the mode stays pending while a process holds "
+                              "the GPU"))
+    if change.reset and gpu.persistence_mode:
         steps.append(NextStep("turn persistence mode off for the reset: it holds the GPU open",
                               f"sudo nvidia-smi -i {gpu_index} -pm 0"))
-    steps += [
-        NextStep("stop nvidia-persistenced, and any other agent that keeps the GPU open",
-                 "sudo systemctl stop nvidia-persistenced"),
-        NextStep(f"reset GPU {gpu_index} so the new mode takes effect{_or_reboot(gpu, target)}",
-                 f"sudo nvidia-smi -r -i {gpu_index}"),
-    ]
+    steps.append(NextStep("stop nvidia-persistenced, and any other agent that keeps the GPU open",
+                          "sudo systemctl stop nvidia-persistenced"))
+    if change.reset:
+        or_reboot = ", or reboot" if change.reboot else ""
+        steps.append(NextStep(f"reset GPU {gpu_index} so the new mode takes effect{or_reboot}",
+                              f"sudo nvidia-smi -r -i {gpu_index}"))
+        blocked = ("The reset fails with \"In use by another client\" while a process, persistence mode or "
+                   "nvidia-persistenced holds the GPU.")
+    else:
+        steps.append(NextStep(f"enable MIG on GPU {gpu_index} again, now that it is idle (no reset)",
+                              f"sudo nvidia-smi -i {gpu_index} -mig 1"))
+        blocked = ("Enabling it again stays pending (\"In use by another client\") while a process or "
+                   "nvidia-persistenced holds the GPU.")
     return Explanation(
-        summary=f"GPU {gpu_index}: MIG mode {target} is pending a reset",
-        meaning=f"MIG mode was set to {target}, but it stays {now} until the GPU is reset or the host "
-                f"reboots.",
+        summary=f"GPU {gpu_index}: MIG mode {target} is pending{' a reset' if change.reset else ''}",
+        meaning=f"MIG mode was set to {target}, but it stays {now} for now: {change.what_applies_it()}.",
         impact="Until then the GPU runs in the old mode: the partition planned for it is not in "
-               "effect. The reset fails with \"In use by another client\" while a process, persistence "
-               "mode or nvidia-persistenced holds the GPU.",
+               f"effect. {blocked}",
         next_steps=tuple(steps),
     )
-
-
-def _or_reboot(gpu: Gpu, target: str) -> str:
-    """A reboot finishes a pending change too, except enabling MIG on Hopper and later, where the
-    mode does not survive the driver unload (mig-facts.md): there the reboot ends with MIG off."""
-    architecture = None if gpu.mig_capability is None else gpu.mig_capability.architecture
-    if target == "enabled" and architecture != "ampere":
-        return " (not a reboot: on this GPU the MIG mode does not survive one)" if architecture else ""
-    return ", or reboot"
 
 
 def _without_instances(finding: Finding, ctx: _Context) -> Explanation:

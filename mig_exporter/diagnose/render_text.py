@@ -100,7 +100,7 @@ def _gpu(gpu: GpuSection) -> list[str]:
     else:
         mig = "MIG " + ("enabled" if gpu.mig_mode_current else "disabled")
         if gpu.mig_mode_pending is not None and gpu.mig_mode_pending != gpu.mig_mode_current:
-            mig += " (" + ("enable" if gpu.mig_mode_pending else "disable") + " pending a reset)"
+            mig += " (" + ("enable" if gpu.mig_mode_pending else "disable") + " pending)"
     used, total = mib_figure(gpu.memory_used_bytes), mib_figure(gpu.memory_total_bytes)
     instances = f", {gpu.gpu_instances} GPU instance(s)" if gpu.mig_mode_current else ""
     state = f"{mig}, persistence {_on_off(gpu.persistence_mode)}, memory {used}/{total} MiB{instances}"

@@ -37,7 +37,7 @@ class WriteFailed(Exception):
 
 @dataclass(frozen=True)
 class MigModeChange:
-    """What ``nvmlDeviceSetMigMode`` answered. Not activated: the mode is pending until a reset."""
+    """What ``nvmlDeviceSetMigMode`` answered. Not activated: the mode is pending (see pending_mig.py)."""
 
     activated: bool
     reason: str | None = None  # NVML's words for the activation status, e.g. "In use by another client"

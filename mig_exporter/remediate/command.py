@@ -27,6 +27,7 @@ from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
 from mig_exporter.nvml.write import HardwareWriter
+from mig_exporter.pending_mig import pending_mig_change
 from mig_exporter.remediate import operator_command, report
 from mig_exporter.remediate.apply import Applier, Failure, Outcome
 from mig_exporter.remediate.artifacts import (
@@ -394,9 +395,17 @@ def _result_text(args: argparse.Namespace, plan: Plan, execution: Execution, mad
         if verified:
             lines.append(f"Verified by reading NVML again: GPU {', '.join(verified)} as planned.")
     for index in sorted(pending):
-        lines.append(f"To finish GPU {index}: stop what holds it (processes, nvidia-persistenced, NVML "
-                     "clients such as mig-exporter serve or dcgm-exporter), then run: "
-                     f"{command_line(args, reset=True)}; or reboot and run the same command.")
+        gpu = next((g for g in execution.fresh.gpus if g.index == index), None)
+        change = pending_mig_change(gpu) if gpu is not None else None
+        holders = ("stop what holds it (processes, nvidia-persistenced, NVML clients such as mig-exporter "
+                   "serve or dcgm-exporter)")
+        if change is not None and not change.reset:
+            lines.append(f"To finish GPU {index} ({change.what_applies_it()}): {holders}, then run the "
+                         f"same command again: {command_line(args)}")
+        else:
+            applies = f" ({change.what_applies_it()})" if change is not None else ""
+            lines.append(f"To finish GPU {index}{applies}: {holders}, then run: "
+                         f"{command_line(args, reset=True)}; or reboot and run the same command.")
     if made:
         lines.append("MIG devices (pin each workload to one):")
         lines += [f"  GPU {a.gpu_index} {a.profile} GPU instance {a.gpu_instance_id}"

@@ -154,7 +154,7 @@ def outcome_text(outcome: Outcome, journal: str) -> str:
             lines.append("Every GPU is as it was found (read back from NVML).")
     else:
         lines.append(f"Applied {sum(e.in_effect for e in outcome.executed)} step(s).")
-        lines += [f"Asked for, not in effect until a reset: {e.step.describe()}"
+        lines += [f"Asked for, not in effect yet: {e.step.describe()}"
                   for e in outcome.executed if not e.in_effect]
     for pending in outcome.pending:
         if pending.failed is not None:

@@ -203,7 +203,7 @@ def test_pending_mode_and_empty_mig_gpu_findings(capsys, write_fleet):
     )
     _, out, _ = diagnose(capsys, "--fleet", fleet)
     assert "GPU 0: MIG mode enabled is pending a reset" in out
-    assert "MIG disabled (enable pending a reset)" in out
+    assert "MIG disabled (enable pending)" in out
     assert "GPU 1: MIG is enabled but it has no instances" in out
     assert_fits_80_columns(out)
 

@@ -158,28 +158,45 @@ def test_an_info_finding_alone_is_not_a_problem():
 
 
 def test_pending_mode_says_a_reset_is_owed():
-    """A pending MIG enable is a problem whose next steps stop the holder and reset the GPU."""
+    """A pending MIG enable on an A100 is a problem whose next steps stop the holder and reset the
+    GPU (mig-facts.md: on Ampere a reset or a reboot applies it)."""
     report = report_of(pending_enable())
     pending = finding_of(report, "mig_pending")
     assert report.exit_status == 1
     assert pending.summary == "GPU 0: MIG mode enabled is pending a reset"
-    assert "stays disabled until the GPU is reset" in pending.meaning
+    assert pending.meaning == ("MIG mode was set to enabled, but it stays disabled for now: a GPU reset or a "
+                               "reboot applies it.")
     assert "In use by another client" in pending.impact
     assert pending.next_steps[0].action.startswith("stop PID 4242")
     assert commands(pending) == ["sudo systemctl stop nvidia-persistenced", "sudo nvidia-smi -r -i 0"]
     assert pending.next_steps[-1].action == "reset GPU 0 so the new mode takes effect, or reboot"
 
 
-def test_pending_enable_on_hopper_turns_persistence_off_and_rules_out_a_reboot():
-    """mig-facts.md: persistence mode holds the GPU open, so the reset fails; on Hopper the MIG
-    mode does not survive a driver unload, so a reboot would end with MIG off."""
+def test_pending_enable_on_hopper_needs_no_reset_and_rules_out_a_reboot():
+    """Issue 11 item 8 (diagnose and remediate disagreed): mig-facts.md, on Hopper and later enabling
+    MIG needs no reset, and the mode does not survive a driver unload. So the advice is to enable it
+    again on the idle GPU (what remediate's plan does), no reset and no persistence change, and
+    never a reboot, which would end with MIG off."""
     gpu = replace(empty_mig(0), name="NVIDIA H100 80GB HBM3", mig_capability=capability("H100-SXM5-80GB"),
                   mig_mode_current=False)
     pending = finding_of(report_of(snapshot(gpu)), "mig_pending")
+    assert pending.summary == "GPU 0: MIG mode enabled is pending"
+    assert pending.meaning == (
+        "MIG mode was set to enabled, but it stays disabled for now: on Hopper and later, enabling MIG "
+        "again once the GPU is idle applies it with no reset; a reboot would end with MIG off.")
+    assert commands(pending) == ["sudo systemctl stop nvidia-persistenced", "sudo nvidia-smi -i 0 -mig 1"]
+    assert "reset" not in pending.next_steps[-1].action.replace("no reset", "")
+
+
+def test_pending_disable_on_hopper_is_applied_by_a_reset_or_a_reboot():
+    """A pending disable is what a reboot ends with on any GPU; the reset needs persistence off."""
+    gpu = replace(empty_mig(0), name="NVIDIA H100 80GB HBM3", mig_capability=capability("H100-SXM5-80GB"),
+                  mig_mode_pending=False)
+    pending = finding_of(report_of(snapshot(gpu)), "mig_pending")
+    assert pending.summary == "GPU 0: MIG mode disabled is pending a reset"
     assert commands(pending) == ["sudo nvidia-smi -i 0 -pm 0", "sudo systemctl stop nvidia-persistenced",
                                  "sudo nvidia-smi -r -i 0"]
-    assert pending.next_steps[-1].action == ("reset GPU 0 so the new mode takes effect (not a reboot: on "
-                                             "this GPU the MIG mode does not survive one)")
+    assert pending.next_steps[-1].action == "reset GPU 0 so the new mode takes effect, or reboot"
 
 
 def test_empty_mig_gpu_is_unusable_and_gets_the_layout_of_its_sibling():

@@ -205,7 +205,7 @@ def test_a_refused_reset_is_named_and_not_counted_as_applied(
     # persistence off and back on around the reset took effect; the MIG mode is only pending and
     # the reset failed: neither is counted
     assert "Applied 2 step(s)." in lines
-    assert "Asked for, not in effect until a reset: GPU 0: enable MIG mode" in lines
+    assert "Asked for, not in effect yet: GPU 0: enable MIG mode" in lines
     (failed,) = [line for line in lines if line.startswith("Failed: ")]
     assert failed.startswith("Failed: GPU 0: reset the GPU to apply the pending MIG mode: ")
     assert failed.endswith("In use by another client (IN_USE)")
