@@ -1,0 +1,334 @@
+"""HTTP load benchmark (issue 11 item 3): hostile clients and real scrapers at once against
+``mig-exporter serve``; prints counts and figures, asserts nothing.
+
+    python3 benchmarks/bench_http_load.py                 # the issue's sizes, 40 s
+    python3 benchmarks/bench_http_load.py --seconds 10 --tricklers 3000 --idle 0
+
+``serve --fleet seed-incident`` runs in a child process on a free loopback port, with its file
+descriptor limit set to ``--server-nofile`` (1,024 by default: systemd's soft limit, at which the
+issue saw 1,100 idle connections starve every scraper). Then, in this order, so that each group
+finds the server as full as the ones before left it:
+
+- ``--pipeliners`` clients each pipeline requests, without reading, until their send buffer is full;
+- ``--tricklers`` clients each send one byte of a request head every half second;
+- ``--idle`` clients connect and send nothing;
+- ``--scrapers`` threads each scrape ``/metrics`` (gzip, keep-alive, as Prometheus does) back to back
+  for ``--seconds``, while the tricklers go on trickling.
+
+Reported: scrapes answered, errors by kind, scrape p50 and p99, the server's threads and RSS
+before, at most and after, its established connections at most and at the end against its cap,
+and how many of each hostile group the server closed. Nothing hostile reconnects once closed.
+``run_load`` is also what ``tests/exporter/test_http_load.py`` runs, at a CI size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO
+
+import psutil
+
+MIB = 1024 * 1024
+PIPELINED_REQUEST = b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept-Encoding: identity\r\n\r\n"
+TRICKLE_SECONDS = 0.5
+SAMPLE_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    scrapers: int = 50
+    seconds: float = 40.0
+    tricklers: int = 1000
+    pipeliners: int = 50
+    idle: int = 1100
+    max_connections: int | None = None  # serve's default
+    server_nofile: int | None = 1024  # None: this process's limit
+
+
+@dataclass
+class LoadResult:
+    scrapes: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    scrapes_per_scraper: list[int] = field(default_factory=list)
+    threads: dict[str, int] = field(default_factory=dict)  # before, peak, after
+    rss_mib: dict[str, float] = field(default_factory=dict)
+    established: dict[str, int] = field(default_factory=dict)  # peak, end
+    cap: int = 0
+    opened: Counter[str] = field(default_factory=Counter)
+    closed_by_server: Counter[str] = field(default_factory=Counter)
+    connect_failures: int = 0
+    exit_code: int | None = None
+
+
+def run_load(plan: LoadPlan) -> LoadResult:
+    _raise_own_descriptor_limit(plan)
+    result = LoadResult()
+    with tempfile.TemporaryFile() as log:
+        return _run_load(plan, result, log)
+
+
+def _run_load(plan: LoadPlan, result: LoadResult, log: IO[bytes]) -> LoadResult:
+    process, port = _start_exporter(plan, log)
+    server = psutil.Process(process.pid)
+    hostile: dict[str, list[socket.socket]] = {"pipeliners": [], "tricklers": [], "idle": []}
+    sampler = _Sampler(server, port)
+    try:
+        result.threads["before"] = server.num_threads()
+        result.rss_mib["before"] = server.memory_info().rss / MIB
+        sampler.start()
+        hostile["pipeliners"] = _open(port, plan.pipeliners, result, _pipeline)
+        time.sleep(0.5)  # answered and stalled, so no longer idle: the cap cannot close them
+        hostile["tricklers"] = _open(port, plan.tricklers, result, lambda c: c.send(b"G"))
+        hostile["idle"] = _open(port, plan.idle, result, lambda c: None)
+        for group, clients in hostile.items():
+            result.opened[group] = len(clients)
+        stop = threading.Event()
+        trickling = threading.Thread(target=_trickle, args=(hostile["tricklers"], stop), daemon=True)
+        trickling.start()
+        _scrape_in_parallel(port, plan, result)
+        stop.set()
+        trickling.join()
+        time.sleep(SAMPLE_SECONDS)  # let the last evictions land before the end figures
+        sampler.stop()
+        for group, clients in hostile.items():
+            result.closed_by_server[group] = sum(1 for client in clients if _closed(client))
+        result.threads["peak"], result.threads["after"] = sampler.threads_peak, server.num_threads()
+        result.rss_mib["peak"] = sampler.rss_peak / MIB
+        result.rss_mib["after"] = server.memory_info().rss / MIB
+        result.established["peak"], result.established["end"] = sampler.established_peak, _established(
+            server, port)
+        result.cap = _cap(plan)
+    finally:
+        try:
+            sampler.stop()
+            for clients in hostile.values():
+                for client in clients:
+                    client.close()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                result.exit_code = process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return result
+
+
+def _raise_own_descriptor_limit(plan: LoadPlan) -> None:
+    wanted = plan.tricklers + plan.pipeliners + plan.idle + plan.scrapers + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+def _cap(plan: LoadPlan) -> int:
+    """The cap serve will apply: ``--web.max-connections`` lowered to the descriptor limit less 64."""
+    from mig_exporter.exporter.connection import DEFAULT_MAX_CONNECTIONS
+    from mig_exporter.exporter.server import RESERVED_DESCRIPTORS
+
+    wanted = plan.max_connections or DEFAULT_MAX_CONNECTIONS
+    nofile = plan.server_nofile or resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(1, min(wanted, nofile - RESERVED_DESCRIPTORS))
+
+
+def _start_exporter(plan: LoadPlan, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], int]:
+    """serve, its warnings and errors to ``log`` (quoted if it does not come up)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    flags = ["--web.max-connections", str(plan.max_connections)] if plan.max_connections else []
+    nofile = plan.server_nofile
+
+    def limit_descriptors() -> None:
+        if nofile is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mig_exporter", "serve", "--fleet", "seed-incident",
+         "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn", *flags],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=limit_descriptors)
+    deadline = time.monotonic() + 60
+    while not _healthy(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log.seek(0)
+            raise RuntimeError(f"serve did not answer /health with 200 (exit {process.wait()}): "
+                               f"{log.read().decode(errors='replace')[-2000:]}")
+        time.sleep(0.1)
+    return process, port
+
+
+def _healthy(port: int) -> bool:
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        connection.request("GET", "/health")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def _open(port: int, count: int, result: LoadResult, first: object) -> list[socket.socket]:
+    clients = []
+    for _ in range(count):
+        try:
+            client = socket.create_connection(("127.0.0.1", port), timeout=5)
+            first(client)  # type: ignore[operator]
+        except OSError:
+            result.connect_failures += 1
+            continue
+        clients.append(client)
+    return clients
+
+
+def _pipeline(client: socket.socket) -> None:
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    with contextlib.suppress(BlockingIOError):  # full: the server stopped reading
+        for _ in range(2000):
+            client.send(PIPELINED_REQUEST)
+
+
+def _trickle(tricklers: list[socket.socket], stop: threading.Event) -> None:
+    while not stop.wait(TRICKLE_SECONDS):
+        for client in tricklers:
+            with contextlib.suppress(OSError):  # closed by the server: counted at the end
+                client.send(b"E")
+
+
+def _scrape_in_parallel(port: int, plan: LoadPlan, result: LoadResult) -> None:
+    deadline = time.monotonic() + plan.seconds
+    lock = threading.Lock()
+    result.scrapes_per_scraper = [0] * plan.scrapers
+
+    def scrape(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                connection.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+                response = connection.getresponse()
+                body = response.read()
+                ok = response.status == 200 and len(body) > 0
+                kind = "" if ok else f"HTTP {response.status}"
+            except (OSError, http.client.HTTPException) as error:
+                kind = type(error).__name__
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            elapsed = time.perf_counter() - started
+            with lock:
+                if kind:
+                    result.errors[kind] += 1
+                else:
+                    result.scrapes += 1
+                    result.scrapes_per_scraper[index] += 1
+                    result.latencies.append(elapsed)
+        connection.close()
+
+    scrapers = [threading.Thread(target=scrape, args=(i,), daemon=True) for i in range(plan.scrapers)]
+    for scraper in scrapers:
+        scraper.start()
+    for scraper in scrapers:
+        scraper.join()
+
+
+def _closed(client: socket.socket) -> bool:
+    """Whether the server closed it: read what it sent (a pipeliner's answers) up to the end."""
+    client.setblocking(False)
+    try:
+        while client.recv(1 << 16):
+            pass
+        return True  # the end of the stream
+    except BlockingIOError:
+        return False  # open, nothing more to read
+    except OSError:
+        return True  # reset: an eviction or a deadline aborts the connection
+
+
+def _established(server: psutil.Process, port: int) -> int:
+    return sum(1 for c in server.net_connections(kind="tcp")
+               if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
+
+
+class _Sampler(threading.Thread):
+    """The server's threads, RSS and established connections, every half second."""
+
+    def __init__(self, server: psutil.Process, port: int) -> None:
+        super().__init__(daemon=True)
+        self._server, self._port, self._stopping = server, port, threading.Event()
+        self.threads_peak = self.rss_peak = self.established_peak = 0
+
+    def run(self) -> None:
+        while not self._stopping.wait(SAMPLE_SECONDS):
+            with contextlib.suppress(psutil.Error):
+                self.threads_peak = max(self.threads_peak, self._server.num_threads())
+                self.rss_peak = max(self.rss_peak, self._server.memory_info().rss)
+                self.established_peak = max(self.established_peak, _established(self._server, self._port))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join()
+
+
+def report(plan: LoadPlan, result: LoadResult) -> str:
+    latencies = sorted(result.latencies)
+    p50 = statistics.median(latencies) * 1000 if latencies else float("nan")
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000 if latencies else float("nan")
+    lines = [
+        f"plan: {plan.scrapers} scrapers for {plan.seconds:g} s; {plan.pipeliners} pipeliners, "
+        f"{plan.tricklers} tricklers, {plan.idle} idle; server nofile {plan.server_nofile or 'inherited'}, "
+        f"connection cap {result.cap}",
+        f"scrapes answered: {result.scrapes}, {result.scrapes / plan.seconds:.0f}/s "
+        f"(fewest by one scraper: {min(result.scrapes_per_scraper, default=0)})",
+        f"scrape errors: {sum(result.errors.values())} {dict(result.errors) or ''}".rstrip(),
+        f"scrape latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+        "server threads: before {before}, peak {peak}, after {after}".format(**result.threads),
+        "server RSS MiB: before {before:.1f}, peak {peak:.1f}, after {after:.1f}".format(**result.rss_mib),
+        f"established connections: peak {result.established['peak']}, at the end "
+        f"{result.established['end']} (cap {result.cap})",
+        f"connect failures: {result.connect_failures}",
+    ]
+    lines += [f"{group}: {result.opened[group]} opened, {result.closed_by_server[group]} closed by the server"
+              for group in ("pipeliners", "tricklers", "idle")]
+    lines.append(f"serve exit status after SIGTERM: {result.exit_code}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    defaults = LoadPlan()
+    parser.add_argument("--scrapers", type=int, default=defaults.scrapers)
+    parser.add_argument("--seconds", type=float, default=defaults.seconds)
+    parser.add_argument("--tricklers", type=int, default=defaults.tricklers)
+    parser.add_argument("--pipeliners", type=int, default=defaults.pipeliners)
+    parser.add_argument("--idle", type=int, default=defaults.idle)
+    parser.add_argument("--max-connections", type=int, default=None,
+                        help="serve's --web.max-connections (default: serve's own)")
+    parser.add_argument("--server-nofile", type=int, default=defaults.server_nofile,
+                        help="serve's file descriptor limit; 0 for this process's (default 1024)")
+    args = parser.parse_args(argv)
+    plan = LoadPlan(args.scrapers, args.seconds, args.tricklers, args.pipeliners, args.idle,
+                    args.max_connections, args.server_nofile or None)
+    print(f"$ {' '.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(report(plan, run_load(plan)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
