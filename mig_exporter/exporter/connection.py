@@ -21,21 +21,19 @@ trickling clients cannot keep scrapers out.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import enum
 import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import h11
 
-from mig_exporter.exporter.routes import SERVER_HEADER, Answer, answer, text_answer
+from mig_exporter.exporter.heads import ResponseHeads
+from mig_exporter.exporter.routes import Answer, answer, text_answer
 from mig_exporter.exporter.state import ExporterState
 from mig_exporter.exporter.webconfig import WebConfig
 
@@ -112,6 +110,7 @@ class Site:
     limits: ServerLimits
     table: ConnectionTable
     auth_executor: Executor
+    heads: ResponseHeads
 
 
 class _Phase(enum.Enum):
@@ -209,8 +208,13 @@ class HttpConnection(asyncio.Protocol):
     def _answer(self) -> None:
         self._phase, self.idle_since = _Phase.ANSWERING, None
         self._cancel_timer()
-        if self._transport is not None:
+        self._start_answer()
+        if self._transport is not None and self._phase in (_Phase.ANSWERING, _Phase.WRITING):
+            # Nothing more is read until the answer has left. Paused only now: a scrape answered
+            # and written at once (the usual case) then costs no pause and resume (two epoll_ctl).
             self._transport.pause_reading()
+
+    def _start_answer(self) -> None:
         site = self._site
         if not site.slots.try_acquire():
             self._send(text_answer(503, "too many concurrent requests (--web.max-requests)"))
@@ -249,15 +253,9 @@ class HttpConnection(asyncio.Protocol):
             return
         if head_only is None:
             head_only = self._request is not None and self._request.method == b"HEAD"
-        headers = {"Server": SERVER_HEADER, "Date": email.utils.formatdate(usegmt=True),
-                   **self._site.web_config.response_headers, **reply.headers,
-                   "Content-Length": str(len(reply.body))}
-        if self._close_after_answer:
-            headers["Connection"] = "close"
         try:
-            chunks = self._h11.send_with_data_passthrough(h11.Response(
-                status_code=reply.status, headers=list(headers.items()),
-                reason=HTTPStatus(reply.status).phrase.encode())) or []
+            chunks = self._h11.send_with_data_passthrough(
+                self._site.heads.response(reply, self._close_after_answer)) or []
             if not head_only:
                 chunks += self._h11.send_with_data_passthrough(h11.Data(data=reply.body)) or []
             chunks += self._h11.send_with_data_passthrough(h11.EndOfMessage()) or []
@@ -327,6 +325,9 @@ class HttpConnection(asyncio.Protocol):
             self._timer = None
 
     def _header(self, name: bytes) -> bytes:
-        request = self._request
-        headers: Mapping[bytes, bytes] = dict(request.headers) if request is not None else {}
-        return headers.get(name, b"")
+        """The first value of a header (h11 gives names lowercased)."""
+        if self._request is not None:
+            for header, value in self._request.headers:
+                if header == name:
+                    return bytes(value)
+        return b""

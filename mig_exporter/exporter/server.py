@@ -32,6 +32,7 @@ from typing import Any
 from mig_exporter.errors import InputError
 from mig_exporter.exporter.connection import ConnectionTable, HttpConnection, RequestSlots, ServerLimits, Site
 from mig_exporter.exporter.flags import ListenAddress
+from mig_exporter.exporter.heads import ResponseHeads
 from mig_exporter.exporter.state import ExporterState
 from mig_exporter.exporter.webconfig import WebConfig
 
@@ -75,7 +76,8 @@ class ExporterHTTPServer:
                      "descriptor limit", self.connections.limit, limits.max_connections)
         self._auth_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-auth")
         self._site = Site(state, telemetry_path, self.web_config, self.request_slots, limits,
-                          self.connections, self._auth_executor)
+                          self.connections, self._auth_executor,
+                          ResponseHeads(self.web_config.response_headers))
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(_log_loop_error)
         self._stopped = threading.Event()
