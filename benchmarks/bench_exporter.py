@@ -21,8 +21,8 @@ For each fleet and latency:
 - ``/metrics`` latency (latency 0 only: scrapes never wait on NVML, so the per-call latency does
   not change them): ``mig-exporter serve --fleet F`` and a plain ``http.server`` serving the same
   bytes (HTTP/1.1 keep-alive like the exporter, no gzip for either) each run in their own process;
-  ``--scrapers`` threads scrape one of them at a time, in alternating rounds, in this same run.
-  Reported: p50 and p99 of each and their ratio.
+  ``--scrapers`` threads scrape one of them at a time, in short rounds whose order swaps each time,
+  in this same run. Reported: p50 and p99 of each, their ratio, and each server's CPU per scrape.
 """
 
 from __future__ import annotations
@@ -265,8 +265,8 @@ def plain_server(body_file: str) -> None:
 
 # --- parent: load generation ----------------------------------------------------------------------
 
-def scrape(port: int, scrapers: int, per_scraper: int) -> list[float]:
-    """Latencies of ``scrapers`` threads each scraping ``per_scraper`` times on one connection."""
+def scrape(port: int, scrapers: int, seconds: float) -> list[float]:
+    """Latencies of ``scrapers`` threads each scraping for ``seconds`` on one connection."""
     latencies: list[float] = []
     lock = threading.Lock()
     start = threading.Barrier(scrapers)
@@ -276,8 +276,8 @@ def scrape(port: int, scrapers: int, per_scraper: int) -> list[float]:
         connection.connect()  # latency of scrapes, not of TCP handshakes
         mine = []
         start.wait()
-        for _ in range(per_scraper):
-            began = time.perf_counter()
+        end = time.perf_counter() + seconds
+        while (began := time.perf_counter()) < end:
             connection.request("GET", "/metrics", headers={"Accept-Encoding": "identity"})
             response = connection.getresponse()
             response.read()
@@ -317,7 +317,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def scrape_latency(fleet: str, scrapers: int, per_scraper: int, rounds: int) -> dict[str, Any]:
+def scrape_latency(fleet: str, scrapers: int, seconds: float, round_seconds: float) -> dict[str, Any]:
+    """Each server scraped for ``seconds`` in all, in rounds of ``round_seconds``: short rounds,
+    the order swapped each time, so both see the same drift of a shared machine, and enough of
+    them that the exporter's rounds take in several of its collections (every 5 s), as a
+    Prometheus scraping it would."""
     port = free_port()
     exporter = subprocess.Popen([sys.executable, "-m", "mig_exporter", "serve", "--fleet", fleet,
                                  "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn"])
@@ -340,14 +344,18 @@ def scrape_latency(fleet: str, scrapers: int, per_scraper: int, rounds: int) -> 
                                     stdout=subprocess.PIPE, text=True)
         assert baseline.stdout is not None
         baseline_port = int(baseline.stdout.readline())
-        ours: list[float] = []
-        plain: list[float] = []
-        scrape(port, scrapers, 5)  # warm-up: connections, caches
-        scrape(baseline_port, scrapers, 5)
-        for _ in range(rounds):
-            ours += scrape(port, scrapers, per_scraper)
-            plain += scrape(baseline_port, scrapers, per_scraper)
-        exporter_rss = psutil.Process(exporter.pid).memory_info().rss
+        latencies: dict[int, list[float]] = {port: [], baseline_port: []}
+        cpu = dict.fromkeys(latencies, 0.0)
+        servers = {port: psutil.Process(exporter.pid), baseline_port: psutil.Process(baseline.pid)}
+        scrape(port, scrapers, 0.2)  # warm-up: connections, caches
+        scrape(baseline_port, scrapers, 0.2)
+        for n in range(max(1, round(seconds / round_seconds))):
+            for server_port in (port, baseline_port) if n % 2 == 0 else (baseline_port, port):
+                before = _cpu_seconds(servers[server_port])
+                latencies[server_port] += scrape(server_port, scrapers, round_seconds)
+                cpu[server_port] += _cpu_seconds(servers[server_port]) - before
+        ours, plain = latencies[port], latencies[baseline_port]
+        exporter_rss = servers[port].memory_info().rss
     finally:
         exporter.terminate()
         exporter.wait(30)
@@ -355,7 +363,13 @@ def scrape_latency(fleet: str, scrapers: int, per_scraper: int, rounds: int) -> 
             baseline.terminate()
             baseline.wait(30)
     return {"ours": _percentiles(ours), "plain": _percentiles(plain), "requests": len(ours),
-            "body_bytes": len(body), "exporter_rss": exporter_rss}
+            "body_bytes": len(body), "exporter_rss": exporter_rss,
+            "cpu_per_scrape": {"ours": cpu[port] / len(ours), "plain": cpu[baseline_port] / len(plain)}}
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
@@ -394,14 +408,18 @@ def report(figures: dict[str, Any], latency_seconds: float) -> None:
           f"{rss[-1][1] / MIB:.1f} MiB after {rss[-1][0]}{trend}")
 
 
-def report_scrapes(scraped: dict[str, Any], scrapers: int, per_scraper: int, rounds: int) -> None:
+def report_scrapes(scraped: dict[str, Any], scrapers: int, seconds: float) -> None:
     ms = 1000
     ours, plain = scraped["ours"], scraped["plain"]
-    print(f"  /metrics, {scrapers} concurrent scrapers x {per_scraper} x {rounds} rounds "
-          f"({scraped['body_bytes'] / 1024:.0f} KiB, no gzip): mig-exporter p50 {ours['p50'] * ms:.2f} ms, "
+    print(f"  /metrics, {scrapers} concurrent scrapers for {seconds:g} s per server, {scraped['requests']} "
+          f"scrapes of mig-exporter ({scraped['body_bytes'] / 1024:.0f} KiB, no gzip): mig-exporter "
+          f"p50 {ours['p50'] * ms:.2f} ms, "
           f"p99 {ours['p99'] * ms:.2f} ms; plain http.server p50 {plain['p50'] * ms:.2f} ms, "
           f"p99 {plain['p99'] * ms:.2f} ms; ratio p50 {ours['p50'] / plain['p50']:.2f}x, "
-          f"p99 {ours['p99'] / plain['p99']:.2f}x; serve RSS {scraped['exporter_rss'] / MIB:.1f} MiB")
+          f"p99 {ours['p99'] / plain['p99']:.2f}x; server CPU per scrape mig-exporter "
+          f"{scraped['cpu_per_scrape']['ours'] * 1e6:.0f} µs (its collections included), plain "
+          f"{scraped['cpu_per_scrape']['plain'] * 1e6:.0f} µs; "
+          f"serve RSS {scraped['exporter_rss'] / MIB:.1f} MiB")
 
 
 def _families(counts: dict[str, int]) -> str:
@@ -427,8 +445,9 @@ def main() -> None:
     parser.add_argument("--collections-at-latency", type=int, default=10,
                         help="collections at a latency above 0")
     parser.add_argument("--scrapers", type=int, default=20)
-    parser.add_argument("--scrapes", type=int, default=50, help="scrapes per scraper per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scrape-seconds", type=float, default=20.0,
+                        help="seconds each server is scraped, in alternating rounds (default 20)")
+    parser.add_argument("--round-seconds", type=float, default=1.0, help="seconds per round (default 1)")
     parser.add_argument("--child-collections", metavar="FLEET", help=argparse.SUPPRESS)
     parser.add_argument("--plain-server", metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -460,8 +479,8 @@ def main() -> None:
                 figures["fleet_name"] = fleet
                 report(figures, latency_seconds)
                 if not latency_seconds:
-                    scraped = scrape_latency(spec, args.scrapers, args.scrapes, args.rounds)
-                    report_scrapes(scraped, args.scrapers, args.scrapes, args.rounds)
+                    scraped = scrape_latency(spec, args.scrapers, args.scrape_seconds, args.round_seconds)
+                    report_scrapes(scraped, args.scrapers, args.scrape_seconds)
 
 
 if __name__ == "__main__":
