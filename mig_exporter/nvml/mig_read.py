@@ -4,17 +4,24 @@ memory and processes).
 
 The layout changes only when someone creates or destroys an instance, and reading it costs some
 fifty NVML calls per GPU (7 ms at 1 ms a call, per MIG device). So the session keeps it
-(``MigLayout`` on ``KnownGpu``) and a collection checks it with one call: the remaining capacity
-of the profile with the most instances (the smallest), which a GPU instance created or destroyed
-anywhere on the GPU changes. It is read again in full when:
+(``MigLayout`` on ``KnownGpu``) and a collection checks it with one call per GPU: the remaining
+capacity of the profile with the most instances (the smallest), which a GPU instance created or
+destroyed anywhere on the GPU changes; and one per GPU instance with room for another compute
+instance (its compute instances leave slices free, or it has none): the remaining capacity of
+1-slice compute instances in it, which a compute instance created there by another tool changes
+(it changes no GPU instance capacity). A GPU instance its compute instances fill, the usual
+layout, costs no call: nothing can be created in it. It is read again in full when:
 
 - none is kept: the first collection, or the session forgot the GPU (NVML initialised again, the
   GPU lost or the GPU count changed, its MIG mode changed, remediate wrote to it);
-- the check answers another count than the layout was read with;
+- a check answers another count than the layout was read with;
 - a kept MIG device handle is refused (its compute instance was destroyed);
-- ``LAYOUT_REFRESH_COLLECTIONS`` collections have passed: a compute instance created inside an
-  existing GPU instance by another tool changes no GPU instance capacity, so this bounds how long
-  it can go unseen.
+- ``LAYOUT_REFRESH_COLLECTIONS`` collections have passed: what no check sees (a GPU instance
+  without compute instances destroyed and another made elsewhere between two collections, a
+  check NVML would not answer) goes unseen at most that long.
+
+A process on a compute instance the layout does not know would be no signal: processes are listed
+per known MIG device, and the parent GPU's list is for privileged callers only (mig-facts.md).
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ from mig_exporter.model import GpuInstance, GpuProcess, MigInstance
 from mig_exporter.nvml.calls import Collection, HandleGone
 from mig_exporter.nvml.processes import read_processes
 
-# At the default 5 s interval, five minutes: how long a compute instance another tool created inside
-# an existing GPU instance can go unseen (mig-parted and remediate create GPU instances with their
-# compute instances, which the check sees at once). A full read costs ~56 calls per GPU.
+# At the default 5 s interval, five minutes: how long a change no check sees can go unseen. A full
+# read costs ~56 calls per GPU.
 LAYOUT_REFRESH_COLLECTIONS = 60
+# The 1-slice compute-instance profile: its ID is its enum (mig-facts.md), and every GPU instance
+# size has it, so its remaining capacity in a GPU instance is the count of free slices.
+_ONE_SLICE = pynvml.NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE
 _NOT_FOUND = frozenset({pynvml.NVML_ERROR_NOT_FOUND})
 # What NVML answers for a handle to a destroyed MIG device.
 _GONE = frozenset({pynvml.NVML_ERROR_INVALID_ARGUMENT, pynvml.NVML_ERROR_NOT_FOUND})
@@ -62,6 +71,8 @@ class MigLayout:
     devices: tuple[MigDevice, ...]
     devices_complete: bool  # False: some MIG device could not be found or placed
     check: tuple[int, int] | None  # (profile ID, its remaining capacity) that tells a change
+    # (GPU instance handle, 1-slice compute instances it can still take) of each with room for one
+    compute_checks: tuple[tuple[Any, int], ...]
     kept: bool  # read without a failure: worth keeping for the next collections
 
 
@@ -98,13 +109,14 @@ def read_layout(
     collection: Collection, handle: Any, index: int, profiles: Mapping[int, GpuInstanceProfile],
 ) -> MigLayout:
     errors_before = len(collection.errors)
-    gpu_instances, listed_complete = _read_gpu_instances(collection, handle, index, profiles)
+    gpu_instances, handles, listed_complete = _read_gpu_instances(collection, handle, index, profiles)
     capacity = {
         profile_id: collection.call(pynvml.nvmlDeviceGetGpuInstanceRemainingCapacity, handle, profile_id,
                                     gpu=index)
         for profile_id in profiles
     }
     devices, devices_complete = _read_mig_devices(collection, handle, index, gpu_instances)
+    compute_checks = _compute_checks(collection, index, gpu_instances, handles, devices, profiles)
     smallest = max(profiles.values(), key=lambda p: (p.max_count, -p.slice_count), default=None)
     left = None if smallest is None else capacity[smallest.id]
     check = None if smallest is None or left is None else (smallest.id, left)
@@ -112,7 +124,7 @@ def read_layout(
         gpu_instances=_with_compute_instances(gpu_instances, devices),
         gpu_instances_complete=listed_complete,
         capacity=tuple((profiles[i].name, count) for i, count in capacity.items() if count is not None),
-        devices=devices, devices_complete=devices_complete, check=check,
+        devices=devices, devices_complete=devices_complete, check=check, compute_checks=compute_checks,
         kept=check is not None and not collection.failed_since(errors_before),
     )
 
@@ -121,8 +133,35 @@ def _unchanged(collection: Collection, layout: MigLayout, handle: Any, index: in
     if layout.check is None:
         return False
     profile_id, count = layout.check
-    return collection.call(pynvml.nvmlDeviceGetGpuInstanceRemainingCapacity, handle, profile_id,
-                           gpu=index) == count
+    if collection.call(pynvml.nvmlDeviceGetGpuInstanceRemainingCapacity, handle, profile_id,
+                       gpu=index) != count:
+        return False
+    # A GPU instance destroyed since is caught above (its capacity is back); its handle refused
+    # here would only mean the same: read again.
+    return all(collection.call(pynvml.nvmlGpuInstanceGetComputeInstanceRemainingCapacity, gpu_instance,
+                               _ONE_SLICE, gpu=index, expected=_GONE) == free
+               for gpu_instance, free in layout.compute_checks)
+
+
+def _compute_checks(
+    collection: Collection, index: int, gpu_instances: tuple[GpuInstance, ...], handles: Mapping[int, Any],
+    devices: tuple[MigDevice, ...], profiles: Mapping[int, GpuInstanceProfile],
+) -> tuple[tuple[Any, int], ...]:
+    """For each GPU instance its compute instances may not fill, its handle and the 1-slice
+    compute instances it can still take, when that is some (none: it is full after all)."""
+    checks = []
+    for gpu_instance in gpu_instances:
+        used = [d.compute_slices for d in devices if d.gpu_instance_id == gpu_instance.gpu_instance_id]
+        known = [slices for slices in used if slices is not None]
+        full = len(known) == len(used) and sum(known) >= profiles[gpu_instance.profile_id].slice_count
+        handle = handles.get(gpu_instance.gpu_instance_id)
+        if full or handle is None:
+            continue
+        free = collection.call(pynvml.nvmlGpuInstanceGetComputeInstanceRemainingCapacity, handle,
+                               _ONE_SLICE, gpu=index)
+        if free:
+            checks.append((handle, free))
+    return tuple(checks)
 
 
 def _values(collection: Collection, layout: MigLayout, index: int, uuid: str) -> MigValues:
@@ -152,13 +191,14 @@ def _values(collection: Collection, layout: MigLayout, index: int, uuid: str) ->
 
 def _read_gpu_instances(
     collection: Collection, handle: Any, index: int, profiles: Mapping[int, GpuInstanceProfile],
-) -> tuple[tuple[GpuInstance, ...], bool]:
+) -> tuple[tuple[GpuInstance, ...], dict[int, Any], bool]:
     """Every GPU instance with its placement, including those without compute instances (which
-    have no MIG device, but which remediate must see); and whether the list is complete: an error
-    or a NOT_SUPPORTED on a profile the GPU has means some may be missing."""
+    have no MIG device, but which remediate must see); their handles by ID; and whether the list
+    is complete: an error or a NOT_SUPPORTED on a profile the GPU has means some may be missing."""
     errors_before = len(collection.errors)
     complete = True
     instances = []
+    handles = {}
     for profile_id, profile in profiles.items():
         found = (pynvml.c_nvmlGpuInstance_t * profile.max_count)()
         count = ctypes.c_uint(0)
@@ -171,12 +211,13 @@ def _read_gpu_instances(
             if info is None:
                 complete = False
             else:
+                handles[info.id] = gpu_instance
                 instances.append(GpuInstance(
                     gpu_index=index, gpu_instance_id=info.id, profile_id=profile_id, profile=profile.name,
                     placement_start=info.placement.start, placement_size=info.placement.size,
                 ))
     ordered = tuple(sorted(instances, key=lambda instance: instance.gpu_instance_id))
-    return ordered, complete and not collection.failed_since(errors_before)
+    return ordered, handles, complete and not collection.failed_since(errors_before)
 
 
 def _read_mig_devices(

@@ -75,8 +75,7 @@ def test_a_steady_collection_asks_only_what_can_change(tmp_path: Path, open_sess
 
 
 def test_the_layout_is_read_in_full_every_refresh_period(tmp_path: Path, open_session: Opener) -> None:
-    """For compute instances created inside a GPU instance by another tool, which change no
-    capacity: every LAYOUT_REFRESH_COLLECTIONS collections the layout is read in full."""
+    """For what no check sees: every LAYOUT_REFRESH_COLLECTIONS collections the layout is read in full."""
     session = open_session(fleet_file(tmp_path, MIG_GPU))
     families = [counted(session)[1] for _ in range(1 + LAYOUT_REFRESH_COLLECTIONS + 1)]
     layout_reads = [i for i, f in enumerate(families) if f["mig"] > families[1]["mig"]]
@@ -112,6 +111,67 @@ def test_instances_created_behind_the_exporters_back_show_in_the_next_collection
     gpu = read_snapshot(session).gpus[0]
     assert sorted(m.profile for m in gpu.mig_instances) == ["1g.10gb", "3g.40gb"]
     assert next(gi for gi in gpu.gpu_instances if gi.profile == "2g.20gb").compute_instance_ids == ()
+
+
+# A GPU instance a compute instance half fills (2g with 1c) and one without any (1g): another tool
+# can create compute instances in both, which changes no GPU instance capacity.
+ROOMY_GPU = """
+  - model: A100-SXM4-80GB
+    mig: enabled
+    instances:
+      - profile: 3g.40gb
+        placement: 0
+        processes: [{pid: 5001, name: server-a, used_memory_mib: 12000}]
+      - profile: 2g.20gb
+        placement: 4
+        compute_instances:
+          - profile: 1c.2g.20gb
+            processes: [{pid: 5002, name: server-b, used_memory_mib: 3000}]
+      - profile: 1g.10gb
+        placement: 6
+        compute_instances: []
+"""
+
+
+def create_compute_instance(gpu_instance_id: int) -> None:
+    """What nvidia-smi mig -cci does: a 1-slice compute instance, the reader not told."""
+    gpu_instance = pynvml.nvmlDeviceGetGpuInstanceById(pynvml.nvmlDeviceGetHandleByIndex(0), gpu_instance_id)
+    info = pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+        gpu_instance, pynvml.NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE,
+        pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+    pynvml.nvmlGpuInstanceCreateComputeInstance(gpu_instance, info.id)
+
+
+def test_a_compute_instance_created_in_a_gpu_instance_shows_in_the_next_collection(
+        tmp_path: Path, open_session: Opener) -> None:
+    """Issue 12: it used to go unseen until the periodic full read (60 collections)."""
+    session = open_session(fleet_file(tmp_path, ROOMY_GPU))
+    first = read_snapshot(session).gpus[0]
+    assert sorted(m.profile for m in first.mig_instances) == ["1c.2g.20gb", "3g.40gb"]
+    by_profile = {gi.profile: gi.gpu_instance_id for gi in first.gpu_instances}
+    read_snapshot(session)
+
+    create_compute_instance(by_profile["2g.20gb"])
+    gpu = read_snapshot(session).gpus[0]
+    assert sorted(m.profile for m in gpu.mig_instances) == ["1c.2g.20gb", "1c.2g.20gb", "3g.40gb"]
+    create_compute_instance(by_profile["1g.10gb"])
+    gpu = read_snapshot(session).gpus[0]
+    assert sorted(m.profile for m in gpu.mig_instances) == ["1c.2g.20gb", "1c.2g.20gb", "1g.10gb", "3g.40gb"]
+    assert all(gi.compute_instance_ids for gi in gpu.gpu_instances)
+
+
+def test_each_gpu_instance_with_room_costs_one_call_a_full_one_none(
+        tmp_path: Path, open_session: Opener) -> None:
+    """MIG calls of a steady collection: the mode and the GPU's layout check (2), and one check per
+    GPU instance with room for a compute instance: the 2g and the 1g (2), not the full 3g. Filled
+    by another tool, the 2g is read again and checked no more."""
+    session = open_session(fleet_file(tmp_path, ROOMY_GPU))
+    first, _ = counted(session)
+    assert counted(session)[1]["mig"] == 2 + 2
+    create_compute_instance(next(gi.gpu_instance_id for gi in first.gpus[0].gpu_instances
+                                 if gi.profile == "2g.20gb"))
+    assert counted(session)[1]["mig"] > 2 + 2  # read again in full
+    assert counted(session)[1]["mig"] == 2 + 1
 
 
 def test_what_remediate_writes_shows_in_the_next_collection(tmp_path: Path, open_session: Opener) -> None:
