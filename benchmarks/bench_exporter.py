@@ -200,8 +200,11 @@ def collections(fleet: str, count: int) -> dict[str, Any]:
 def _repeated_calls(pynvml: Any, collect: Callable[[], Any]) -> list[str]:
     """One more collection with every pynvml function the reader uses wrapped: the calls made
     more than once with the same arguments (handles by address; fresh output buffers by type; a
-    request structure, such as GPM's pair of samples, by object)."""
+    request structure, such as GPM's pair of samples, by object). Every argument is held until the
+    collection ends: a structure freed after its call could otherwise give its address to the
+    next one, and two GPM requests would look like one asked twice."""
     seen: Counter[tuple[Any, ...]] = Counter()
+    held: list[tuple[Any, ...]] = []
 
     def key(argument: Any) -> Any:
         if isinstance(argument, ctypes._Pointer):
@@ -213,6 +216,7 @@ def _repeated_calls(pynvml: Any, collect: Callable[[], Any]) -> list[str]:
     def recording(function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
         def wrapper(*args: Any) -> Any:
+            held.append(args)
             seen[(function.__name__, *map(key, args))] += 1
             return function(*args)
         return wrapper
