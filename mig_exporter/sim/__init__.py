@@ -15,7 +15,8 @@ API for the rest of the project (only ``nvml/`` and tests should need it):
   GPU; else applies the pending MIG mode and clears its instances), ``.attribution(pid) ->
   ProcessAttribution | None`` (user, cmdline, container, env from the fleet file),
   ``.call_counts`` (``Counter`` of C function name → calls), ``.call_families()`` (the same per
-  family of functions: identity, mig, process, telemetry …).
+  family of functions: identity, mig, process, telemetry …), ``.faults_fired()`` (``Counter`` of
+  (C function, GPU index or None) → calls the fleet's ``faults:`` answered with an error).
 - A fleet-file simulator writes the state back to the file atomically after each successful
   mutating call (the file's original bytes when the state is back to the state as loaded; a file it
   cannot write makes the call fail with NO_PERMISSION, changing nothing, and logs why) and re-reads

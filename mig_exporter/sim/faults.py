@@ -7,6 +7,7 @@ is reloaded.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from mig_exporter.sim.state import Fault
@@ -30,6 +31,9 @@ class FaultInjector:
     def __init__(self, faults: tuple[Fault, ...]) -> None:
         self.faults = faults
         self._matched = [0] * len(faults)
+        # (C function, GPU index or None) → calls answered with an injected error: what a test
+        # checks the reader's output against (which values really were not read).
+        self.errors_fired: Counter[tuple[str, int | None]] = Counter()
 
     def fire(self, call: str, gpu: int | None) -> Firing:
         """Every fault on ``call`` (on ``gpu``, or on any GPU) counts the call; those past their
@@ -46,4 +50,6 @@ class FaultInjector:
             delay += fault.delay_seconds
             if error is None:
                 error = fault.error
+        if error is not None:
+            self.errors_fired[call, gpu] += 1
         return Firing(delay, error) if delay or error is not None else NOTHING

@@ -189,6 +189,12 @@ class SimulatedNvml:
         with self._lock:
             return by_family(self.call_counts)
 
+    def faults_fired(self) -> Counter[tuple[str, int | None]]:
+        """Calls answered with an injected error so far, per (C function, GPU index or None), since
+        the fleet's faults were last loaded."""
+        with self._lock:
+            return Counter(self._faults.errors_fired)
+
     def c_function_names(self) -> tuple[str, ...]:
         """The C symbols implemented (for the contract test)."""
         return tuple(sorted(self._functions))
