@@ -209,6 +209,8 @@ class Snapshot:
     nvml_calls: int = 0  # NVML calls made by this collection (for the benchmark and a metric)
     # pids whose name was not looked up: past the process-series cap, the exporter serves none of them
     process_names_skipped: int = 0
+    # False when NVML would not count the GPUs: ``gpus`` is then empty, not "no GPU"
+    gpus_complete: bool = True
 
     def gpu(self, index: int) -> Gpu:
         for gpu in self.gpus:
@@ -224,4 +226,4 @@ class Snapshot:
     def processes_complete(self) -> bool:
         """Every GPU's processes were read: only then is a per-process GPU count exact (a process
         seen on one GPU may also hold memory on one that was not read)."""
-        return all(g.processes_complete and not g.lost for g in self.gpus)
+        return self.gpus_complete and all(g.processes_complete and not g.lost for g in self.gpus)

@@ -259,8 +259,11 @@ def _read_mig_devices(
 
 def _mig_profile(gpu_instance_profile: str, attributes: Any) -> str:
     """``3g.40gb``, or ``1c.3g.40gb`` for a compute instance smaller than its GPU instance (the
-    name nvidia-smi gives it)."""
-    if attributes is not None and attributes.computeInstanceSliceCount < attributes.gpuInstanceSliceCount:
+    name nvidia-smi gives it); empty when the GPU instance's profile or the device's attributes
+    (which say whether it is the whole GPU instance) were not read."""
+    if not gpu_instance_profile or attributes is None:
+        return ""
+    if attributes.computeInstanceSliceCount < attributes.gpuInstanceSliceCount:
         return f"{attributes.computeInstanceSliceCount}c.{gpu_instance_profile}"
     return gpu_instance_profile
 

@@ -71,7 +71,8 @@ def read_snapshot(
                 session.versions = versions
         else:
             versions = session.versions
-        count = system.call(pynvml.nvmlDeviceGetCount) or 0
+        listed = system.call(pynvml.nvmlDeviceGetCount)
+        count = listed or 0
         if count != session.gpu_count:
             session.forget_gpus()  # a GPU came or went: indexes may point at other boards now
             session.gpu_count = count
@@ -93,6 +94,7 @@ def read_snapshot(
     return snapshot(
         nvml_up=True, driver_version=driver_version, cuda_driver_version=_cuda_version(cuda_version),
         nvml_version=nvml_version, process_names_skipped=skipped, gpus=tuple(gpus),
+        gpus_complete=listed is not None,
     )
 
 
@@ -232,7 +234,8 @@ def _read_present_gpu(collection: Collection, session: NvmlSession, index: int) 
     capability = None if mig_current is None else gpu_capability(
         collection, session.mig_capabilities, index, handle, uuid, mig_current)
     if mig_current and capability is not None:
-        profiles_complete = not collection.failed_since(errors_before)
+        # MIG on and not one profile known (NOT_SUPPORTED): its instances cannot be listed either
+        profiles_complete = not collection.failed_since(errors_before) and bool(capability.profiles)
         profiles = {profile.id: profile for profile in capability.profiles}
         mig = read_mig(collection, known.layout, known.collections_since_layout, handle, index, uuid,
                        profiles)
@@ -248,6 +251,8 @@ def _read_present_gpu(collection: Collection, session: NvmlSession, index: int) 
         mig_instances, processes = mig.mig_instances, mig.processes
         processes_complete = mig.processes_complete
     else:
+        # MIG on without its profiles, or the mode unread: the GPU instances were not listed
+        gpu_instances_complete = mig_current is False
         listed = read_processes(collection, handle, index, uuid, mig=None)
         processes, processes_complete = listed or (), listed is not None
         processes = with_utilization(call, handle, processes)
