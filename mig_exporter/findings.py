@@ -58,8 +58,14 @@ def spanning_processes(snapshot: Snapshot) -> dict[int, tuple[int, ...]]:
 
 def is_unpartitioned_sharing(gpu: Gpu) -> bool:
     """MIG is off and two or more distinct processes hold memory on the GPU: no isolation of SMs,
-    memory bandwidth or faults between them."""
-    return not gpu.lost and not gpu.mig_enabled and len(gpu.pids) >= 2
+    memory bandwidth or faults between them. Not with the MIG mode unread: MIG may be on."""
+    return not gpu.lost and not gpu.mig_enabled and "mig_mode" not in gpu.unread and len(gpu.pids) >= 2
+
+
+def sharing_read(gpu: Gpu) -> bool:
+    """Whether ``is_unpartitioned_sharing`` is known either way: every process listed and the MIG
+    mode read (a GPU without MIG answers NOT_SUPPORTED, which is read: MIG is off)."""
+    return not gpu.lost and gpu.processes_complete and "mig_mode" not in gpu.unread
 
 
 def find(snapshot: Snapshot) -> tuple[Finding, ...]:

@@ -28,7 +28,7 @@ from mig_exporter.exporter.families import mig_labels as _mig_labels
 from mig_exporter.exporter.families import mig_samples as _mig_samples
 from mig_exporter.exporter.gpm_families import gpm_families
 from mig_exporter.exporter.health_families import health_families
-from mig_exporter.findings import is_unpartitioned_sharing, process_gpus, spanning_processes
+from mig_exporter.findings import is_unpartitioned_sharing, process_gpus, sharing_read, spanning_processes
 from mig_exporter.kubelet.podresources import DeviceAllocation, process_allocation
 from mig_exporter.model import GpuProcess, Snapshot
 
@@ -221,7 +221,7 @@ def _gpu_families(snapshot: Snapshot) -> Iterator[Metric]:
                  GPU_LABELS, _gpu_samples(processes_read, lambda g: len(g.pids)))
     yield _gauge("nvml_gpu_unpartitioned_sharing",
                  "1 when MIG is off and two or more processes share the GPU with no isolation, else 0.",
-                 GPU_LABELS, _gpu_samples(processes_read, is_unpartitioned_sharing))
+                 GPU_LABELS, _gpu_samples([g for g in present if sharing_read(g)], is_unpartitioned_sharing))
     yield _gauge("nvml_gpu_utilization_ratio",
                  "Fraction of the last sample period a kernel ran (absent on MIG GPUs: NVML does not say).",
                  GPU_LABELS, _gpu_samples(present, lambda g: g.utilization_gpu_ratio))
