@@ -185,7 +185,10 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
     GPUs the workloads leave are freed for other work.
     """
     shared = [g for g in snapshot.gpus if is_unpartitioned_sharing(g)]
-    if not shared:
+    # A workload's memory on a GPU whose processes were not read would be missing from its size
+    # (a lost GPU's processes lost it too: they are not sized for it).
+    listed = snapshot.gpus_complete and all(g.processes_complete for g in snapshot.gpus if not g.lost)
+    if not shared or not listed:
         return None
     workload_pids = sorted({pid for g in shared for pid in g.pids})
     workloads = _workloads(snapshot, workload_pids, headroom_ratio)
