@@ -102,7 +102,8 @@ def _gpu(gpu: GpuSection) -> list[str]:
         if gpu.mig_mode_pending is not None and gpu.mig_mode_pending != gpu.mig_mode_current:
             mig += " (" + ("enable" if gpu.mig_mode_pending else "disable") + " pending)"
     used, total = mib_figure(gpu.memory_used_bytes), mib_figure(gpu.memory_total_bytes)
-    instances = f", {gpu.gpu_instances} GPU instance(s)" if gpu.mig_mode_current else ""
+    count = "unknown" if gpu.gpu_instances is None else gpu.gpu_instances
+    instances = f", {count} GPU instance(s)" if gpu.mig_mode_current else ""
     state = f"{mig}, persistence {_on_off(gpu.persistence_mode)}, memory {used}/{total} MiB{instances}"
     lines += _wrap(state, first="  ", rest="  ")
     if gpu.instances:

@@ -67,7 +67,7 @@ class GpuSection:
     persistence_mode: bool | None
     memory_used_bytes: int | None
     memory_total_bytes: int | None
-    gpu_instances: int  # GPU instances, with or without a MIG device on them
+    gpu_instances: int | None  # GPU instances, with or without a MIG device on them; None: not listed
     instances: tuple[InstanceRow, ...]
     processes: tuple[ProcessRow, ...]
 
@@ -184,7 +184,10 @@ def build_report(
     explanations = [explain(f, snapshot, advice, attributions, target, sole) for f in findings]
     problems = any(f.severity is not Severity.INFO for f in findings)
     verified = (not any(e.gpu_index is None and e.call in SYSTEM_CALLS_FINDINGS_NEED for e in snapshot.errors)
-                and not any(g.lost or g.unread & PARTS_FINDINGS_NEED for g in snapshot.gpus))
+                and not any(g.lost or g.unread & PARTS_FINDINGS_NEED for g in snapshot.gpus)
+                # NOT_SUPPORTED is no error, yet processes or instances not listed are not "none"
+                and snapshot.processes_complete
+                and all(g.gpu_instances_complete for g in snapshot.gpus if g.mig_enabled))
     return Report(
         schema_version=SCHEMA_VERSION,
         exit_status=EXIT_PROBLEMS if problems or not verified else EXIT_HEALTHY,
@@ -256,7 +259,7 @@ def _gpu_section(gpu: Gpu, attributions: Mapping[int, Attribution]) -> GpuSectio
         persistence_mode=gpu.persistence_mode,
         memory_used_bytes=gpu.memory_used_bytes,
         memory_total_bytes=gpu.memory_total_bytes,
-        gpu_instances=len(gpu.gpu_instances),
+        gpu_instances=len(gpu.gpu_instances) if gpu.gpu_instances_complete else None,
         instances=tuple(
             InstanceRow(m.gpu_instance_id, m.compute_instance_id, m.profile, m.mig_uuid,
                         m.memory_used_bytes, m.memory_total_bytes)
@@ -276,7 +279,7 @@ def _mig_device(gpu: Gpu, process: GpuProcess) -> str | None:
     where = f"GI {process.gpu_instance_id}, CI {process.compute_instance_id}"
     device = next((m for m in gpu.mig_instances if m.gpu_instance_id == process.gpu_instance_id
                    and m.compute_instance_id == process.compute_instance_id), None)
-    return where if device is None else f"{device.profile} ({where})"
+    return where if device is None or not device.profile else f"{device.profile} ({where})"
 
 
 def _process_sections(
