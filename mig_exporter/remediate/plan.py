@@ -134,12 +134,15 @@ def _plan_gpu(
 
 def failed_reads(gpu: Gpu, errors: Sequence[CollectionError]) -> str | None:
     """None when every part of ``gpu`` a plan or a verification rests on was read; else NVML's
-    errors on that GPU, as ``call: error, …`` (or the parts unread, if no error names them)."""
+    errors on that GPU, as ``call: error, …`` (or the parts unread, if no error names them), and
+    the listings NVML answered NOT_SUPPORTED (no error, yet not listed is not "none")."""
     unread = gpu.unread & PLAN_NEEDS
-    if not unread:
-        return None
-    failed = [f"{e.call}: {e.error}" for e in errors if e.gpu_index == gpu.index]
-    return ", ".join(failed) or ", ".join(f"{part} unread" for part in sorted(unread))
+    failed = [f"{e.call}: {e.error}" for e in errors if e.gpu_index == gpu.index] if unread else []
+    reasons = failed or [f"{part} unread" for part in sorted(unread)] or [
+        f"{what} not listed by NVML" for what, listed in (
+            ("processes", gpu.processes_complete),
+            ("GPU instances", gpu.gpu_instances_complete or not gpu.mig_enabled)) if not listed]
+    return ", ".join(reasons) or None
 
 
 def _unknown_profile_blocker(gpu: Gpu, gi: GpuInstance, capability: MigCapability) -> Blocker:
