@@ -51,6 +51,7 @@ class Collection:
     def __init__(self, unsupported: set[Hashable] | None = None) -> None:
         self.calls = 0
         self.skipped = 0  # calls not made because the GPU never supports them
+        self.unsupported_answers = 0  # calls answered "absent" (NOT_SUPPORTED now or before)
         self.errors: list[CollectionError] = []
         self.unsupported = unsupported if unsupported is not None else set()
 
@@ -68,17 +69,20 @@ class Collection:
         key = (function.__name__, *map(_argument_key, args))
         if key in self.unsupported:
             self.skipped += 1
+            self.unsupported_answers += 1
             return None
         self.calls += 1
         try:
             return function(*args)
         except pynvml.NVMLLibraryMismatchError:
             self.unsupported.add(key)
+            self.unsupported_answers += 1
             return None
         except pynvml.NVMLError as error:
             code = error.value
             if code in _ABSENT_CODES:
                 self.unsupported.add(key)
+                self.unsupported_answers += 1
                 return None
             if code in expected:
                 return None

@@ -236,10 +236,11 @@ def _read_mig_devices(
     if slots is None:
         return (), False
     for slot in range(slots):
-        errors_before = len(collection.errors)
+        errors_before, unsupported_before = len(collection.errors), collection.unsupported_answers
         mig = call(pynvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, slot, expected=_NOT_FOUND)
-        if mig is None:
-            complete = complete and not collection.failed_since(errors_before)  # NOT_FOUND: an empty slot
+        if mig is None:  # NOT_FOUND: an empty slot; NOT_SUPPORTED on a GPU with MIG on is no answer
+            complete = (complete and not collection.failed_since(errors_before)
+                        and collection.unsupported_answers == unsupported_before)
             continue
         gpu_instance_id = call(pynvml.nvmlDeviceGetGpuInstanceId, mig)
         compute_instance_id = call(pynvml.nvmlDeviceGetComputeInstanceId, mig)
