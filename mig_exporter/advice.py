@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mig_exporter.capability import GpuInstanceProfile, MigCapability, capability_of
-from mig_exporter.findings import is_unpartitioned_sharing, process_gpus
+from mig_exporter.findings import is_unpartitioned_sharing, process_gpus, sharing_read
 from mig_exporter.model import Gpu, Snapshot
 from mig_exporter.packing import pack
 from mig_exporter.units import MIB
@@ -185,9 +185,10 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
     GPUs the workloads leave are freed for other work.
     """
     shared = [g for g in snapshot.gpus if is_unpartitioned_sharing(g)]
-    # A workload's memory on a GPU whose processes were not read would be missing from its size
-    # (a lost GPU's processes lost it too: they are not sized for it).
-    listed = snapshot.gpus_complete and all(g.processes_complete for g in snapshot.gpus if not g.lost)
+    # A workload's memory on a GPU whose processes were not read would be missing from its size,
+    # and a GPU whose MIG mode was not read may be one more shared without MIG (a lost GPU's
+    # processes lost it: they are not sized for it).
+    listed = snapshot.gpus_complete and all(sharing_read(g) for g in snapshot.gpus if not g.lost)
     if not shared or not listed:
         return None
     workload_pids = sorted({pid for g in shared for pid in g.pids})
