@@ -26,6 +26,8 @@ FAILURE_SERIES = frozenset({
     "nvml_up", "nvml_gpu_lost", "mig_exporter_gpu_stale", "mig_exporter_collection_errors_total",
     "mig_exporter_collection_timeouts_total", "mig_exporter_collection_nvml_calls",
 })
+# The advice: re-made for the GPUs left when NVML says one is lost (its processes lost it too).
+ADVICE_SERIES = frozenset({"mig_exporter_advised_layout_info", "mig_exporter_advised_freed_gpu_info"})
 # Series read from what a process listing gives: absent for a GPU whose listing failed.
 PROCESS_COUNT_SERIES = ("nvml_gpu_processes", "nvml_gpu_unpartitioned_sharing")
 # What identifies a process and a MIG device in diagnose's JSON.
@@ -85,6 +87,8 @@ def nothing_made_up(scrape: Samples, clean: Clean, fault: Fault, run: Run) -> li
             if name == "nvml_gpu_lost" and value == 1 and (gpu is None or int(gpu) not in lost):
                 found.append(f"nvml_gpu_lost{{gpu={gpu}}} 1 but NVML did not say so")
             continue
+        if name in ADVICE_SERIES and lost:
+            continue
         truths = [clean.serve[k] for k in clean.by_name.get(name, ()) if _unread_or_equal(labels, k[1])]
         if not truths:
             found.append(f"{name}{dict(labels)} = {value:g}: not a series of the clean run")
@@ -102,9 +106,11 @@ def nothing_made_up(scrape: Samples, clean: Clean, fault: Fault, run: Run) -> li
     return found
 
 
-def failure_shown(scrapes: list[Samples], fault: Fault, run: Run) -> list[str]:
-    """An error NVML answered is counted (or NVML reported down, or the GPU lost), never hidden."""
-    fired = sum(n for (call, _gpu), n in run.fired.items() if call != "nvmlShutdown")
+def failure_shown(scrapes: list[Samples], fault: Fault, run: Run, opening: list[str]) -> list[str]:
+    """An error NVML answered is counted (or NVML reported down, or the GPU lost), never hidden.
+    Not those of ``opening`` (the calls serve makes to open and close NVML, outside collections):
+    a failure to initialise at start is logged, and the first collection initialises again."""
+    fired = sum(n for (call, _gpu), n in run.fired.items() if call not in opening)
     if not fired or fault.error in ("NOT_SUPPORTED", "INSUFFICIENT_SIZE"):
         return []  # unsupported is an answer; pynvml itself retries a short buffer once
     last = scrapes[-1]

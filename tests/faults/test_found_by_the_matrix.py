@@ -104,3 +104,22 @@ def test_no_advice_while_a_gpus_processes_are_unread() -> None:
     assert advise(replace(snapshot, gpus=(unread, *snapshot.gpus[1:]))) is None
     lost = replace(snapshot.gpus[3], processes=(), processes_complete=False, lost=True)
     assert advise(replace(snapshot, gpus=(*snapshot.gpus[:3], lost))) is not None  # they died with it
+
+
+def test_a_mig_device_slot_nvml_does_not_support_blocks_the_plan(tmp_path: Path) -> None:
+    """nvmlDeviceGetMigDeviceHandleByIndex NOT_SUPPORTED on the partitioned GPU was taken for empty
+    slots (NOT_FOUND): no MIG device, no process, and a plan destroying the instance of PID 5002."""
+    unsupported = Fault("nvmlDeviceGetMigDeviceHandleByIndex", "NOT_SUPPORTED", f"gpu {PARTITIONED_GPU}")
+    plan = json.loads(run_command(write_fleet(tmp_path, unsupported), REMEDIATE_PLAN).out)["plan"]
+    assert {b["gpu"] for b in plan["blockers"]} == {0, PARTITIONED_GPU}
+    assert not [s for s in plan["steps"] if s["gpu_index"] == PARTITIONED_GPU]
+
+
+def test_no_advice_while_a_gpus_mig_mode_is_unread(tmp_path: Path) -> None:
+    """nvmlDeviceGetMigMode TIMEOUT on GPU 0: it may be shared without MIG too, so the advice (which
+    freed GPU 0 and partitioned GPU 1) is absent."""
+    fleet = write_fleet(tmp_path, Fault("nvmlDeviceGetMigMode", "TIMEOUT", "gpu 0"))
+    scrape = run_serve(fleet, 1).scrapes[0]
+    assert series(scrape, "mig_exporter_advised_layout_info") == {}
+    assert series(scrape, "mig_exporter_advised_freed_gpu_info") == {}
+    assert series(scrape, "nvml_gpu_unpartitioned_sharing") == {"1": 1, "2": 0}

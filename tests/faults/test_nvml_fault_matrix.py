@@ -48,7 +48,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[Clean, dict[str, li
                    "serve without collections": list(opened)}
 
 
-def _serve(fleet: Path, fault: Fault, clean: Clean) -> tuple[Run, list[str]]:
+def _serve(fleet: Path, fault: Fault, clean: Clean, opening: list[str]) -> tuple[Run, list[str]]:
     def fault_gone(i: int, _exporter: Exporter, session: NvmlSession) -> None:
         if i == COLLECTIONS - 1:
             without_faults(session)
@@ -57,7 +57,7 @@ def _serve(fleet: Path, fault: Fault, clean: Clean) -> tuple[Run, list[str]]:
     found = invariants.no_crash(run)
     for scrape in run.scrapes[:-1]:
         found += invariants.nothing_made_up(scrape, clean, fault, run)
-    found += invariants.failure_shown(run.scrapes[:-1], fault, run)
+    found += invariants.failure_shown(run.scrapes[:-1], fault, run, opening)
     found += invariants.recovered(run.scrapes[-1], clean, fault)
     return run, found
 
@@ -72,17 +72,17 @@ def without_faults(session: NvmlSession) -> None:
     session.health.slow_seconds = 0
 
 
-def _diagnose(fleet: Path, fault: Fault, clean: Clean) -> tuple[Run, list[str]]:
+def _diagnose(fleet: Path, fault: Fault, clean: Clean, _opening: list[str]) -> tuple[Run, list[str]]:
     run = run_command(fleet, DIAGNOSE)
     return run, invariants.no_crash(run) + invariants.diagnose_truthful(run, clean, fault)
 
 
-def _plan(fleet: Path, fault: Fault, clean: Clean) -> tuple[Run, list[str]]:
+def _plan(fleet: Path, fault: Fault, clean: Clean, _opening: list[str]) -> tuple[Run, list[str]]:
     run = run_command(fleet, REMEDIATE_PLAN)
     return run, invariants.no_crash(run) + invariants.plan_safe(run, clean)
 
 
-PATHS: dict[str, Callable[[Path, Fault, Clean], tuple[Run, list[str]]]] = {
+PATHS: dict[str, Callable[[Path, Fault, Clean, list[str]], tuple[Run, list[str]]]] = {
     "serve": _serve, "diagnose": _diagnose, "plan": _plan,
 }
 
@@ -100,10 +100,11 @@ def test_every_call_failing_with_every_error(
         directory.mkdir()
         fleet = write_fleet(directory, fault)
         before = {p.name: p.read_bytes() for p in directory.iterdir()}
-        run, found = PATHS[path](fleet, fault, state)
+        opening = functions["serve without collections"]
+        run, found = PATHS[path](fleet, fault, state, opening)
         if path != "serve":  # serve's third collection runs on the fleet written without the fault
             found += invariants.unchanged(before, directory)
-        closing = fault.call in functions["serve without collections"]  # serve closes after the fault is gone
+        closing = fault.call in opening  # serve closes NVML after its fault is gone
         if fault.variant == "always" and not run.fired and not closing:
             found.append("the fault never fired")
         violations += [f"{fault}: {line}" for line in found]
