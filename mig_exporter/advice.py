@@ -186,9 +186,11 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
     """
     shared = [g for g in snapshot.gpus if is_unpartitioned_sharing(g)]
     # A workload's memory on a GPU whose processes were not read would be missing from its size,
-    # and a GPU whose MIG mode was not read may be one more shared without MIG (a lost GPU's
-    # processes lost it: they are not sized for it).
-    listed = snapshot.gpus_complete and all(sharing_read(g) for g in snapshot.gpus if not g.lost)
+    # a GPU whose MIG mode was not read may be one more shared without MIG, and one whose profiles
+    # failed to read may be the one to partition (a lost GPU's processes lost it: they are not
+    # sized for it).
+    listed = snapshot.gpus_complete and all(sharing_read(g) and "mig_capability" not in g.unread
+                                            for g in snapshot.gpus if not g.lost)
     if not shared or not listed:
         return None
     workload_pids = sorted({pid for g in shared for pid in g.pids})

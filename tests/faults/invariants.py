@@ -26,7 +26,8 @@ FAILURE_SERIES = frozenset({
     "nvml_up", "nvml_gpu_lost", "mig_exporter_gpu_stale", "mig_exporter_collection_errors_total",
     "mig_exporter_collection_timeouts_total", "mig_exporter_collection_nvml_calls",
 })
-# The advice: re-made for the GPUs left when NVML says one is lost (its processes lost it too).
+# The advice: re-made for the GPUs left when NVML says one is lost (its processes lost it too),
+# or for a GPU that answers NOT_SUPPORTED (one without MIG profiles is advised differently).
 ADVICE_SERIES = frozenset({"mig_exporter_advised_layout_info", "mig_exporter_advised_freed_gpu_info"})
 # Series read from what a process listing gives: absent for a GPU whose listing failed.
 PROCESS_COUNT_SERIES = ("nvml_gpu_processes", "nvml_gpu_unpartitioned_sharing")
@@ -87,7 +88,7 @@ def nothing_made_up(scrape: Samples, clean: Clean, fault: Fault, run: Run) -> li
             if name == "nvml_gpu_lost" and value == 1 and (gpu is None or int(gpu) not in lost):
                 found.append(f"nvml_gpu_lost{{gpu={gpu}}} 1 but NVML did not say so")
             continue
-        if name in ADVICE_SERIES and lost:
+        if name in ADVICE_SERIES and (lost or fault.error == "NOT_SUPPORTED"):
             continue
         truths = [clean.serve[k] for k in clean.by_name.get(name, ()) if _unread_or_equal(labels, k[1])]
         if not truths:

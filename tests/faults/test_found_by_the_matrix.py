@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from exporter.snapshots import incident
 
 from mig_exporter.advice import advise
@@ -115,11 +116,17 @@ def test_a_mig_device_slot_nvml_does_not_support_blocks_the_plan(tmp_path: Path)
     assert not [s for s in plan["steps"] if s["gpu_index"] == PARTITIONED_GPU]
 
 
-def test_no_advice_while_a_gpus_mig_mode_is_unread(tmp_path: Path) -> None:
-    """nvmlDeviceGetMigMode TIMEOUT on GPU 0: it may be shared without MIG too, so the advice (which
-    freed GPU 0 and partitioned GPU 1) is absent."""
-    fleet = write_fleet(tmp_path, Fault("nvmlDeviceGetMigMode", "TIMEOUT", "gpu 0"))
-    scrape = run_serve(fleet, 1).scrapes[0]
+@pytest.mark.parametrize(("call", "sharing"), [
+    ("nvmlDeviceGetMigMode", {"1": 1, "2": 0}),
+    ("nvmlDeviceGetGpuInstanceProfileInfoV", {"0": 1, "1": 1, "2": 0}),
+    ("nvmlDeviceGetGpuInstancePossiblePlacements_v2", {"0": 1, "1": 1, "2": 0}),
+])
+def test_no_advice_while_a_gpus_mig_mode_or_profiles_are_unread(
+    tmp_path: Path, call: str, sharing: dict[str, float],
+) -> None:
+    """A failed read of GPU 0's MIG mode (it may be shared without MIG too) or of its profiles (it
+    may be the GPU to partition): the advice, which freed GPU 0 and partitioned GPU 1, is absent."""
+    scrape = run_serve(write_fleet(tmp_path, Fault(call, "TIMEOUT", "gpu 0")), 1).scrapes[0]
     assert series(scrape, "mig_exporter_advised_layout_info") == {}
     assert series(scrape, "mig_exporter_advised_freed_gpu_info") == {}
-    assert series(scrape, "nvml_gpu_unpartitioned_sharing") == {"1": 1, "2": 0}
+    assert series(scrape, "nvml_gpu_unpartitioned_sharing") == sharing
