@@ -59,11 +59,13 @@ class ExporterTotals:
 @dataclass(frozen=True)
 class ExporterSettings:
     interval_seconds: float
-    max_process_series: int = DEFAULT_MAX_PROCESS_SERIES
+    max_process_series: int | None = DEFAULT_MAX_PROCESS_SERIES  # None: no cap
 
 
-def process_series_dropped(snapshot: Snapshot, max_process_series: int) -> int:
+def process_series_dropped(snapshot: Snapshot, max_process_series: int | None) -> int:
     """How many process series the cap leaves out of this Snapshot (every per-process family)."""
+    if max_process_series is None:
+        return 0
     memory_series = sum(1 for p in snapshot.processes if p.used_memory_bytes is not None)
     pid_series = len(process_gpus(snapshot)) if snapshot.processes_complete else 0
     sm_series = sum(1 for p in snapshot.processes if p.sm_utilization_ratio is not None)
@@ -282,8 +284,9 @@ def _mig_families(snapshot: Snapshot) -> Iterator[Metric]:
                  MIG_LABELS, _mig_samples(migs, lambda m: m.multiprocessors))
 
 
-def _capped(items: Iterable[T], cap: int) -> list[T]:
-    """The first ``cap`` items: a stable order keeps the same series across collections."""
+def _capped(items: Iterable[T], cap: int | None) -> list[T]:
+    """The first ``cap`` items (all for None): a stable order keeps the same series across
+    collections."""
     return list(islice(items, cap))
 
 
@@ -318,7 +321,7 @@ def _process_labels(process: GpuProcess, allocation: DeviceAllocation | None) ->
 
 
 def _process_families(
-    snapshot: Snapshot, max_process_series: int, allocations: Mapping[str, DeviceAllocation],
+    snapshot: Snapshot, max_process_series: int | None, allocations: Mapping[str, DeviceAllocation],
 ) -> Iterator[Metric]:
     allocation_of = {id(p): process_allocation(snapshot, p, allocations) for p in snapshot.processes}
     with_memory = ((_process_labels(p, allocation_of[id(p)]), used) for p in snapshot.processes
@@ -344,7 +347,7 @@ def _process_families(
                  [], [([], len(spanning_processes(snapshot)))] if complete else [])
 
 
-def _process_utilization_families(snapshot: Snapshot, max_process_series: int) -> Iterator[Metric]:
+def _process_utilization_families(snapshot: Snapshot, max_process_series: int | None) -> Iterator[Metric]:
     """NVML's latest per-process sample, on GPUs without MIG; a process NVML did not sample has none."""
     def samples(ratio: Callable[[GpuProcess], float | None]) -> list[tuple[list[str], float]]:
         sampled = (([str(p.gpu_index), p.gpu_uuid, str(p.pid), p.name or ""], value)

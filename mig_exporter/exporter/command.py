@@ -19,6 +19,7 @@ from mig_exporter.exporter.connection import DEFAULT_MAX_CONNECTIONS
 from mig_exporter.exporter.flags import (
     parse_count,
     parse_duration,
+    parse_limit,
     parse_listen_address,
     parse_telemetry_path,
 )
@@ -59,12 +60,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "connections let idle clients starve scrapers "
                                           f"(default {DEFAULT_MAX_CONNECTIONS})")
     parser.add_argument("--collect.interval", dest="interval", default="5s", metavar="DURATION",
-                        help="time between NVML collections, e.g. 500ms, 5s, 1m (default 5s)")
+                        help="time between NVML collections, e.g. 500ms, 5s, 1m; at least 100ms (default 5s)")
     parser.add_argument("--collect.timeout", dest="timeout", default="10s", metavar="DURATION",
-                        help="a collection taking longer is abandoned and the last one served (default 10s)")
+                        help="a collection taking longer is abandoned and the last one served; more than 0, "
+                             "since a hung NVML call would otherwise stop collections for good (default 10s)")
     parser.add_argument("--collect.max-process-series", dest="max_process_series",
                         default=str(DEFAULT_MAX_PROCESS_SERIES), metavar="N",
-                        help=f"cap on each per-process series family (default {DEFAULT_MAX_PROCESS_SERIES})")
+                        help="cap on each per-process series family; 0 for no limit "
+                             f"(default {DEFAULT_MAX_PROCESS_SERIES})")
     parser.add_argument("--kubernetes.pod-resources-socket", dest="pod_resources_socket",
                         default=DEFAULT_SOCKET, metavar="PATH",
                         help="the kubelet's pod-resources socket, asked for the pod of each GPU and MIG "
@@ -89,8 +92,9 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         max_requests=parse_count("--web.max-requests", args.max_requests),
         max_connections=_max_connections(args.max_connections),
         interval_seconds=_interval(args.interval),
-        timeout_seconds=parse_duration("--collect.timeout", args.timeout),
-        max_process_series=parse_count("--collect.max-process-series", args.max_process_series),
+        timeout_seconds=parse_duration("--collect.timeout", args.timeout,
+                                       " (0 is not \"no timeout\": a hung NVML call would stop collections)"),
+        max_process_series=parse_limit("--collect.max-process-series", args.max_process_series),
         pod_resources_socket=args.pod_resources_socket,
     )
 

@@ -24,14 +24,18 @@ _UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 6
 _MAX_DURATION_SECONDS = _UNIT_SECONDS["y"]
 
 
-def parse_duration(flag: str, text: str) -> float:
-    """Seconds in a positive Prometheus duration of at most a year: ``500ms``, ``5s``, ``1m30s``."""
+def parse_duration(flag: str, text: str, why_not_zero: str = "") -> float:
+    """Seconds in a positive Prometheus duration of at most a year: ``500ms``, ``5s``, ``1m30s``.
+
+    ``0`` is a duration, as Prometheus parses it, and refused as one: a duration flag never takes
+    0 for "no limit" (``why_not_zero`` says what it would cost)."""
     match = _DURATION.match(text.strip())
-    if not text.strip() or match is None:
+    if text.strip() != "0" and (not text.strip() or match is None):
         raise InputError(f"{flag}: {text!r} is not a duration (write it as Prometheus does: 500ms, 5s, 1m)")
-    seconds = sum(int(value) * _UNIT_SECONDS[unit] for unit, value in match.groupdict().items() if value)
+    seconds = 0 if match is None else sum(
+        int(value) * _UNIT_SECONDS[unit] for unit, value in match.groupdict().items() if value)
     if seconds <= 0:
-        raise InputError(f"{flag}: {text!r} must be longer than zero")
+        raise InputError(f"{flag}: {text!r} must be longer than zero{why_not_zero}")
     if seconds > _MAX_DURATION_SECONDS:
         raise InputError(f"{flag}: {text!r} is too long (at most 1y)")
     return float(seconds)
@@ -67,6 +71,14 @@ def parse_count(flag: str, text: str) -> int:
     if not is_whole_number(text.strip()):
         raise InputError(f"{flag}: {text!r} is not a whole number (0 or more)")
     return int(text)
+
+
+def parse_limit(flag: str, text: str) -> int | None:
+    """A cap that can be lifted: a whole number, 0 for no limit (None), as node_exporter's
+    ``--web.max-requests`` and Prometheus' ``sample_limit`` take it. A cap that must hold refuses
+    0 instead (``--web.max-connections``); 0 never means "none at all"."""
+    count = parse_count(flag, text)
+    return count or None
 
 
 def parse_telemetry_path(flag: str, text: str) -> str:

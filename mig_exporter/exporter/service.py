@@ -34,7 +34,7 @@ class ServeConfig:
     timeout_seconds: float
     telemetry_path: str = "/metrics"
     web_config: WebConfig | None = None
-    max_process_series: int = DEFAULT_MAX_PROCESS_SERIES
+    max_process_series: int | None = DEFAULT_MAX_PROCESS_SERIES  # None: no cap (the flag's 0)
     max_requests: int = DEFAULT_MAX_REQUESTS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     pod_resources_socket: str = DEFAULT_SOCKET  # "" asks no kubelet
