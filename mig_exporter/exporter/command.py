@@ -1,8 +1,9 @@
 """``mig-exporter serve``: the Prometheus exporter, with node_exporter's flag names.
 
 Every flag value is checked before NVML is opened, and every failure to start (a bad flag, no
-driver, a busy port, a bad web config) is one line and exit status 2. SIGTERM and SIGINT stop the
-scheduler and the server and shut NVML down, then exit 0.
+driver, a busy port, a bad web config) is one line and exit status 2. SIGTERM, SIGINT and SIGHUP
+(the terminal gone; ignored when started ignoring it, as under ``nohup``) stop the scheduler and
+the server and shut NVML down, then exit 0.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         _open_or_retry_later(session)
         exporter = Exporter(session, config)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in stop_signals():
             signal.signal(signum, request_stop)
         exporter.start()
         scheme = "https" if config.web_config and config.web_config.ssl_context else "http"
@@ -151,6 +152,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             session.close()
     return 0
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """SIGTERM, SIGINT, and SIGHUP unless this process was started ignoring it (``nohup``): a
+    hang-up is a request to stop, which by default would kill the process without nvmlShutdown."""
+    hang_up = () if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGTERM, signal.SIGINT, *hang_up)
 
 
 def _open_or_retry_later(session: NvmlSession) -> None:

@@ -80,20 +80,25 @@ class StepFailed(Exception):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived during the run; acted on once the step under way has finished."""
+    """SIGINT, SIGTERM or SIGHUP arrived during the run; acted on once the step under way has
+    finished."""
 
 
 @contextmanager
 def deferred_signals() -> Iterator[list[int]]:
-    """Note SIGINT and SIGTERM instead of letting them cut a step in half: a mutation interrupted
-    inside the driver call is one the journal could not say was made. The signals received are
-    listed in the yielded list; outside the main thread (where handlers cannot be set) it is empty."""
+    """Note SIGINT, SIGTERM and SIGHUP (an ssh session gone) instead of letting them cut a step in
+    half: a mutation interrupted inside the driver call is one the journal could not say was made.
+    A SIGHUP this process ignores (``nohup``) stays ignored. The signals received are listed in the
+    yielded list; outside the main thread (where handlers cannot be set) it is empty."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
+    numbers = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        numbers.append(signal.SIGHUP)
     previous = {number: signal.signal(number, lambda got, _frame: received.append(got))
-                for number in (signal.SIGINT, signal.SIGTERM)}
+                for number in numbers}
     try:
         yield received
     finally:

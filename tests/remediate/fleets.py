@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -74,3 +75,40 @@ def reaches(gpu: SimGpu, layout: list[str]) -> bool:
         and names == Counter(layout)
         and all(gi.compute_instances for gi in gpu.instances)
     )
+
+
+# The C function each step's mutation calls (nvml/write.py).
+CALL_OF_STEP = {
+    "SetMigMode": "nvmlDeviceSetMigMode",
+    "SetPersistence": "nvmlDeviceSetPersistenceMode",
+    "CreateGpuInstance": "nvmlDeviceCreateGpuInstanceWithPlacement",
+    "DestroyGpuInstance": "nvmlGpuInstanceDestroy",
+    "DestroyComputeInstance": "nvmlComputeInstanceDestroy",
+}
+
+
+def call_of(step: dict[str, Any]) -> str:
+    """The C function a journaled step (``{"action": …}``) calls to make its change."""
+    if step["action"] == "CreateComputeInstance":
+        placed = step["start"] is not None
+        return "nvmlGpuInstanceCreateComputeInstance" + ("WithPlacement" if placed else "")
+    return CALL_OF_STEP[step["action"]]
+
+
+def events(journal: Path) -> list[dict[str, Any]]:
+    """The journal's events, oldest first; none before it exists."""
+    return [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+
+
+def without_faults(fleet: Path) -> None:
+    """Take ``faults:`` out of the fleet file, its state kept, for the re-run."""
+    document = yaml.safe_load(fleet.read_text())
+    document.pop("faults", None)
+    write_fleet(fleet.parent, document, fleet.name)
+
+
+def fault_at(steps: list[dict[str, Any]], index: int, **what: Any) -> dict[str, Any]:
+    """A fault on the NVML call of ``steps[index]``: the earlier steps' calls to the same C
+    function are skipped."""
+    call = call_of(steps[index])
+    return {"call": call, "skip": sum(call_of(s) == call for s in steps[:index]), "count": 1, **what}

@@ -16,7 +16,6 @@ CI runs the first ``scaled(1)`` case; the long run (``MIG_EXPORTER_LONG_SCALE=10
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -28,36 +27,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from long import scaled
 
 from mig_exporter.host import nvml_session
 from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.sim import load_fleet
 
-from .fleets import busy_instances, incident_document, reaches, remediate, write_fleet
+from .fleets import (
+    busy_instances,
+    call_of,
+    events,
+    fault_at,
+    incident_document,
+    reaches,
+    remediate,
+    without_faults,
+    write_fleet,
+)
 
 VERIFIED = "Verified by reading NVML again"
 ALREADY = "Nothing to do: the GPUs already have this layout."  # also from a read of NVML
 AS_FOUND = "Every GPU is as it was found (read back from NVML)."
 HANG = 3600.0  # a call that hangs until the process is killed
-
-# The C function each step's mutation calls (nvml/write.py).
-CALL_OF_STEP = {
-    "SetMigMode": "nvmlDeviceSetMigMode",
-    "SetPersistence": "nvmlDeviceSetPersistenceMode",
-    "CreateGpuInstance": "nvmlDeviceCreateGpuInstanceWithPlacement",
-    "DestroyGpuInstance": "nvmlGpuInstanceDestroy",
-    "DestroyComputeInstance": "nvmlComputeInstanceDestroy",
-}
-
-
-def call_of(step: dict[str, Any]) -> str:
-    if step["action"] == "CreateComputeInstance":
-        placed = step["start"] is not None
-        return "nvmlGpuInstanceCreateComputeInstance" + ("WithPlacement" if placed else "")
-    return CALL_OF_STEP[step["action"]]
-
 
 def idle(gpus: tuple[int, ...] = (0,)) -> dict[str, Any]:
     """The incident with no processes on ``gpus``: MIG off, persistence off."""
@@ -132,25 +123,8 @@ def steps_of(journal: Path, run: str | None = None) -> list[dict[str, Any]]:
     return [e["step"] for e in events(journal) if e["event"] == "begin" and run in (None, e["run"])]
 
 
-def events(journal: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
-
-
 def with_fault(document: dict[str, Any], fault: dict[str, Any]) -> dict[str, Any]:
     return {**document, "faults": [fault]}
-
-
-def without_faults(fleet: Path) -> None:
-    document = yaml.safe_load(fleet.read_text())
-    document.pop("faults", None)
-    write_fleet(fleet.parent, document, fleet.name)
-
-
-def fault_at(steps: list[dict[str, Any]], index: int, **what: Any) -> dict[str, Any]:
-    """A fault on the NVML call of ``steps[index]``: the earlier steps' calls to the same C
-    function are skipped."""
-    call = call_of(steps[index])
-    return {"call": call, "skip": sum(call_of(s) == call for s in steps[:index]), "count": 1, **what}
 
 
 def verification_hang(fleet: Path) -> dict[str, Any]:
