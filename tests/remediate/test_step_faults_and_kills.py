@@ -55,6 +55,10 @@ def idle(gpus: tuple[int, ...] = (0,)) -> dict[str, Any]:
     return incident_document(without_processes_on=gpus)
 
 
+def idle_two() -> dict[str, Any]:
+    return idle((0, 1))
+
+
 def repartition() -> dict[str, Any]:
     """The incident with GPU 0 in MIG mode: a busy 3g.40gb at 0 (to keep), two idle 1g.10gb (to
     destroy)."""
@@ -101,7 +105,7 @@ CASES = [
     Case(idle, "0", a100("7g")),
     Case(idle, "0", a100("4g", "3g")),
     Case(idle, "0", a100("4g", "2g", "1g")),
-    Case(lambda: idle((0, 1)), "0,1", a100("3g", "3g")),
+    Case(idle_two, "0,1", a100("3g", "3g")),
     Case(idle, "0", a100("2g", "2g", "2g", "1g")),
     Case(idle, "0", a100("1g", "1g", "1g", "1g", "1g", "1g", "1g")),
     Case(idle, "0", a100("3g", "2g", "1g", "1g")),
