@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,17 +68,19 @@ def lost_gpus(fault: Fault, run: Run) -> set[int]:
     return {gpu for (_call, gpu), n in run.fired.items() if n and gpu is not None}
 
 
-def listing_failed_on(run: Run) -> set[int]:
+def listing_failed_on(fired: Counter[tuple[str, int | None]]) -> set[int]:
     """GPUs on which a process listing (``nvmlDeviceGet*RunningProcesses*``) was answered with an
     error: their process counts were not read."""
-    return {gpu for (call, gpu), n in run.fired.items()
+    return {gpu for (call, gpu), n in fired.items()
             if n and "RunningProcesses" in call and gpu is not None}
 
 
-def nothing_made_up(scrape: Samples, clean: Clean, fault: Fault, run: Run) -> list[str]:
+def nothing_made_up(
+    scrape: Samples, clean: Clean, fault: Fault, run: Run, fired: Counter[tuple[str, int | None]],
+) -> list[str]:
     """Every series of the scrape is one of the clean run's with its value, but for those that
-    report the failure; process counts are absent where a listing failed; sharing is never
-    cleared; a GPU is lost only where NVML said so."""
+    report the failure; process counts are absent where a listing failed in its collection
+    (``fired``); sharing is never cleared; a GPU is lost only where NVML said so."""
     if fault.describes_another_gpu:
         return []
     found = []
@@ -96,14 +99,14 @@ def nothing_made_up(scrape: Samples, clean: Clean, fault: Fault, run: Run) -> li
         elif name not in clean.volatile and value not in truths:
             found.append(f"{name}{dict(labels)} = {value:g}, read {truths[0]:g} without the fault")
     by_gpu = {(name, dict(labels).get("gpu")) for name, labels in scrape}
-    for gpu in listing_failed_on(run):
-        found += [f"{name}{{gpu={gpu}}} exported although its process listing failed"
-                  for name in PROCESS_COUNT_SERIES if (name, str(gpu)) in by_gpu]
+    for unlisted in listing_failed_on(fired):
+        found += [f"{name}{{gpu={unlisted}}} exported although its process listing failed"
+                  for name in PROCESS_COUNT_SERIES if (name, str(unlisted)) in by_gpu]
         if ("nvml_processes_spanning_gpus", None) in by_gpu:
-            found.append(f"nvml_processes_spanning_gpus exported although GPU {gpu}'s listing failed")
-    for gpu in SHARED_GPUS:
-        if scrape.get(_key(clean.serve, "nvml_gpu_unpartitioned_sharing", gpu)) == 0:
-            found.append(f"GPU {gpu} shared without MIG, cleared to 0 by a failed read")
+            found.append(f"nvml_processes_spanning_gpus exported although GPU {unlisted}'s listing failed")
+    for shared in SHARED_GPUS:
+        if scrape.get(_key(clean.serve, "nvml_gpu_unpartitioned_sharing", shared)) == 0:
+            found.append(f"GPU {shared} shared without MIG, cleared to 0 by a failed read")
     return found
 
 

@@ -45,6 +45,7 @@ class Run:
     tracebacks: list[str] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     fired: Counter[tuple[str, int | None]] = field(default_factory=Counter)
+    fired_by_collection: list[Counter[tuple[str, int | None]]] = field(default_factory=list)  # serve
 
 
 @contextlib.contextmanager
@@ -67,7 +68,7 @@ def watched(run: Run) -> Iterator[None]:
     handler = TracebackHandler()
     root = logging.getLogger()
     root.addHandler(handler)
-    sim.install = recording_install  # type: ignore[assignment]
+    sim.install = recording_install
     try:
         yield
     finally:
@@ -120,8 +121,9 @@ def run_serve(
                 between(i, exporter, session)
                 exporter.job()
                 run.scrapes.append(scrape(exporter))
-                if session.simulator is not None:  # before a test rewrites the fleet, which resets them
-                    run.fired |= session.simulator.faults_fired()  # type: ignore[attr-defined]
+                fired = Counter() if session.simulator is None else session.simulator.faults_fired()  # type: ignore[attr-defined]
+                run.fired_by_collection.append(fired - sum(run.fired_by_collection, Counter()))
+                run.fired |= fired  # before a test writes the fleet without its fault, which resets it
         finally:
             if exporter is not None:
                 exporter.stop()

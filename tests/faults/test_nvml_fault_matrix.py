@@ -57,8 +57,8 @@ def _serve(fleet: Path, fault: Fault, clean: Clean, opening: list[str]) -> tuple
 
     run = run_serve(fleet, COLLECTIONS, fault_gone)
     found = invariants.no_crash(run)
-    for scrape in run.scrapes[:-1]:
-        found += invariants.nothing_made_up(scrape, clean, fault, run)
+    for scrape, fired in zip(run.scrapes[:-1], run.fired_by_collection, strict=False):
+        found += invariants.nothing_made_up(scrape, clean, fault, run, fired)
     found += invariants.failure_shown(run.scrapes[:-1], fault, run, opening)
     found += invariants.recovered(run.scrapes[-1], clean, fault)
     return run, found
@@ -149,8 +149,8 @@ def test_a_hung_call_in_serve(
         run = run_serve(fleet, COLLECTIONS, let_go, timeout_seconds=0.5)
         fault = Fault(call, "hang", "once")
         found = invariants.no_crash(run)
-        for scrape in run.scrapes[:-1]:
-            found += invariants.nothing_made_up(scrape, state, fault, run)
+        for scrape, fired in zip(run.scrapes[:-1], run.fired_by_collection, strict=False):
+            found += invariants.nothing_made_up(scrape, state, fault, run, fired)
         found += invariants.recovered(run.scrapes[-1], state, fault)
         violations += [f"{call} hung: {line}" for line in found]
     print(f"serve: {len(hung)} hung calls of {len(collected)}, {len(violations)} violations")
