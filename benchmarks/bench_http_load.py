@@ -24,6 +24,7 @@ and how many of each hostile group the server closed. Nothing hostile reconnects
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import http.client
 import os
@@ -57,6 +58,8 @@ class LoadPlan:
     idle: int = 1100
     max_connections: int | None = None  # serve's default
     server_nofile: int | None = 1024  # None: this process's limit
+    interval: float = 0.0  # between one scraper's scrapes; 0: back to back
+    churn_per_second: int = 0  # new idle connections opened each second while scraping
 
 
 @dataclass
@@ -72,6 +75,7 @@ class LoadResult:
     opened: Counter[str] = field(default_factory=Counter)
     closed_by_server: Counter[str] = field(default_factory=Counter)
     connect_failures: int = 0
+    retried: int = 0  # scrapes sent again on a new connection: the server had closed the idle one
     exit_code: int | None = None
 
 
@@ -99,10 +103,13 @@ def _run_load(plan: LoadPlan, result: LoadResult, log: IO[bytes]) -> LoadResult:
             result.opened[group] = len(clients)
         stop = threading.Event()
         trickling = threading.Thread(target=_trickle, args=(hostile["tricklers"], stop), daemon=True)
+        churning = threading.Thread(target=_churn, args=(port, plan, result, stop), daemon=True)
         trickling.start()
+        churning.start()
         _scrape_in_parallel(port, plan, result)
         stop.set()
         trickling.join()
+        churning.join()
         time.sleep(SAMPLE_SECONDS)  # let the last evictions land before the end figures
         sampler.stop()
         for group, clients in hostile.items():
@@ -211,40 +218,91 @@ def _trickle(tricklers: list[socket.socket], stop: threading.Event) -> None:
                 client.send(b"E")
 
 
+def _churn(port: int, plan: LoadPlan, result: LoadResult, stop: threading.Event) -> None:
+    """``churn_per_second`` new idle connections a second, in tenths: each one the server admits
+    closes the connection idle the longest. This side closes its own once past the cap's worth."""
+    opened: collections.deque[socket.socket] = collections.deque()
+    kept = _cap(plan) + 100
+    while plan.churn_per_second and not stop.wait(0.1):
+        for client in _open(port, max(1, plan.churn_per_second // 10), result, lambda c: None):
+            result.opened["churned idle"] += 1
+            opened.append(client)
+        while len(opened) > kept:
+            _forget(opened.popleft(), "churned idle", result)
+    while opened:
+        _forget(opened.popleft(), "churned idle", result)
+
+
+def _forget(client: socket.socket, group: str, result: LoadResult) -> None:
+    result.closed_by_server[group] += _closed(client)
+    client.close()
+
+
 def _scrape_in_parallel(port: int, plan: LoadPlan, result: LoadResult) -> None:
     deadline = time.monotonic() + plan.seconds
     lock = threading.Lock()
     result.scrapes_per_scraper = [0] * plan.scrapers
 
     def scrape(index: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        while time.monotonic() < deadline:
+        scraper = _Scraper(port)
+        next_scrape = time.monotonic()
+        while next_scrape < deadline:
             started = time.perf_counter()
-            try:
-                connection.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
-                response = connection.getresponse()
-                body = response.read()
-                ok = response.status == 200 and len(body) > 0
-                kind = "" if ok else f"HTTP {response.status}"
-            except (OSError, http.client.HTTPException) as error:
-                kind = type(error).__name__
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            kind, retried = scraper.scrape()
             elapsed = time.perf_counter() - started
             with lock:
+                result.retried += retried
                 if kind:
                     result.errors[kind] += 1
                 else:
                     result.scrapes += 1
                     result.scrapes_per_scraper[index] += 1
                     result.latencies.append(elapsed)
-        connection.close()
+            next_scrape = max(next_scrape + plan.interval, time.monotonic())
+            time.sleep(next_scrape - time.monotonic() if plan.interval else 0)
+        scraper.connection.close()
 
     scrapers = [threading.Thread(target=scrape, args=(i,), daemon=True) for i in range(plan.scrapers)]
     for scraper in scrapers:
         scraper.start()
     for scraper in scrapers:
         scraper.join()
+
+
+class _Scraper:
+    """One keep-alive connection, as Prometheus keeps one per target. Like Go's client (and so
+    Prometheus), a request that finds its reused connection closed by the server before any byte
+    of an answer came is sent once more on a new connection: counted as such, not as an error."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.reused = False
+
+    def scrape(self) -> tuple[str, int]:
+        """The error's kind ('' when answered 200), and 1 if it was sent again."""
+        for attempt in (0, 1):
+            reused, self.reused = self.reused, True
+            try:
+                try:
+                    self.connection.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+                    response = self.connection.getresponse()  # RemoteDisconnected: no status line
+                except ConnectionError:
+                    if reused and not attempt:
+                        self._reconnect()
+                        continue
+                    raise
+                body = response.read()
+                return ("" if response.status == 200 and body else f"HTTP {response.status}"), attempt
+            except (OSError, http.client.HTTPException) as error:
+                self._reconnect()
+                return type(error).__name__, attempt
+        raise AssertionError("unreachable: the second attempt returns")
+
+    def _reconnect(self) -> None:
+        self.connection.close()
+        self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        self.reused = False
 
 
 def _closed(client: socket.socket) -> bool:
@@ -303,9 +361,10 @@ def report(plan: LoadPlan, result: LoadResult) -> str:
         f"established connections: peak {result.established['peak']}, at the end "
         f"{result.established['end']} (cap {result.cap})",
         f"connect failures: {result.connect_failures}",
+        f"scrapes sent again on a new connection (the server had closed the idle one): {result.retried}",
     ]
     lines += [f"{group}: {result.opened[group]} opened, {result.closed_by_server[group]} closed by the server"
-              for group in ("pipeliners", "tricklers", "idle")]
+              for group in ("pipeliners", "tricklers", "idle", "churned idle")]
     lines.append(f"serve exit status after SIGTERM: {result.exit_code}")
     return "\n".join(lines)
 
@@ -318,13 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tricklers", type=int, default=defaults.tricklers)
     parser.add_argument("--pipeliners", type=int, default=defaults.pipeliners)
     parser.add_argument("--idle", type=int, default=defaults.idle)
+    parser.add_argument("--interval", type=float, default=defaults.interval,
+                        help="seconds between one scraper's scrapes (default 0: back to back)")
+    parser.add_argument("--churn", type=int, default=defaults.churn_per_second, metavar="PER_SECOND",
+                        help="new idle connections a second while scraping (default 0)")
     parser.add_argument("--max-connections", type=int, default=None,
                         help="serve's --web.max-connections (default: serve's own)")
     parser.add_argument("--server-nofile", type=int, default=defaults.server_nofile,
                         help="serve's file descriptor limit; 0 for this process's (default 1024)")
     args = parser.parse_args(argv)
     plan = LoadPlan(args.scrapers, args.seconds, args.tricklers, args.pipeliners, args.idle,
-                    args.max_connections, args.server_nofile or None)
+                    args.max_connections, args.server_nofile or None, args.interval, args.churn)
     print(f"$ {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(report(plan, run_load(plan)))
     return 0
