@@ -303,6 +303,11 @@ class HttpConnection(asyncio.Protocol):
                 self._transport.close()
             else:
                 self._transport.abort()
+                # abort() has taken the socket off the loop but closes it only on the loop's next
+                # turn: close it now, so that each connection evicted to admit a new one frees its
+                # descriptor before the next accept (else a burst of accepts at the cap overshoots it)
+                if self._socket is not None:
+                    self._socket.close()
         else:
             if self._opening is not None and self._opening is not asyncio.current_task(self._loop):
                 self._opening.cancel()
