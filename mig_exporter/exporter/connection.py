@@ -13,9 +13,11 @@ Go's ``http.Server`` and nginx put on a connection:
   Nothing more is read from a client that does not read its answers, so a client pipelining
   requests it never reads holds one answer's bytes and no request slot.
 
-A connection awaiting or receiving a request is idle: when the server is full, the one idle the
-longest is closed to admit a new one (nginx's reuse of keep-alive connections), so idle and
-trickling clients cannot keep scrapers out.
+A connection awaiting or receiving a request is idle: when the server is full, an idle one is
+closed to admit a new one (nginx's reuse of keep-alive connections), so idle and trickling
+clients cannot keep scrapers out. The longest idle of those that never had a successful answer
+goes first; a kept-alive connection that had one (a scraper between scrapes) goes only when no
+such connection is left, so a flood of new connections cannot make every scrape reconnect.
 """
 
 from __future__ import annotations
@@ -88,10 +90,12 @@ class ConnectionTable:
         return True
 
     def evict_longest_idle(self) -> bool:
+        """Close an idle connection: the longest idle of those never answered with success, or
+        else the longest idle of all."""
         idle = [c for c in self.connections if c.idle_since is not None]
         if not idle:
             return False
-        min(idle, key=lambda c: c.idle_since or 0.0).close("evicted to admit a new connection")
+        min(idle, key=lambda c: (c.succeeded, c.idle_since or 0.0)).close("evicted to admit a new connection")
         return True
 
     def close_all(self) -> None:
@@ -141,6 +145,7 @@ class HttpConnection(asyncio.Protocol):
                                                                         self._timed_out)
         self.idle_since: float | None = time.monotonic()
         self.answered = 0
+        self.succeeded = False  # any answer below 400: a client that has shown it is one
 
     def opening(self, client: socket.socket, task: asyncio.Task[None]) -> None:
         """The accepted socket, and the task that sniffs its first bytes and shakes hands: both
@@ -263,6 +268,7 @@ class HttpConnection(asyncio.Protocol):
             self.close(f"cannot answer: {error}")
             return
         self.answered += 1
+        self.succeeded = self.succeeded or reply.status < 400
         self._phase, self.idle_since = _Phase.WRITING, None
         transport.writelines(chunks)
         if transport.get_write_buffer_size() == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import http.client
 import logging
 import os
 import resource
@@ -268,6 +269,41 @@ def test_idle_connections_beyond_the_cap_do_not_starve_scrapers(state: ExporterS
         assert len(server.connections.connections) <= 20
         assert idle[0].recv(1) == b""  # the oldest idle connection was the one closed
         for client in idle:
+            client.close()
+
+
+def closed_by_server(client: socket.socket) -> bool:
+    client.setblocking(False)
+    try:
+        return client.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:  # an eviction aborts the connection
+        return True
+
+
+def test_a_scrapers_kept_alive_connection_outlasts_a_flood_of_new_ones(state: ExporterState) -> None:
+    """At the cap, idle connections never answered with success are closed first: a scraper
+    between scrapes keeps its connection through 30 newer idle ones at a cap of 10, where closing
+    the longest idle would have closed it first and made every scrape under a flood reconnect."""
+    state.publish(incident())
+    with serving(state, telemetry_path="/metrics", limits=ServerLimits(max_connections=10)) as server:
+        scraper = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+
+        def scrape() -> tuple[int, object]:
+            scraper.request("GET", "/metrics")
+            response = scraper.getresponse()
+            response.read()
+            assert scraper.sock is not None
+            return response.status, scraper.sock.getsockname()
+
+        status, first_connection = scrape()
+        assert status == 200
+        flood = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(30)]
+        wait_until(lambda: sum(closed_by_server(c) for c in flood) == 21, "the flood was not evicted")
+        assert scrape() == (200, first_connection)  # answered on the same connection
+        scraper.close()
+        for client in flood:
             client.close()
 
 
