@@ -55,10 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         metavar="N", help=f"concurrent requests served; more get 503; 0 for no limit "
                                           f"(default {DEFAULT_MAX_REQUESTS})")
     parser.add_argument("--web.max-connections", dest="max_connections", default=str(DEFAULT_MAX_CONNECTIONS),
-                        metavar="N", help="connections open at once, at least 1; at the cap the one idle the "
-                                          "longest is closed for a new one; lowered to fit the file "
-                                          "descriptor limit. 0 is refused, not unlimited: unbounded "
-                                          "connections let idle clients starve scrapers "
+                        metavar="N", help="connections open at once, at least 1; at the cap an idle one "
+                                          "is closed for a new one (never-answered ones first); lowered "
+                                          "to fit the file descriptor limit. 0 is refused, not unlimited: "
+                                          "unbounded connections let idle clients starve scrapers "
                                           f"(default {DEFAULT_MAX_CONNECTIONS})")
     parser.add_argument("--collect.interval", dest="interval", default="5s", metavar="DURATION",
                         help="time between NVML collections, e.g. 500ms, 5s, 1m; at least 100ms (default 5s)")

@@ -77,7 +77,7 @@ class RequestSlots:
 
 
 class ConnectionTable:
-    """The open connections, at most ``limit``; a full table closes its longest-idle one."""
+    """The open connections, at most ``limit``; a full table closes an idle one."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -14,7 +14,7 @@ the header deadline, the connection cap and the TLS-port sniffing below.
 
 The cap on connections is ``ServerLimits.max_connections`` (``--web.max-connections``), lowered
 to fit the process's file descriptor limit; at the cap (or should accept run out of descriptors
-anyway), the connection idle the longest is closed to admit the new one.
+anyway), an idle connection is closed to admit the new one (``connection.py`` says which).
 """
 
 from __future__ import annotations
