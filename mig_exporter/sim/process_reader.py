@@ -42,6 +42,9 @@ class ProcessReader(Checks):
         pids_seen[pid] = path
         name = self.string(entry["name"], f"{path}.name") if "name" in entry else None
         if name is not None:
+            # Any other character may be in a name (/proc's comm and cmdline can hold a newline).
+            if "\0" in name:
+                raise self.error(f"{path}.name", "NVML returns a C string: a name cannot hold NUL")
             first = self.names.setdefault(pid, (name, f"{path}.name"))
             if first[0] != name:
                 raise self.error(

@@ -8,6 +8,7 @@ pci-bus-id-*, more-gpus-than-handles-hold).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -17,7 +18,7 @@ import pynvml
 import pytest
 
 from mig_exporter.cli import main
-from mig_exporter.sim import FleetError, load_fleet, parse_fleet
+from mig_exporter.sim import FleetError, dump_fleet, load_fleet, parse_fleet
 from mig_exporter.sim.fleet import MAX_FLEET_FILE_BYTES
 from sim.conftest import StartNvml
 
@@ -140,3 +141,31 @@ def _load_into(spec: str, outcome: list[BaseException]) -> None:
         load_fleet(spec)
     except FleetError as error:
         outcome.append(error)
+
+
+# ---- item 8: "a process name with a newline" (the simulator's side: carried byte for byte) --------
+
+NAMES = ("python\nserve.py --port 8000", "tab\there", "ünïcode ✓", "trailing newline\n")
+
+
+def test_a_process_name_with_a_newline_is_reported_as_written(start_nvml: StartNvml) -> None:
+    """/proc's comm and cmdline can hold a newline or a tab, so NVML's name can: the simulator
+    hands pynvml the name exactly as the fleet file gives it, and a write-back keeps it."""
+    processes = "".join(
+        f"      - {{pid: {4000 + i}, name: {json.dumps(name)}, used_memory_mib: 100}}\n"
+        for i, name in enumerate(NAMES)
+    )
+    simulator = start_nvml(f"gpus:\n  - model: A100-SXM4-80GB\n    processes:\n{processes}")
+    assert [pynvml.nvmlSystemGetProcessName(4000 + i) for i in range(len(NAMES))] == list(NAMES)
+    reread = parse_fleet(dump_fleet(simulator.fleet), "dumped.yaml")
+    assert [p.name for p in reread.gpus[0].processes] == list(NAMES)
+
+
+def test_a_process_name_cannot_hold_nul() -> None:
+    """NVML's name is a C string: a NUL would cut it short, so the file cannot give one."""
+    with pytest.raises(FleetError) as refused:
+        parse_fleet('gpus: [{model: A30, processes: [{pid: 7, name: "a\\0b", used_memory_mib: 1}]}]\n',
+                    "lab.yaml")
+    assert str(refused.value) == (
+        "lab.yaml: gpus[0].processes[0].name: NVML returns a C string: a name cannot hold NUL"
+    )
