@@ -25,7 +25,6 @@ from mig_exporter.sim.state import (
     NvlinkErrors,
     RetiredPages,
     RowRemapping,
-    SimComputeInstance,
     SimGpu,
     SimGpuInstance,
     SimProcess,
@@ -102,7 +101,10 @@ def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
         out: dict[str, Any] = {"profile": profile.name, "placement": gi.start}
         if gi.activity != Activity():
             out["gpm"] = activity(gi.activity)
-        if gi.compute_instances == (SimComputeInstance(0, profile.slice_count, gi.processes),):
+        if [(c.start, c.slices) for c in gi.compute_instances] == [(0, profile.slice_count)]:
+            (full,) = gi.compute_instances
+            if full.uuid is not None:
+                out["uuid"] = full.uuid
             if gi.processes:
                 out["processes"] = [process(p) for p in gi.processes]
             return out
@@ -114,6 +116,8 @@ def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
                 else f"{ci.slices}c.{profile.name}",
                 "placement": ci.start,
             }
+            if ci.uuid is not None:
+                entry["uuid"] = ci.uuid
             if ci.processes:
                 entry["processes"] = [process(p) for p in ci.processes]
             out["compute_instances"].append(entry)
@@ -143,6 +147,8 @@ def gpu_entry(fleet: Fleet, index: int, attributed: set[int]) -> dict[str, Any]:
         out["gpm"] = activity(g.activity)
     if g.health != Health():
         out["health"] = health(g.health)
+    if g.mig_devices_created:
+        out["mig_devices_created"] = g.mig_devices_created
     if g.xid_events:
         out["xid_events"] = [
             {"xid": e.xid, "after_seconds": e.after_seconds}

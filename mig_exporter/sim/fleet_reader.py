@@ -57,13 +57,15 @@ GPU_KEYS = (
     "xid_events",
     "gpm",
     "health",
+    "mig_devices_created",
 )
 # An XID error NVML reports as an event: ``after_seconds`` after the GPU's first registration.
 XID_EVENT_KEYS = ("xid", "after_seconds", "gpu_instance")
-INSTANCE_KEYS = ("profile", "placement", "processes", "compute_instances", "gpm")
+# ``uuid``: the MIG device's, of the one full-size compute instance (else under compute_instances).
+INSTANCE_KEYS = ("profile", "placement", "uuid", "processes", "compute_instances", "gpm")
 # GPM activity (0-100 %) of a GPU without MIG or of a GPU instance; Hopper and later only.
 GPM_KEYS = tuple(f.name for f in fields(Activity))
-COMPUTE_INSTANCE_KEYS = ("profile", "placement", "processes")
+COMPUTE_INSTANCE_KEYS = ("profile", "placement", "uuid", "processes")
 
 _PCI_BUS_ID = re.compile(r"^[0-9A-F]{8}:[0-9A-F]{2}:[0-9A-F]{2}\.[0-7]$")
 _CUDA_VERSION = re.compile(r"^\d+\.\d+$", re.ASCII)
@@ -86,6 +88,10 @@ def parse_fleet(data: bytes | str, source: str) -> Fleet:
 
 class FleetReader(ProcessReader):
     """Checks a parsed document piece by piece, each piece knowing its path for the messages."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(source)
+        self.mig_uuids: dict[str, str] = {}  # MIG device UUID the file gives → where
 
     def fleet(self, document: Any) -> Fleet:
         top = self.mapping(document, "", TOP_KEYS, required=("gpus",))
@@ -200,6 +206,9 @@ class FleetReader(ProcessReader):
             ),
             activity=self.activity(entry, path, model),
             health=read_health(self, entry["health"], f"{path}.health") if "health" in entry else Health(),
+            mig_devices_created=self.integer(
+                entry.get("mig_devices_created", 0), f"{path}.mig_devices_created", 0, UINT_MAX
+            ),
         ).with_instances(instances)
         if "gpm" in entry and mig.current:
             raise self.error(f"{path}.gpm", "with MIG enabled the GPU's activity is its instances': "
@@ -352,12 +361,13 @@ class FleetReader(ProcessReader):
                 self.process(p, f"{path}.processes[{i}]", pids_seen)
                 for i, p in enumerate(self.sequence(entry.get("processes"), f"{path}.processes"))
             )
-            return (SimComputeInstance(0, profile.slice_count, processes),)
-        if entry.get("processes"):
-            raise self.error(
-                f"{path}.processes",
-                "with compute_instances given, list each process under the compute instance it runs in",
-            )
+            return (SimComputeInstance(0, profile.slice_count, processes, self.mig_uuid(entry, path)),)
+        for key, what in (("processes", "each process"), ("uuid", "each MIG device UUID")):
+            if entry.get(key):
+                raise self.error(
+                    f"{path}.{key}",
+                    f"with compute_instances given, list {what} under the compute instance it runs in",
+                )
         result: list[SimComputeInstance] = []
         for i, raw in enumerate(self.sequence(entry["compute_instances"], f"{path}.compute_instances")):
             ci_path = f"{path}.compute_instances[{i}]"
@@ -383,8 +393,20 @@ class FleetReader(ProcessReader):
                 self.process(p, f"{ci_path}.processes[{j}]", pids_seen)
                 for j, p in enumerate(self.sequence(ci.get("processes"), f"{ci_path}.processes"))
             )
-            result.append(SimComputeInstance(start, slices, processes))
+            result.append(SimComputeInstance(start, slices, processes, self.mig_uuid(ci, ci_path)))
         return tuple(sorted(result, key=lambda c: c.id))
+
+    def mig_uuid(self, entry: dict, path: str) -> str | None:
+        """A MIG device UUID the file gives, unique in the fleet (two devices cannot share one)."""
+        if "uuid" not in entry:
+            return None
+        mig_uuid = self.string(entry["uuid"], f"{path}.uuid")
+        if not mig_uuid.startswith("MIG-"):
+            raise self.error(f"{path}.uuid", f"{mig_uuid!r} does not start with MIG-")
+        if mig_uuid in self.mig_uuids:
+            raise self.error(f"{path}.uuid", f"{mig_uuid} is already the uuid of {self.mig_uuids[mig_uuid]}")
+        self.mig_uuids[mig_uuid] = path
+        return mig_uuid
 
     def compute_slices(self, raw: Any, path: str, profile: GpuInstanceProfile) -> int:
         """``1c.3g.40gb``, ``1c``, or the GPU instance's own profile name for a full-size one."""

@@ -25,7 +25,7 @@ from mig_exporter.sim.handles import (
     write_handle_at,
 )
 from mig_exporter.sim.models import COMPUTE_PROFILE_ENUM_BY_SLICES, GpuInstanceProfile, valid_compute_slices
-from mig_exporter.sim.state import SimComputeInstance, SimGpu, SimGpuInstance
+from mig_exporter.sim.state import SimComputeInstance, SimGpu, SimGpuInstance, new_mig_device_uuid
 
 SLICES_BY_COMPUTE_PROFILE = {enum: slices for slices, enum in COMPUTE_PROFILE_ENUM_BY_SLICES.items()}
 
@@ -292,6 +292,9 @@ class MigCalls(CallsBase):
         if chosen is None:
             return pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES
         compute_instance = SimComputeInstance(chosen, slices)
+        mig_uuid, created = new_mig_device_uuid(gpu, gi, compute_instance)
+        compute_instance = replace(compute_instance, uuid=mig_uuid)
+        gpu = replace(gpu, mig_devices_created=created)
         self._commit_compute_instances(handle.gpu, gpu, gi, (*gi.compute_instances, compute_instance))
         write_handle(out, Handle(Kind.COMPUTE_INSTANCE, handle.gpu, gi.id, compute_instance.id))
         return pynvml.NVML_SUCCESS

@@ -86,11 +86,14 @@ class ProcessAttribution:
 @dataclass(frozen=True)
 class SimComputeInstance:
     """A compute instance: ``slices`` compute slices starting at ``start`` inside its GPU instance.
-    Its ID is its start (see ``placement``), so a full-size compute instance is ID 0."""
+    Its ID is its start (see ``placement``), so a full-size compute instance is ID 0. ``uuid``: its
+    MIG device's UUID, as the fleet file gives it or as the simulator made it at creation; None: the
+    one derived from its shape (``mig_device_uuid``)."""
 
     start: int
     slices: int
     processes: tuple[SimProcess, ...] = ()
+    uuid: str | None = None
 
     @property
     def id(self) -> int:
@@ -216,6 +219,9 @@ class SimGpu:
     xid_events: tuple[XidEvent, ...] = ()
     activity: Activity = field(default_factory=Activity)  # MIG off; with MIG on, its instances'
     health: Health = field(default_factory=Health)
+    # Compute instances created on it so far: the driver's UUID generator, not the host's state, so
+    # it takes no part in comparing states (a rolled-back run restores the file byte for byte).
+    mig_devices_created: int = field(default=0, compare=False)
 
     @property
     def model_key(self) -> str:
@@ -312,13 +318,39 @@ def default_gpu_uuid(index: int) -> str:
 
 
 def mig_device_uuid(gpu_uuid: str, gpu_instance: SimGpuInstance, compute_instance: SimComputeInstance) -> str:
-    """``MIG-xxxxxxxx-xxxx-5xxx-…``: the R470+ format, derived from the parent, the instance IDs, the
-    profile and the placement, so the same instance keeps its UUID after a reload or in another
-    process, while an instance of another shape created under a freed ID gets a new one, as on a
-    real driver (a workload pinned to the old UUID must not land on a different-sized instance)."""
+    """``MIG-xxxxxxxx-xxxx-5xxx-…``: the R470+ format. The compute instance's own ``uuid`` when it
+    has one (made at its creation, or given by the fleet file); else derived from the parent, the
+    instance IDs, the profile and the placement, so an instance a fleet file lists keeps its UUID
+    after a reload or in another process."""
+    if compute_instance.uuid is not None:
+        return compute_instance.uuid
+    return _mig_uuid(gpu_uuid, gpu_instance, compute_instance, "")
+
+
+def new_mig_device_uuid(
+    gpu: SimGpu, gpu_instance: SimGpuInstance, compute_instance: SimComputeInstance
+) -> tuple[str, int]:
+    """The UUID of a compute instance being created on ``gpu`` and the GPU's new creation count.
+
+    A real driver gives every new MIG device a new UUID, even one of the same shape at the same IDs
+    after a destroy (a workload pinned to the old UUID must not land on a new instance unnoticed).
+    Derived from the creation count, so a fleet and a sequence of operations give the same UUIDs
+    in every run; never one of the GPU's current MIG devices."""
+    taken = {mig_device_uuid(gpu.uuid, gi, ci) for gi in gpu.instances for ci in gi.compute_instances}
+    created = gpu.mig_devices_created
+    while True:
+        created += 1
+        made = _mig_uuid(gpu.uuid, gpu_instance, compute_instance, f"#{created}")
+        if made not in taken:
+            return made, created
+
+
+def _mig_uuid(
+    gpu_uuid: str, gpu_instance: SimGpuInstance, compute_instance: SimComputeInstance, creation: str
+) -> str:
     shape = (f"{gpu_instance.id}/{gpu_instance.profile_id}@{gpu_instance.start}/"
              f"{compute_instance.id}:{compute_instance.slices}")
-    return f"MIG-{uuid.uuid5(_UUID_NAMESPACE, f'{gpu_uuid}/{shape}')}"
+    return f"MIG-{uuid.uuid5(_UUID_NAMESPACE, f'{gpu_uuid}/{shape}{creation}')}"
 
 
 def default_serial(index: int) -> str:

@@ -6,6 +6,7 @@ import io
 import json
 from collections import Counter
 from contextlib import redirect_stdout
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from mig_exporter.cli import main
 from mig_exporter.host import nvml_session
 from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
-from mig_exporter.sim import builtin_text
+from mig_exporter.sim import Fleet, builtin_text
 from mig_exporter.sim.state import SimGpu
 
 
@@ -112,3 +113,14 @@ def fault_at(steps: list[dict[str, Any]], index: int, **what: Any) -> dict[str, 
     function are skipped."""
     call = call_of(steps[index])
     return {"call": call, "skip": sum(call_of(s) == call for s in steps[:index]), "count": 1, **what}
+
+
+def without_mig_uuids(fleet: Fleet) -> Fleet:
+    """``fleet`` with every MIG device's UUID the one derived from its shape: how a run that undid
+    itself leaves the hardware, since a MIG device the undo made again has a new UUID, as a
+    driver gives it (issue 11, item 8)."""
+    return replace(fleet, gpus=tuple(
+        replace(g, instances=tuple(
+            replace(gi, compute_instances=tuple(replace(ci, uuid=None) for ci in gi.compute_instances))
+            for gi in g.instances))
+        for g in fleet.gpus))

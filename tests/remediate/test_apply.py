@@ -22,8 +22,9 @@ from mig_exporter.remediate.layout import layout_targets
 from mig_exporter.remediate.lock import HostLock
 from mig_exporter.remediate.plan import make_plan
 from mig_exporter.remediate.steps import ResetGpu, SetMigMode, SetPersistence
+from mig_exporter.sim import load_fleet, parse_fleet
 
-from .fleets import incident_document, read, remediate, write_fleet
+from .fleets import incident_document, read, remediate, without_mig_uuids, write_fleet
 
 # What a run that undid itself says once NVML reads back as found; without the parenthesis, the
 # words a run must not print when the read-back cannot vouch for that.
@@ -50,15 +51,28 @@ def apply_on_gpu0(tmp_path: Path, fleet: Path, layout: str) -> int:
     return remediate(tmp_path, fleet, "--gpu", "0", "--layout", layout, "--apply")
 
 
-def undone_as_found(tmp_path: Path, fleet: Path, layout: str, capsys: pytest.CaptureFixture[str]) -> str:
+def undone_as_found(
+    tmp_path: Path, fleet: Path, layout: str, capsys: pytest.CaptureFixture[str], recreated: int = 0
+) -> str:
     """``apply_on_gpu0`` of a run that fails (exit 2) and is undone: the output says every GPU is as
-    it was found and the simulated hardware is byte for byte as before. What the run printed."""
+    it was found and the simulated hardware is byte for byte as before, but for the new MIG UUIDs of
+    the ``recreated`` MIG devices the undo destroyed and made again (a driver gives each new MIG
+    device a new UUID: issue 11, item 8). What the run printed."""
     before = fleet.read_bytes()
     assert apply_on_gpu0(tmp_path, fleet, layout) == 2
     out = capsys.readouterr().out
     assert f"{AS_FOUND} (read back from NVML)." in out
-    assert fleet.read_bytes() == before
+    if not recreated:
+        assert fleet.read_bytes() == before
+        return out
+    uuids_before, uuids_after = (
+        {ci.uuid for g in state.gpus for gi in g.instances for ci in gi.compute_instances}
+        for state in (parse_fleet(before, "before"), load_fleet(str(fleet)))
+    )
+    assert uuids_before == {None} and len(uuids_after - {None}) == recreated
+    assert without_mig_uuids(load_fleet(str(fleet))) == parse_fleet(before, "before")
     return out
+
 
 
 def undone_but_not_vouched(
@@ -250,7 +264,7 @@ def test_an_undo_puts_a_small_compute_instance_back_at_its_own_compute_slice(
             }
         ],
     )
-    out = undone_as_found(tmp_path, fleet, "2g,2g,2g", capsys)
+    out = undone_as_found(tmp_path, fleet, "2g,2g,2g", capsys, recreated=1)
     assert "create a 1-slice compute instance at compute slice 2 in the GPU instance at memory slice 0" in out
 
 

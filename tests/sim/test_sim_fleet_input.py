@@ -18,7 +18,7 @@ import pynvml
 import pytest
 
 from mig_exporter.cli import main
-from mig_exporter.sim import FleetError, dump_fleet, load_fleet, parse_fleet
+from mig_exporter.sim import FleetError, SimulatedNvml, dump_fleet, load_fleet, parse_fleet, uninstall
 from mig_exporter.sim.fleet import MAX_FLEET_FILE_BYTES
 from sim.conftest import StartNvml
 
@@ -169,3 +169,77 @@ def test_a_process_name_cannot_hold_nul() -> None:
     assert str(refused.value) == (
         "lab.yaml: gpus[0].processes[0].name: NVML returns a C string: a name cannot hold NUL"
     )
+
+
+# ---- item 8: "MIG UUIDs in the simulator repeat after destroy and re-create" ----------------------
+
+ONE_3G = (
+    "gpus:\n  - model: A100-SXM4-80GB\n    mig: enabled\n    instances: [{profile: 3g.40gb, placement: 0}]\n"
+)
+
+
+def _recreate_mig_device() -> tuple[str, str]:
+    """Destroy GPU 0's only MIG device (its compute and GPU instance) and create the same shape
+    again, at the same placement and so the same IDs; the UUIDs before and after."""
+    device = pynvml.nvmlDeviceGetHandleByIndex(0)
+    before = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(device, 0))
+    gi = pynvml.nvmlDeviceGetGpuInstanceById(device, 1)
+    pynvml.nvmlComputeInstanceDestroy(pynvml.nvmlGpuInstanceGetComputeInstanceById(gi, 0))
+    pynvml.nvmlGpuInstanceDestroy(gi)
+    profile = pynvml.nvmlDeviceGetGpuInstanceProfileInfo(device, pynvml.NVML_GPU_INSTANCE_PROFILE_3_SLICE)
+    placement = pynvml.c_nvmlGpuInstancePlacement_t(start=0, size=4)
+    gi = pynvml.nvmlDeviceCreateGpuInstanceWithPlacement(device, profile.id, placement)
+    ci_profile = pynvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+        gi, pynvml.NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE, pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+    )
+    pynvml.nvmlGpuInstanceCreateComputeInstance(gi, ci_profile.id)
+    mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(device, 0)
+    assert (pynvml.nvmlDeviceGetGpuInstanceId(mig), pynvml.nvmlDeviceGetComputeInstanceId(mig)) == (1, 0)
+    return before, pynvml.nvmlDeviceGetUUID(mig)
+
+
+def test_a_re_created_mig_device_gets_a_new_uuid(start_nvml: StartNvml, fleet_file) -> None:
+    """mig-facts.md: MIG device UUIDs in the R470+ form (`MIG-c7384736-a75d-5afc-…`). A driver gives
+    each new MIG device a new UUID; the simulator gave the same shape at the same IDs the old one."""
+    simulator = start_nvml(ONE_3G)
+    first, second = _recreate_mig_device()
+    assert first != second and second.startswith("MIG-")
+    assert pynvml.nvmlDeviceGetGpuInstanceId(pynvml.nvmlDeviceGetHandleByUUID(second)) == 1
+    with pytest.raises(pynvml.NVMLError_NotFound):
+        pynvml.nvmlDeviceGetHandleByUUID(first)
+    _, third = _recreate_mig_device()
+    assert third not in (first, second)
+
+    # Persisted through the write-back: a new simulator over the file reports it, and its own
+    # re-creation gives yet another (the creation count is in the file too).
+    assert simulator.path is not None
+    again = SimulatedNvml.open(str(simulator.path))
+    (gi,) = again.fleet.gpus[0].instances
+    assert gi.compute_instances[0].uuid == third and again.fleet.gpus[0].mig_devices_created == 2
+    pynvml.nvmlShutdown()
+    uninstall()
+    start_nvml(str(simulator.path))
+    assert _recreate_mig_device()[1] not in (first, second, third)
+
+    # Deterministic: the same fleet and the same operations give the same UUIDs.
+    pynvml.nvmlShutdown()
+    uninstall()
+    start_nvml(str(fleet_file(ONE_3G, "replay.yaml")))
+    assert _recreate_mig_device() == (first, second)
+
+
+def test_a_mig_uuid_in_the_file_is_checked() -> None:
+    """A MIG device UUID the file gives (as write-back writes it) is unique and looks like one."""
+    given = parse_fleet(ONE_3G.replace("placement: 0}", "placement: 0, uuid: MIG-x}"), "lab.yaml")
+    assert given.gpus[0].instances[0].compute_instances[0].uuid == "MIG-x"
+    twice = ONE_3G.replace(
+        "[{profile: 3g.40gb, placement: 0}]",
+        "[{profile: 3g.40gb, uuid: MIG-x}, {profile: 3g.40gb, uuid: MIG-x}]",
+    )
+    with pytest.raises(FleetError) as refused:
+        parse_fleet(twice, "lab.yaml")
+    assert str(refused.value) == (
+        "lab.yaml: gpus[0].instances[1].uuid: MIG-x is already the uuid of gpus[0].instances[0]"
+    )
+    with pytest.raises(FleetError, match=r"^lab.yaml: gpus\[0\].instances\[0\].uuid: 'GPU-x' does not start"):
+        parse_fleet(ONE_3G.replace("placement: 0}", "placement: 0, uuid: GPU-x}"), "lab.yaml")

@@ -68,7 +68,7 @@ def test_the_design_example_placement_message() -> None:
             "enabled\n",
             "lab.yaml: gpus[0].instances[0].placment: unknown key (did you mean placement?); allowed: "
             "profile, "
-            "placement, processes, compute_instances, gpm",
+            "placement, uuid, processes, compute_instances, gpm",
             id="unknown-instance-key",
         ),
         pytest.param(

@@ -70,14 +70,17 @@ def test_apply_on_a_commented_incident_changes_only_the_gpus_it_partitions(
     assert gpu_texts(after)[2:] == gpu_texts(before)[2:]
     assert "utilization_gpu_percent: 0   # idle\n" in after and after.count("env: {}}") == 4
     assert after.count(SPARE_COMMENT) == 1
+    state = load_fleet(str(path))
     for index, entry in enumerate(gpu_texts(after)[:2]):
-        assert "persistence: true\n    mig: enabled\n" in entry
+        # The MIG devices' UUIDs, made at creation, and the creation count that made them.
+        uuids = [gi.compute_instances[0].uuid for gi in state.gpus[index].instances]
+        assert "persistence: true\n    mig: enabled\n    mig_devices_created: 2\n" in entry
         assert entry.endswith(
             "    instances:\n"
-            "      - {profile: 3g.40gb, placement: 0}\n"
-            "      - {profile: 3g.40gb, placement: 4}\n" + (SPARE_COMMENT if index == 1 else "")
+            f"      - {{profile: 3g.40gb, placement: 0, uuid: {uuids[0]}}}\n"
+            f"      - {{profile: 3g.40gb, placement: 4, uuid: {uuids[1]}}}\n"
+            + (SPARE_COMMENT if index == 1 else "")
         )
-    state = load_fleet(str(path))
     assert [len(g.instances) for g in state.gpus] == [2, 2, 0, 0]
     assert state.gpus[2:] == load_fleet("seed-incident").gpus[2:]
 
