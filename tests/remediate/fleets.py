@@ -16,7 +16,7 @@ from mig_exporter.cli import main
 from mig_exporter.host import nvml_session
 from mig_exporter.model import Snapshot
 from mig_exporter.nvml.read import read_snapshot
-from mig_exporter.sim import Fleet, builtin_text
+from mig_exporter.sim import Fleet, builtin_text, load_fleet, parse_fleet
 from mig_exporter.sim.state import SimGpu
 
 
@@ -124,3 +124,11 @@ def without_mig_uuids(fleet: Fleet) -> Fleet:
             replace(gi, compute_instances=tuple(replace(ci, uuid=None) for ci in gi.compute_instances))
             for gi in g.instances))
         for g in fleet.gpus))
+
+
+def undone_to(fleet: Path, before: bytes) -> bool:
+    """Whether fleet file ``fleet`` holds ``before`` again after a run undid itself: byte for byte,
+    or, where the undo made destroyed MIG devices again, the same state but for their new UUIDs."""
+    if fleet.read_bytes() == before:
+        return True
+    return without_mig_uuids(load_fleet(str(fleet))) == without_mig_uuids(parse_fleet(before, str(fleet)))
