@@ -9,6 +9,7 @@ every error on every call among them. A run's violations are gathered, so one fa
 from __future__ import annotations
 
 import json
+import threading
 import types
 from collections.abc import Callable
 from dataclasses import replace
@@ -155,4 +156,45 @@ def test_a_hung_call_in_serve(
         violations += [f"{call} hung: {line}" for line in found]
     print(f"serve: {len(hung)} hung calls of {len(collected)}, {len(violations)} violations")
     assert len(hung) == min(len(collected), scaled(4))
+    assert not violations, "\n".join(violations[:SHOWN])
+
+
+@pytest.mark.parametrize("path", ["diagnose", "plan"])
+def test_a_hung_call_in_a_command(
+    path: str, clean: tuple[Clean, dict[str, list[str]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``diagnose`` and ``remediate``'s plan have no time limit of their own (as ``nvidia-smi``): a
+    hung call holds the command, which neither gives up nor fails meanwhile, and once it returns
+    the command answers as a clean run does, verified."""
+    state, functions = clean
+    hung = functions[path][::max(1, len(functions[path]) // scaled(2))][:scaled(2)]
+    violations: list[str] = []
+    for n, call in enumerate(hung):
+        hang = Hang()
+        monkeypatch.setattr(simulator_module, "time", types.SimpleNamespace(sleep=hang.sleep))
+        directory = tmp_path / f"hang-{n}"
+        directory.mkdir()
+        fleet = directory / "fleet.yaml"
+        fleet.write_text(write_fleet(directory).read_text()
+                         + f"faults:\n  - {{call: {call}, delay_seconds: {Hang.SECONDS}, count: 1}}\n")
+        runs: list[Run] = []
+        command = threading.Thread(target=lambda *a: runs.append(run_command(*a)),  # noqa: B023 (joined below)
+                                   args=(fleet, DIAGNOSE if path == "diagnose" else REMEDIATE_PLAN))
+        command.start()
+        assert hang.entered.wait(60), f"{call} was never called"
+        still_waiting = command.is_alive() and not runs
+        hang.release()
+        command.join(60)
+        assert runs, f"{path} did not return after {call} did"
+        run, fault = runs[0], Fault(call, "hang", "once")
+        found = invariants.no_crash(run) + ([] if still_waiting else ["gave up while the call hung"])
+        if path == "diagnose":
+            found += invariants.diagnose_truthful(run, state, fault)
+            found += [] if json.loads(run.out)["verified"] else ["not verified after a hang alone"]
+        else:
+            found += invariants.plan_safe(run, state)
+            found += [] if json.loads(run.out)["plan"] == state.plan else ["another plan after a hang"]
+        violations += [f"{call} hung: {line}" for line in found]
+    print(f"{path}: {len(hung)} hung calls of {len(functions[path])}, {len(violations)} violations")
+    assert len(hung) == min(len(functions[path]), scaled(2))
     assert not violations, "\n".join(violations[:SHOWN])
