@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import pynvml
 import pytest
 
 from mig_exporter.cli import main
 
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``serve`` configures the root logger; leave it as the next test expects it."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
+pytestmark = pytest.mark.usefixtures("restore_logging")  # serve configures the root logger
 
 
 @pytest.mark.parametrize(("flags", "message"), [

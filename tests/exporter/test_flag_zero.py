@@ -5,9 +5,6 @@ bounded refuses 0 in one line with the reason; 0 never means "none at all"."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import pytest
 
 from mig_exporter.cli import build_parser, main
@@ -17,15 +14,7 @@ from mig_exporter.exporter.service import ServeConfig
 
 from .test_serve_e2e import serve
 
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``serve`` configures the root logger; leave it as the next test expects it."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
+pytestmark = pytest.mark.usefixtures("restore_logging")  # serve configures the root logger
 
 
 def config_with(*flags: str) -> ServeConfig:
