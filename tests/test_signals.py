@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,14 +36,22 @@ def port_free(port: int) -> bool:
         return True
 
 
-def start_serve(port: int, ignore_hang_up: bool = False) -> subprocess.Popen[bytes]:
-    def nohup() -> None:
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+def dispositions(ignored: tuple[signal.Signals, ...] = ()) -> Callable[[], None]:
+    """A child's ``preexec_fn``: SIGINT and SIGHUP ignored as ``ignored`` says, default otherwise.
+    Set for the child, not inherited, so the tests hold when the runner itself started under
+    ``nohup`` or a script's ``&`` (issue 11 item 8)."""
+    def set_them() -> None:
+        for signum in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
 
+    return set_them
+
+
+def start_serve(port: int, ignored: tuple[signal.Signals, ...] = ()) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "mig_exporter", "serve", "--fleet", "seed-incident",
          "--web.listen-address", f"127.0.0.1:{port}", "--collect.interval", "100ms"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=nohup if ignore_hang_up else None)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=dispositions(ignored))
 
     def answers() -> bool:
         try:
@@ -68,14 +77,18 @@ def test_serve_stops_cleanly_on_a_signal(stop: signal.Signals) -> None:
     assert port_free(port)
 
 
-def test_serve_started_under_nohup_keeps_ignoring_sighup() -> None:
+@pytest.mark.parametrize("ignored", [signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_serve_started_ignoring_a_signal_keeps_ignoring_it(ignored: signal.Signals) -> None:
+    """SIGHUP under ``nohup``; SIGINT for a shell script's background job (issue 11 item 8: serve
+    used to install its handler over an ignored SIGINT). SIGTERM still stops it cleanly."""
     port = free_port()
-    process = start_serve(port, ignore_hang_up=True)
-    process.send_signal(signal.SIGHUP)  # ignored: the kernel drops it before kill() returns
+    process = start_serve(port, ignored=(ignored,))
+    process.send_signal(ignored)  # ignored: the kernel drops it before kill() returns
     assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=30)[0].decode()
-    assert process.returncode == 0 and "SIGHUP" not in output
+    assert process.returncode == 0 and ignored.name not in output, output
+    assert "received SIGTERM, stopping" in output
 
 
 # remediate --gpu 0 --layout 3g,3g on the incident's GPU 0 made idle, as journaled.
@@ -102,7 +115,7 @@ def test_remediate_signalled_mid_run_undoes_it_and_a_rerun_completes(
     process = subprocess.Popen(
         [sys.executable, "-m", "mig_exporter", "remediate", "--fleet", str(fleet), "--gpu", "0",
          "--layout", "3g,3g", "--apply", "--yes", "--journal", str(journal), "--lock", str(lock)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=dispositions())
     deadline = time.monotonic() + 60
     while not any(e["event"] == "begin" and e["seq"] == 2 for e in events(journal)):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()

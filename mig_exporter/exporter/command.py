@@ -2,8 +2,8 @@
 
 Every flag value is checked before NVML is opened, and every failure to start (a bad flag, no
 driver, a busy port, a bad web config) is one line and exit status 2. SIGTERM, SIGINT and SIGHUP
-(the terminal gone; ignored when started ignoring it, as under ``nohup``) stop the scheduler and
-the server and shut NVML down, then exit 0.
+(the terminal gone) stop the scheduler and the server and shut NVML down, then exit 0; a signal
+the parent ignores (SIGHUP under ``nohup``, SIGINT for a shell's background job) stays ignored.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from mig_exporter.exporter.webconfig import load_web_config
 from mig_exporter.host import nvml_session
 from mig_exporter.kubelet.podresources import DEFAULT_SOCKET
 from mig_exporter.nvml.session import NvmlSession, NvmlUnavailable
+from mig_exporter.signals import handle_unless_ignored
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         _open_or_retry_later(session)
         exporter = Exporter(session, config)
-        for signum in stop_signals():
-            signal.signal(signum, request_stop)
+        # a hang-up is a request to stop, which by default would kill it without nvmlShutdown
+        handle_unless_ignored((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), request_stop)
         exporter.start()
         scheme = "https" if config.web_config and config.web_config.ssl_context else "http"
         log.info("listening on %s://%s:%d%s%s", scheme, config.listen_address.url_host(),
@@ -152,13 +153,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             session.close()
     return 0
-
-
-def stop_signals() -> tuple[signal.Signals, ...]:
-    """SIGTERM, SIGINT, and SIGHUP unless this process was started ignoring it (``nohup``): a
-    hang-up is a request to stop, which by default would kill the process without nvmlShutdown."""
-    hang_up = () if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else (signal.SIGHUP,)
-    return (signal.SIGTERM, signal.SIGINT, *hang_up)
 
 
 def _open_or_retry_later(session: NvmlSession) -> None:

@@ -33,6 +33,7 @@ from mig_exporter.remediate.steps import (
     to_json,
     undo,
 )
+from mig_exporter.signals import handle_unless_ignored, restore
 
 
 @dataclass(frozen=True)
@@ -88,22 +89,19 @@ class Interrupted(Exception):
 def deferred_signals() -> Iterator[list[int]]:
     """Note SIGINT, SIGTERM and SIGHUP (an ssh session gone) instead of letting them cut a step in
     half: a mutation interrupted inside the driver call is one the journal could not say was made.
-    A SIGHUP this process ignores (``nohup``) stays ignored. The signals received are listed in the
-    yielded list; outside the main thread (where handlers cannot be set) it is empty."""
+    A signal this process ignores (SIGHUP under ``nohup``, SIGINT for a background job) stays
+    ignored. The signals received are listed in the yielded list; outside the main thread (where
+    handlers cannot be set) it is empty."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    numbers = [signal.SIGINT, signal.SIGTERM]
-    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
-        numbers.append(signal.SIGHUP)
-    previous = {number: signal.signal(number, lambda got, _frame: received.append(got))
-                for number in numbers}
+    previous = handle_unless_ignored((signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+                                     lambda got, _frame: received.append(got))
     try:
         yield received
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        restore(previous)
 
 
 @dataclass(frozen=True)

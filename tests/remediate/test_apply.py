@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -222,29 +224,76 @@ def test_success_is_only_claimed_after_reading_back_and_a_mismatch_is_undone(
 class InterruptedDuringCreation(HardwareWriter):
     """An operator presses Ctrl-C while the driver is creating the first GPU instance."""
 
+    signum = signal.SIGINT
+
     def create_gpu_instance(self, gpu_index: int, profile_enum: int, start: int, size: int) -> int:
         created = super().create_gpu_instance(gpu_index, profile_enum, start, size)
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), self.signum)
         return created
+
+
+class TerminatedDuringCreation(InterruptedDuringCreation):
+    """A supervisor sends SIGTERM while the driver is creating the first GPU instance."""
+
+    signum = signal.SIGTERM
+
+
+@contextmanager
+def sigint_handled_by(handler: Any) -> Iterator[None]:
+    """SIGINT's disposition for one test, set here rather than assumed: under ``nohup`` or a
+    script's ``&`` the test runner itself starts with SIGINT ignored (issue 11 item 8)."""
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+UNDONE_AFTER_THE_FIRST_CREATION = [
+    "GPU 0: destroy GPU instance 2 (3g.40gb at memory slice 4)",
+    "GPU 0: turn persistence mode off",
+    "GPU 0: disable MIG mode",
+]
 
 
 def test_an_interrupt_waits_for_the_step_under_way_then_everything_is_undone(tmp_path: Path) -> None:
     """SIGINT during a step lets the step finish, then undoes every step in reverse and gives the
     signal handler back."""
     fleet = idle_fleet(tmp_path)
-    outcome = apply_plan(tmp_path, fleet, InterruptedDuringCreation, "0", "3g,3g", allow_reset=False)
+    with sigint_handled_by(signal.default_int_handler):
+        outcome = apply_plan(tmp_path, fleet, InterruptedDuringCreation, "0", "3g,3g", allow_reset=False)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
     assert outcome.failure is not None and outcome.failure.what == "interrupted"
     assert (
         outcome.failure.error == "SIGINT received after: GPU 0: create GPU instance 3g.40gb at memory slice 4"
     )
-    assert [e.step.describe() for e in outcome.undone] == [
-        "GPU 0: destroy GPU instance 2 (3g.40gb at memory slice 4)",
-        "GPU 0: turn persistence mode off",
-        "GPU 0: disable MIG mode",
-    ]
+    assert [e.step.describe() for e in outcome.undone] == UNDONE_AFTER_THE_FIRST_CREATION
     assert not outcome.not_undone
     assert gpu0_state(fleet) == (False, (), False)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
+def test_a_sigint_the_parent_ignores_stays_ignored(tmp_path: Path) -> None:
+    """Issue 11 item 8: started with SIGINT ignored (a shell's background job, the classic idiom
+    keeps it so), the run neither stops nor undoes on SIGINT, and leaves it ignored."""
+    fleet = idle_fleet(tmp_path)
+    with sigint_handled_by(signal.SIG_IGN):
+        outcome = apply_plan(tmp_path, fleet, InterruptedDuringCreation, "0", "3g,3g", allow_reset=False)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert outcome.failure is None and not outcome.undone
+    assert gpu0_state(fleet)[0] and len(gpu0_state(fleet)[1]) == 2
+
+
+def test_with_sigint_ignored_a_sigterm_still_waits_for_the_step_then_undoes(tmp_path: Path) -> None:
+    fleet = idle_fleet(tmp_path)
+    sigterm_before = signal.getsignal(signal.SIGTERM)
+    with sigint_handled_by(signal.SIG_IGN):
+        outcome = apply_plan(tmp_path, fleet, TerminatedDuringCreation, "0", "3g,3g", allow_reset=False)
+    assert outcome.failure is not None
+    assert outcome.failure.error == ("SIGTERM received after: GPU 0: create GPU instance 3g.40gb at "
+                                     "memory slice 4")
+    assert [e.step.describe() for e in outcome.undone] == UNDONE_AFTER_THE_FIRST_CREATION
+    assert gpu0_state(fleet) == (False, (), False)
+    assert signal.getsignal(signal.SIGTERM) is sigterm_before
 
 
 def test_an_undo_puts_a_small_compute_instance_back_at_its_own_compute_slice(
