@@ -271,6 +271,8 @@ class HttpConnection(asyncio.Protocol):
         self.succeeded = self.succeeded or reply.status < 400
         self._phase, self.idle_since = _Phase.WRITING, None
         transport.writelines(chunks)
+        if self._phase is not _Phase.WRITING:
+            return  # finished already: a TLS transport calls resume_writing inside writelines
         if transport.get_write_buffer_size() == 0:
             self._written()
         else:

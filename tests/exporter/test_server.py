@@ -143,6 +143,28 @@ def test_tls_and_basic_auth(tmp_path: Path, state: ExporterState) -> None:
         assert (plain.status_code, plain.text) == (400, "Client sent an HTTP request to an HTTPS server.\n")
 
 
+def test_a_tls_connection_is_kept_alive_across_scrapes(tmp_path: Path, state: ExporterState) -> None:
+    """Prometheus keeps one connection per target: over TLS too, each scrape must not cost a new
+    handshake. (The TLS transport finishes an answer inside its write; finishing it a second
+    time closed every TLS connection after its first answer.)"""
+    state.publish(incident())
+    certificate = self_signed(tmp_path, "server")
+    (tmp_path / "web.yml").write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    context = ssl.create_default_context(cafile=str(certificate.cert_file))
+    config = load_web_config(str(tmp_path / "web.yml"))
+    with serving(state, telemetry_path="/metrics", web_config=config) as server:
+        scraper = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=5, context=context)
+        connections = set()
+        for _ in range(3):
+            scraper.request("GET", "/metrics")
+            response = scraper.getresponse()
+            assert response.status == 200 and response.read() == state.exposition.plain
+            assert scraper.sock is not None
+            connections.add(scraper.sock.getsockname())
+        scraper.close()
+    assert len(connections) == 1
+
+
 def test_client_certificates_are_required_when_configured(tmp_path: Path, state: ExporterState) -> None:
     state.publish(incident())
     server_certificate = self_signed(tmp_path, "server")
