@@ -148,9 +148,13 @@ class HttpConnection(asyncio.Protocol):
         self.succeeded = False  # any answer below 400: a client that has shown it is one
 
     def opening(self, client: socket.socket, task: asyncio.Task[None]) -> None:
-        """The accepted socket, and the task that sniffs its first bytes and shakes hands: both
-        closed if this is closed first (the task may not have started, so it cannot close it)."""
+        """The accepted socket, and the task that sniffs its first bytes and shakes hands. Closed
+        first, this cancels the task, which closes the socket once it has taken it off the loop
+        (a socket closed while the loop still watches it leaves a stale entry that breaks the next
+        socket given the same descriptor); a task cancelled before it started cannot, so the
+        socket is closed when the task ends cancelled."""
         self._socket, self._opening = client, task
+        task.add_done_callback(lambda done: client.close() if done.cancelled() else None)
 
     # asyncio.Protocol
 
@@ -317,9 +321,10 @@ class HttpConnection(asyncio.Protocol):
                 if self._socket is not None:
                     self._socket.close()
         else:
-            if self._opening is not None and self._opening is not asyncio.current_task(self._loop):
-                self._opening.cancel()
-            if self._socket is not None:
+            opening = self._opening
+            if opening is not None and not opening.done() and opening is not asyncio.current_task(self._loop):
+                opening.cancel()  # it closes the socket (``opening`` says why not here)
+            elif self._socket is not None:
                 self._socket.close()
         self._forget()
 

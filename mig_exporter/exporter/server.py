@@ -190,11 +190,12 @@ class ExporterHTTPServer:
                 await asyncio.sleep(0.05)
                 continue
             readable = self._loop.create_future()
-            self._loop.add_reader(client.fileno(), readable.set_result, None)
+            descriptor = client.fileno()
+            self._loop.add_reader(descriptor, readable.set_result, None)
             try:
                 await readable
             finally:
-                self._loop.remove_reader(client.fileno())
+                self._loop.remove_reader(descriptor)
 
 
 def _refuse_plain_http(client: socket.socket) -> None:

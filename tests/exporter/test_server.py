@@ -165,6 +165,32 @@ def test_a_tls_connection_is_kept_alive_across_scrapes(tmp_path: Path, state: Ex
     assert len(connections) == 1
 
 
+def test_tls_connections_evicted_before_their_handshake_leave_the_loop_sound(
+        tmp_path: Path, state: ExporterState, caplog: pytest.LogCaptureFixture) -> None:
+    """25 clients connect to the TLS port at a cap of 5 and never send a ClientHello: each one
+    evicted while its first bytes were awaited must leave nothing behind on the loop. Its socket
+    used to be closed while still watched, which logged a traceback and left a stale entry that
+    broke the next connection given the same descriptor (bench_http_load --tls: every scrape)."""
+    state.publish(incident())
+    certificate = self_signed(tmp_path, "server")
+    (tmp_path / "web.yml").write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    config = load_web_config(str(tmp_path / "web.yml"))
+    context = ssl.create_default_context(cafile=str(certificate.cert_file))
+    limits = ServerLimits(max_connections=5)
+    with caplog.at_level(logging.DEBUG, logger="mig_exporter.exporter.server"), serving(
+            state, telemetry_path="/metrics", web_config=config, limits=limits) as server:
+        silent = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(25)]
+        wait_until(lambda: sum(closed_by_server(c) for c in silent) == 20, "the silent clients stayed")
+        for _ in range(5):
+            scraper = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=5, context=context)
+            scraper.request("GET", "/metrics")
+            assert scraper.getresponse().status == 200
+            scraper.close()
+        for client in silent:
+            client.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 def test_client_certificates_are_required_when_configured(tmp_path: Path, state: ExporterState) -> None:
     state.publish(incident())
     server_certificate = self_signed(tmp_path, "server")
