@@ -31,6 +31,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 import psutil
@@ -60,6 +63,7 @@ class LoadPlan:
     server_nofile: int | None = 1024  # None: this process's limit
     interval: float = 0.0  # between one scraper's scrapes; 0: back to back
     churn_per_second: int = 0  # new idle connections opened each second while scraping
+    tls: bool = False  # serve with a self-signed certificate; the hostile clients never finish a handshake
 
 
 @dataclass
@@ -79,34 +83,59 @@ class LoadResult:
     exit_code: int | None = None
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Where serve listens, and the client's TLS context when it speaks TLS."""
+
+    port: int
+    tls: ssl.SSLContext | None = None
+
+    def http(self, timeout: float) -> http.client.HTTPConnection:
+        if self.tls is None:
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self.tls)
+
+    def trickle_bytes(self) -> tuple[bytes, bytes]:
+        """The first bytes and then each byte a trickler sends: a request head, or a TLS handshake
+        record announcing 512 bytes of ClientHello, which never come in time."""
+        return (b"G", b"E") if self.tls is None else (b"\x16\x03\x01\x02\x00", b"\x00")
+
+
 def run_load(plan: LoadPlan) -> LoadResult:
     _raise_own_descriptor_limit(plan)
     result = LoadResult()
-    with tempfile.TemporaryFile() as log:
-        return _run_load(plan, result, log)
+    with tempfile.TemporaryDirectory() as directory, open(Path(directory) / "serve.log", "w+b") as log:
+        return _run_load(plan, result, log, Path(directory))
 
 
-def _run_load(plan: LoadPlan, result: LoadResult, log: IO[bytes]) -> LoadResult:
-    process, port = _start_exporter(plan, log)
+def _run_load(plan: LoadPlan, result: LoadResult, log: IO[bytes], directory: Path) -> LoadResult:
+    process, target = _start_exporter(plan, log, directory)
+    port = target.port
     server = psutil.Process(process.pid)
     hostile: dict[str, list[socket.socket]] = {"pipeliners": [], "tricklers": [], "idle": []}
     sampler = _Sampler(server, port)
+    first_trickle, trickle = target.trickle_bytes()
+
+    def start_trickling(client: socket.socket) -> socket.socket:
+        client.send(first_trickle)
+        return client
+
     try:
         result.threads["before"] = server.num_threads()
         result.rss_mib["before"] = server.memory_info().rss / MIB
         sampler.start()
-        hostile["pipeliners"] = _open(port, plan.pipeliners, result, _pipeline)
+        hostile["pipeliners"] = _open(port, plan.pipeliners, result, lambda c: _pipeline(c, target))
         time.sleep(0.5)  # answered and stalled, so no longer idle: the cap cannot close them
-        hostile["tricklers"] = _open(port, plan.tricklers, result, lambda c: c.send(b"G"))
-        hostile["idle"] = _open(port, plan.idle, result, lambda c: None)
+        hostile["tricklers"] = _open(port, plan.tricklers, result, start_trickling)
+        hostile["idle"] = _open(port, plan.idle, result, lambda c: c)
         for group, clients in hostile.items():
             result.opened[group] = len(clients)
         stop = threading.Event()
-        trickling = threading.Thread(target=_trickle, args=(hostile["tricklers"], stop), daemon=True)
+        trickling = threading.Thread(target=_trickle, args=(hostile["tricklers"], trickle, stop), daemon=True)
         churning = threading.Thread(target=_churn, args=(port, plan, result, stop), daemon=True)
         trickling.start()
         churning.start()
-        _scrape_in_parallel(port, plan, result)
+        _scrape_in_parallel(target, plan, result)
         stop.set()
         trickling.join()
         churning.join()
@@ -153,12 +182,17 @@ def _cap(plan: LoadPlan) -> int:
     return max(1, min(wanted, nofile - RESERVED_DESCRIPTORS))
 
 
-def _start_exporter(plan: LoadPlan, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], int]:
+def _start_exporter(plan: LoadPlan, log: IO[bytes],
+                    directory: Path) -> tuple[subprocess.Popen[bytes], _Target]:
     """serve, its warnings and errors to ``log`` (quoted if it does not come up)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     flags = ["--web.max-connections", str(plan.max_connections)] if plan.max_connections else []
+    target = _Target(port)
+    if plan.tls:
+        flags += ["--web.config.file", str(_tls_web_config(directory))]
+        target = _Target(port, ssl.create_default_context(cafile=str(directory / "server.crt")))
     nofile = plan.server_nofile
 
     def limit_descriptors() -> None:
@@ -171,51 +205,64 @@ def _start_exporter(plan: LoadPlan, log: IO[bytes]) -> tuple[subprocess.Popen[by
          "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn", *flags],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, preexec_fn=limit_descriptors)
     deadline = time.monotonic() + 60
-    while not _healthy(port):
+    while not _healthy(target):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             log.seek(0)
             raise RuntimeError(f"serve did not answer /health with 200 (exit {process.wait()}): "
                                f"{log.read().decode(errors='replace')[-2000:]}")
         time.sleep(0.1)
-    return process, port
+    return process, target
 
 
-def _healthy(port: int) -> bool:
+def _tls_web_config(directory: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 (openssl, as on every machine with Prometheus)."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", str(directory / "server.key"),
+         "-out", str(directory / "server.crt"), "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True)
+    config = directory / "web.yml"
+    config.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    return config
+
+
+def _healthy(target: _Target) -> bool:
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        connection = target.http(timeout=2)
         connection.request("GET", "/health")
         return connection.getresponse().status == 200
     except OSError:
         return False
 
 
-def _open(port: int, count: int, result: LoadResult, first: object) -> list[socket.socket]:
+def _open(port: int, count: int, result: LoadResult,
+          first: Callable[[socket.socket], socket.socket]) -> list[socket.socket]:
     clients = []
     for _ in range(count):
         try:
-            client = socket.create_connection(("127.0.0.1", port), timeout=5)
-            first(client)  # type: ignore[operator]
+            clients.append(first(socket.create_connection(("127.0.0.1", port), timeout=5)))
         except OSError:
             result.connect_failures += 1
-            continue
-        clients.append(client)
     return clients
 
 
-def _pipeline(client: socket.socket) -> None:
+def _pipeline(client: socket.socket, target: _Target) -> socket.socket:
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if target.tls is not None:
+        client = target.tls.wrap_socket(client, server_hostname="127.0.0.1")
     client.setblocking(False)
-    with contextlib.suppress(BlockingIOError):  # full: the server stopped reading
+    with contextlib.suppress(BlockingIOError, ssl.SSLWantWriteError):  # full: the server stopped reading
         for _ in range(2000):
             client.send(PIPELINED_REQUEST)
+    return client
 
 
-def _trickle(tricklers: list[socket.socket], stop: threading.Event) -> None:
+def _trickle(tricklers: list[socket.socket], byte: bytes, stop: threading.Event) -> None:
     while not stop.wait(TRICKLE_SECONDS):
         for client in tricklers:
             with contextlib.suppress(OSError):  # closed by the server: counted at the end
-                client.send(b"E")
+                client.send(byte)
 
 
 def _churn(port: int, plan: LoadPlan, result: LoadResult, stop: threading.Event) -> None:
@@ -224,7 +271,7 @@ def _churn(port: int, plan: LoadPlan, result: LoadResult, stop: threading.Event)
     opened: collections.deque[socket.socket] = collections.deque()
     kept = _cap(plan) + 100
     while plan.churn_per_second and not stop.wait(0.1):
-        for client in _open(port, max(1, plan.churn_per_second // 10), result, lambda c: None):
+        for client in _open(port, max(1, plan.churn_per_second // 10), result, lambda c: c):
             result.opened["churned idle"] += 1
             opened.append(client)
         while len(opened) > kept:
@@ -238,13 +285,13 @@ def _forget(client: socket.socket, group: str, result: LoadResult) -> None:
     client.close()
 
 
-def _scrape_in_parallel(port: int, plan: LoadPlan, result: LoadResult) -> None:
+def _scrape_in_parallel(target: _Target, plan: LoadPlan, result: LoadResult) -> None:
     deadline = time.monotonic() + plan.seconds
     lock = threading.Lock()
     result.scrapes_per_scraper = [0] * plan.scrapers
 
     def scrape(index: int) -> None:
-        scraper = _Scraper(port)
+        scraper = _Scraper(target)
         next_scrape = time.monotonic()
         while next_scrape < deadline:
             started = time.perf_counter()
@@ -274,9 +321,9 @@ class _Scraper:
     Prometheus), a request that finds its reused connection closed by the server before any byte
     of an answer came is sent once more on a new connection: counted as such, not as an error."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    def __init__(self, target: _Target) -> None:
+        self.target = target
+        self.connection = target.http(timeout=10)
         self.reused = False
 
     def scrape(self) -> tuple[str, int]:
@@ -301,15 +348,16 @@ class _Scraper:
 
     def _reconnect(self) -> None:
         self.connection.close()
-        self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        self.connection = self.target.http(timeout=10)
         self.reused = False
 
 
 def _closed(client: socket.socket) -> bool:
-    """Whether the server closed it: read what it sent (a pipeliner's answers) up to the end."""
+    """Whether the server closed it: read what it sent (a pipeliner's answers) up to the end, as
+    bytes on the wire (a TLS socket's own recv would decrypt)."""
     client.setblocking(False)
     try:
-        while client.recv(1 << 16):
+        while socket.socket.recv(client, 1 << 16):
             pass
         return True  # the end of the stream
     except BlockingIOError:
@@ -350,7 +398,8 @@ def report(plan: LoadPlan, result: LoadResult) -> str:
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000 if latencies else float("nan")
     lines = [
         f"plan: {plan.scrapers} scrapers for {plan.seconds:g} s; {plan.pipeliners} pipeliners, "
-        f"{plan.tricklers} tricklers, {plan.idle} idle; server nofile {plan.server_nofile or 'inherited'}, "
+        f"{plan.tricklers} tricklers, {plan.idle} idle{', TLS' if plan.tls else ''}; "
+        f"server nofile {plan.server_nofile or 'inherited'}, "
         f"connection cap {result.cap}",
         f"scrapes answered: {result.scrapes}, {result.scrapes / plan.seconds:.0f}/s "
         f"(fewest by one scraper: {min(result.scrapes_per_scraper, default=0)})",
@@ -381,13 +430,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between one scraper's scrapes (default 0: back to back)")
     parser.add_argument("--churn", type=int, default=defaults.churn_per_second, metavar="PER_SECOND",
                         help="new idle connections a second while scraping (default 0)")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve TLS (a self-signed certificate); scrapers use it, hostile clients never "
+                             "finish a handshake")
     parser.add_argument("--max-connections", type=int, default=None,
                         help="serve's --web.max-connections (default: serve's own)")
     parser.add_argument("--server-nofile", type=int, default=defaults.server_nofile,
                         help="serve's file descriptor limit; 0 for this process's (default 1024)")
     args = parser.parse_args(argv)
     plan = LoadPlan(args.scrapers, args.seconds, args.tricklers, args.pipeliners, args.idle,
-                    args.max_connections, args.server_nofile or None, args.interval, args.churn)
+                    args.max_connections, args.server_nofile or None, args.interval, args.churn, args.tls)
     print(f"$ {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(report(plan, run_load(plan)))
     return 0
