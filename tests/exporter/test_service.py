@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 
 import requests
 
 from mig_exporter.exporter.flags import ListenAddress
-from mig_exporter.exporter.service import Exporter, ServeConfig
+from mig_exporter.exporter.service import SWITCH_INTERVAL_SECONDS, Exporter, ServeConfig
 from mig_exporter.host import nvml_session
 
 XID_THREAD_CALLS = frozenset({"nvmlEventSetCreate", "nvmlDeviceGetHandleByUUID", "nvmlDeviceRegisterEvents",
@@ -50,3 +51,18 @@ def test_the_gpm_window_ceiling_admits_the_collection_interval() -> None:
                                                      timeout_seconds=5))
             exporter.server.server_close()
             assert session.gpm_samples.ceiling_seconds == ceiling
+
+
+def test_while_serving_a_waiting_thread_gets_the_gil_within_half_a_millisecond() -> None:
+    """The event loop gives the GIL up at each system call and must get it back quickly while a
+    collection renders on another thread; the interpreter's setting is restored at stop."""
+    before = sys.getswitchinterval()
+    with nvml_session("seed-incident") as session:
+        exporter = Exporter(session, ServeConfig(ListenAddress("127.0.0.1", 0), interval_seconds=3600,
+                                                 timeout_seconds=5))
+        exporter.start()
+        try:
+            assert sys.getswitchinterval() == SWITCH_INTERVAL_SECONDS < before
+        finally:
+            exporter.stop()
+    assert sys.getswitchinterval() == before
