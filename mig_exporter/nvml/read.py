@@ -33,8 +33,6 @@ from mig_exporter.nvml.process_util import with_utilization
 from mig_exporter.nvml.processes import look_up_names, read_processes, with_names
 from mig_exporter.nvml.session import NvmlSession, NvmlUnavailable
 
-_UNREAD = Identity(uuid=None, name=None, pci_bus_id=None, pci_device_id=None, serial=None)
-
 
 def read_snapshot(
     session: NvmlSession, max_process_series: int | None = None, gpu_timeout_seconds: float | None = None,
@@ -167,8 +165,9 @@ def _read_gpu(collection: Collection, session: NvmlSession, index: int) -> Gpu:
                    gpu_instances_complete=False, processes_complete=False)
 
 
-def _known_gpu(collection: Collection, session: NvmlSession, index: int) -> KnownGpu | None:
-    """The session's knowledge of GPU ``index``, read now if it has none (None: no handle)."""
+def _known_gpu(collection: Collection, session: NvmlSession, index: int) -> tuple[KnownGpu, Identity] | None:
+    """The session's knowledge of GPU ``index``, read now if it has none (None: no handle), and
+    its identity: kept once read in full, else what was read this time (the rest next time)."""
     known = session.known_gpus.get(index)
     if known is None:
         handle = collection.call(pynvml.nvmlDeviceGetHandleByIndex, index, gpu=index)
@@ -176,35 +175,37 @@ def _known_gpu(collection: Collection, session: NvmlSession, index: int) -> Know
             return None
         known = KnownGpu(handle, unsupported=collection.unsupported)
         session.known_gpus[index] = known
-    if known.identity is None:
-        known.identity = _read_identity(collection, known.handle, index)
-    return known
+    identity = known.identity
+    if identity is None:
+        errors_before = len(collection.errors)
+        identity = _read_identity(collection, known.handle, index)
+        if not collection.failed_since(errors_before):
+            known.identity = identity
+    return known, identity
 
 
-def _read_identity(collection: Collection, handle: Any, index: int) -> Identity | None:
-    """UUID, name, PCI and serial; None (read again next time) when a call failed."""
-    errors_before = len(collection.errors)
+def _read_identity(collection: Collection, handle: Any, index: int) -> Identity:
+    """UUID, name, PCI and serial, each None where its call failed or is unsupported."""
     pci = collection.call(pynvml.nvmlDeviceGetPciInfo, handle, gpu=index)
-    identity = Identity(
+    return Identity(
         uuid=collection.call(pynvml.nvmlDeviceGetUUID, handle, gpu=index),
         name=collection.call(pynvml.nvmlDeviceGetName, handle, gpu=index),
         pci_bus_id=None if pci is None else _text(pci.busId),
         pci_device_id=None if pci is None else pci.pciDeviceId >> 16,
         serial=collection.call(pynvml.nvmlDeviceGetSerial, handle, gpu=index),
     )
-    return None if collection.failed_since(errors_before) else identity
 
 
 def _read_present_gpu(collection: Collection, session: NvmlSession, index: int) -> Gpu:
     def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return collection.call(function, *args, gpu=index, **kwargs)
 
-    known = _known_gpu(collection, session, index)
-    if known is None:
+    found = _known_gpu(collection, session, index)
+    if found is None:
         return Gpu(index=index, uuid=session.known_uuids.get(index, ""),
                    gpu_instances_complete=False, processes_complete=False, unread=frozenset({"gpu"}))
+    known, identity = found
     handle = known.handle
-    identity = known.identity or _UNREAD
     uuid = identity.uuid or session.known_uuids.get(index, "")
     if uuid:
         session.known_uuids[index] = uuid

@@ -130,3 +130,17 @@ def test_no_advice_while_a_gpus_mig_mode_or_profiles_are_unread(
     assert series(scrape, "mig_exporter_advised_layout_info") == {}
     assert series(scrape, "mig_exporter_advised_freed_gpu_info") == {}
     assert series(scrape, "nvml_gpu_unpartitioned_sharing") == sharing
+
+
+def test_a_failed_serial_read_keeps_the_identity_read_beside_it(tmp_path: Path) -> None:
+    """nvmlDeviceGetSerial NO_PERMISSION: the UUID, name and PCI bus read beside it are kept for
+    the collection (diagnose printed every GPU's UUID as ""), and the serial is asked again at the
+    next collection, as an identity not read in full is."""
+    clean_uuids = [g["uuid"] for g in json.loads(run_command(write_fleet(tmp_path), DIAGNOSE).out)["gpus"]]
+    fleet = write_fleet(tmp_path, Fault("nvmlDeviceGetSerial", "NO_PERMISSION", "always"))
+    gpus = json.loads(run_command(fleet, DIAGNOSE).out)["gpus"]
+    assert [g["uuid"] for g in gpus] == clean_uuids and all(u.startswith("GPU-") for u in clean_uuids)
+    assert all(g["name"] == "NVIDIA A100-SXM4-80GB" for g in gpus)
+    run = run_serve(fleet, 2)
+    assert labels(run.scrapes[0], "nvml_gpu_info", "uuid") == sorted(clean_uuids)
+    assert run.calls["nvmlDeviceGetSerial"] == 3 * 2  # every GPU, every collection until it reads
