@@ -32,6 +32,7 @@ class Kind(str, Enum):
     MIG_PENDING = "mig_pending"
     MIG_WITHOUT_INSTANCES = "mig_without_instances"
     PERSISTENCE_OFF = "persistence_off"
+    NO_GPUS = "no_gpus"
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,17 @@ def sharing_read(gpu: Gpu) -> bool:
     return not gpu.lost and gpu.processes_complete and "mig_mode" not in gpu.unread
 
 
+def reports_no_gpus(snapshot: Snapshot) -> bool:
+    """NVML answers and counts 0 GPUs: nothing here can be watched or partitioned, which is a
+    problem of the host (GPUs not passed into the container, not bound to the driver), not health."""
+    counted = not any(e.call == "nvmlDeviceGetCount" for e in snapshot.errors)
+    return snapshot.nvml_up and counted and not snapshot.gpus
+
+
 def find(snapshot: Snapshot) -> tuple[Finding, ...]:
     """Every finding, most severe first, then by GPU."""
+    if reports_no_gpus(snapshot):
+        return (Finding(Kind.NO_GPUS, Severity.CRITICAL, ()),)
     found: list[Finding] = []
     for gpu in snapshot.gpus:
         if gpu.lost:

@@ -227,6 +227,21 @@ def _lost(finding: Finding, ctx: _Context) -> Explanation:
     )
 
 
+def _no_gpus(finding: Finding, ctx: _Context) -> Explanation:
+    return Explanation(
+        summary="NVML reports no GPUs",
+        meaning="The NVIDIA driver answers, but lists no GPU this process can use: in a container, "
+                "none was passed in (NVIDIA_VISIBLE_DEVICES, the device plugin, --gpus); on the host, "
+                "the GPUs are not bound to the nvidia driver or have fallen off the bus.",
+        impact="Nothing on this host can be watched, diagnosed or partitioned, and workloads meant "
+               "for its GPUs find none.",
+        next_steps=(
+            NextStep("list the GPUs the driver sees", "nvidia-smi -L"),
+            NextStep("list the NVIDIA devices on the PCI bus and their driver", "lspci -nnk -d 10de:"),
+        ),
+    )
+
+
 _EXPLAINERS: dict[Kind, Callable[[Finding, _Context], Explanation]] = {
     Kind.UNPARTITIONED_SHARING: _sharing,
     Kind.SPANNING_PROCESS: _spanning,
@@ -234,6 +249,7 @@ _EXPLAINERS: dict[Kind, Callable[[Finding, _Context], Explanation]] = {
     Kind.MIG_WITHOUT_INSTANCES: _without_instances,
     Kind.PERSISTENCE_OFF: _persistence_off,
     Kind.GPU_LOST: _lost,
+    Kind.NO_GPUS: _no_gpus,
 }
 
 

@@ -4,15 +4,19 @@ next steps, attribution per process, and the advice with its remediate command."
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from simulated_gpus import capability
 
 from mig_exporter.advice import DEFAULT_HEADROOM_RATIO
 from mig_exporter.diagnose.explain import describe_gpus
+from mig_exporter.diagnose.render_text import render_text
 from mig_exporter.diagnose.report import Report, build_report, reading_failure
+from mig_exporter.host import nvml_session
 from mig_exporter.hostinfo import Attribution
 from mig_exporter.model import MIB, CollectionError, Gpu
+from mig_exporter.nvml.read import read_snapshot
 
 from .reports import commands, finding_of, report_of, too_big_for_any_instance
 from .snapshots import (
@@ -223,6 +227,33 @@ def test_a_lost_gpu_is_critical():
     assert (found.kind, found.severity, found.summary) == ("gpu_lost", "critical", "GPU 1 is lost")
     assert report.exit_status == 1
     assert commands(found) == ["sudo dmesg | grep -i xid", "sudo nvidia-smi -r -i 1"]
+
+
+def test_nvml_counting_no_gpus_is_a_problem_not_health():
+    """Issue 11, item 8: `gpus: []` was reported healthy. A fleet file must now list a GPU, but a
+    host's NVML can count 0 (GPUs not passed into the container): a critical finding, exit 1."""
+    report = report_of(snapshot())
+    (found,) = report.findings
+    assert (found.kind, found.severity, found.summary) == ("no_gpus", "critical", "NVML reports no GPUs")
+    assert report.exit_status == 1 and report.verified
+    assert commands(found) == ["nvidia-smi -L", "lspci -nnk -d 10de:"]
+    uncounted = replace(snapshot(), errors=(CollectionError("nvmlDeviceGetCount", "Unknown Error"),))
+    assert [f.kind for f in report_of(uncounted).findings] == []  # not counted is not "no GPUs"
+    assert reading_failure(uncounted) == "NVML could not count the GPUs (nvmlDeviceGetCount: Unknown Error)"
+
+
+def test_no_gpus_through_nvml(capsys):
+    """The same from the real pynvml over a simulated host whose NVML counts 0 GPUs (the state set
+    in memory, as a fleet file cannot say it): the text report says so and diagnose exits 1."""
+    with nvml_session("seed-incident") as session:
+        simulator: Any = session.simulator
+        simulator.fleet = replace(simulator.fleet, gpus=())
+        snap = read_snapshot(session)
+    assert (snap.nvml_up, snap.gpus, snap.errors) == (True, (), ())
+    report = report_of(snap)
+    assert [f.kind for f in report.findings] == ["no_gpus"] and report.exit_status == 1
+    text = render_text(report)
+    assert "0 GPU(s), 1 finding(s): 1 critical" in text and "CRITICAL NVML reports no GPUs" in text
 
 
 def test_a_workload_no_instance_holds_gets_a_whole_gpu_and_the_others_an_instance():
