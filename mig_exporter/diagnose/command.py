@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "workload its own instance. Exit status: 0 healthy, 1 problems found, 2 error.",
     )
     parser.add_argument("--fleet", metavar="FLEET",
-                        help="diagnose a simulated fleet (a fleet file or a built-in fleet name, see "
-                             "'mig-exporter fleet list') instead of this host's GPUs")
+                        help="diagnose a simulated fleet (a built-in fleet's name, see 'mig-exporter "
+                             "fleet list', else a fleet file's path: ./NAME for a file named like a "
+                             "built-in) instead of this host's GPUs")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="text for a terminal (default), json for scripts (docs/diagnose.schema.json)")
     parser.add_argument("--headroom", metavar="PERCENT", default=f"{DEFAULT_HEADROOM_RATIO * 100:g}%",

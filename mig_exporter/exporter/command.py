@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="serve Prometheus metrics of the GPUs, MIG instances and processes",
         description="Serve Prometheus metrics read from NVML in the background; /metrics never calls NVML.",
     )
-    parser.add_argument("--fleet", metavar="F", help="simulate NVML over a fleet file or a built-in fleet "
-                                                     "(see `mig-exporter fleet list`)")
+    parser.add_argument("--fleet", metavar="F", help="simulate NVML over a built-in fleet (see "
+                                                     "`mig-exporter fleet list`) or else a fleet file")
     parser.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN_ADDRESS,
                         metavar="ADDR", help=f"host:port or :port (default {DEFAULT_LISTEN_ADDRESS})")
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", metavar="PATH",

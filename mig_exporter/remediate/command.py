@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "(this run's changes undone), 3 refused as unsafe (nothing changed), 4 a reset or reboot "
                "is needed to finish.")
     add = parser.add_argument
-    add("--fleet", metavar="F", help="a fleet file or built-in fleet to simulate instead of the GPUs")
+    add("--fleet", metavar="F",
+        help="a built-in fleet's name, else a fleet file's path, to simulate instead of the GPUs")
     add("--gpu", metavar="SPEC", help="GPUs to partition: indices (0,1), UUIDs, or all")
     add("--layout", metavar="PROFILES", help="GPU instances per GPU: 3g.40gb,3g.40gb or 3g,3g")
     add("--mig-parted-config", metavar="FILE", help="a mig-parted v1 config, instead of --gpu and --layout")
