@@ -79,3 +79,24 @@ def test_an_error_quoting_a_name_stays_one_line(tmp_path: Path, capsys: pytest.C
     assert main(["remediate", "--fleet", str(fleet), "--gpu", "0", "--layout", "7g\n\x1b[2J"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and unprintable(err) == []
+
+
+def test_remediate_apply_text_is_escaped_and_json_exact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The outcome of an apply names the files written: a directory with a newline (a pasted
+    name) is shown escaped, written and listed in JSON as it is."""
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump({"gpus": [{"model": "A100-SXM4-80GB"}]}))
+    out_dir = tmp_path / "out\nx"
+    assert main(["remediate", "--fleet", str(fleet), "--gpu", "0", "--layout", "7g", "--apply",
+                 "--output-dir", str(out_dir)]) == 0
+    text = capsys.readouterr().out
+    assert unprintable(text) == []
+    (wrote,) = [line for line in text.splitlines() if line.startswith("Wrote: ")]
+    assert "out\\nx/" in wrote
+    fleet.write_text(yaml.safe_dump({"gpus": [{"model": "A100-SXM4-80GB"}]}))
+    assert main(["remediate", "--fleet", str(fleet), "--gpu", "0", "--layout", "7g", "--apply",
+                 "--output-dir", str(out_dir), "--format", "json"]) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert files and all(f.startswith(str(out_dir) + "/") and Path(f).is_file() for f in files)

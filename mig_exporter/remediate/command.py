@@ -28,6 +28,7 @@ from mig_exporter.nvml.read import read_snapshot
 from mig_exporter.nvml.session import NvmlSession
 from mig_exporter.nvml.write import HardwareWriter
 from mig_exporter.pending_mig import pending_mig_change
+from mig_exporter.printable import printable
 from mig_exporter.remediate import operator_command, report
 from mig_exporter.remediate.apply import Applier, Failure, Outcome
 from mig_exporter.remediate.artifacts import (
@@ -391,7 +392,7 @@ def _result_text(args: argparse.Namespace, plan: Plan, execution: Execution, mad
     pending = {p.gpu_index for p in outcome.pending}
     lines = []
     if not plan.nothing_to_do:  # else the plan has said so
-        lines.append(report.outcome_text(outcome, str(execution.journal)))
+        lines += report.outcome_text(outcome, str(execution.journal)).split("\n")  # escaped already
         verified = [str(gpu_plan.gpu.index) for gpu_plan in plan.gpus if gpu_plan.gpu.index not in pending]
         if verified:
             lines.append(f"Verified by reading NVML again: GPU {', '.join(verified)} as planned.")
@@ -413,7 +414,7 @@ def _result_text(args: argparse.Namespace, plan: Plan, execution: Execution, mad
                   f"{' (new)' if a.new else ''}: CUDA_VISIBLE_DEVICES={a.mig_uuid}" for a in made]
     if files:
         lines.append("Wrote: " + ", ".join(str(f) for f in files))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # a path, a node name: one line each
 
 
 def _assignment_json(assignment: Assignment, strategy: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from mig_exporter.errors import InputError, read_yaml_file
 from mig_exporter.model import Snapshot
+from mig_exporter.printable import printable
 from mig_exporter.remediate import configmap, diagnose_input, migparted, operator
 from mig_exporter.remediate.kubernetes import resource_name
 from mig_exporter.remediate.layout import GpuTarget
@@ -172,4 +173,4 @@ def _text(detection: operator.Detection, layouts: Sequence[operator.NodeLayout],
                      + ", ".join(f"{name} (x{count})" for name, count in sorted(resources.items())))
     if files:
         lines.append("Wrote: " + ", ".join(map(str, files)))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # a path, a node name: one line each
