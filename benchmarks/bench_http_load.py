@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import http.client
 import os
 import resource
 import signal
@@ -39,16 +38,14 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import psutil
+from load_clients import Scraper, Target, closed_by_server, open_clients, pipeline, trickle
 
 MIB = 1024 * 1024
-PIPELINED_REQUEST = b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept-Encoding: identity\r\n\r\n"
-TRICKLE_SECONDS = 0.5
 SAMPLE_SECONDS = 0.5
 
 
@@ -83,24 +80,6 @@ class LoadResult:
     exit_code: int | None = None
 
 
-@dataclass(frozen=True)
-class _Target:
-    """Where serve listens, and the client's TLS context when it speaks TLS."""
-
-    port: int
-    tls: ssl.SSLContext | None = None
-
-    def http(self, timeout: float) -> http.client.HTTPConnection:
-        if self.tls is None:
-            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self.tls)
-
-    def trickle_bytes(self) -> tuple[bytes, bytes]:
-        """The first bytes and then each byte a trickler sends: a request head, or a TLS handshake
-        record announcing 512 bytes of ClientHello, which never come in time."""
-        return (b"G", b"E") if self.tls is None else (b"\x16\x03\x01\x02\x00", b"\x00")
-
-
 def run_load(plan: LoadPlan) -> LoadResult:
     _raise_own_descriptor_limit(plan)
     result = LoadResult()
@@ -114,7 +93,7 @@ def _run_load(plan: LoadPlan, result: LoadResult, log: IO[bytes], directory: Pat
     server = psutil.Process(process.pid)
     hostile: dict[str, list[socket.socket]] = {"pipeliners": [], "tricklers": [], "idle": []}
     sampler = _Sampler(server, port)
-    first_trickle, trickle = target.trickle_bytes()
+    first_trickle, trickle_byte = target.trickle_bytes()
 
     def start_trickling(client: socket.socket) -> socket.socket:
         client.send(first_trickle)
@@ -124,14 +103,17 @@ def _run_load(plan: LoadPlan, result: LoadResult, log: IO[bytes], directory: Pat
         result.threads["before"] = server.num_threads()
         result.rss_mib["before"] = server.memory_info().rss / MIB
         sampler.start()
-        hostile["pipeliners"] = _open(port, plan.pipeliners, result, lambda c: _pipeline(c, target))
-        time.sleep(0.5)  # answered and stalled, so no longer idle: the cap cannot close them
-        hostile["tricklers"] = _open(port, plan.tricklers, result, start_trickling)
-        hostile["idle"] = _open(port, plan.idle, result, lambda c: c)
-        for group, clients in hostile.items():
-            result.opened[group] = len(clients)
+        for group, count, first in (("pipeliners", plan.pipeliners, lambda c: pipeline(c, target)),
+                                    ("tricklers", plan.tricklers, start_trickling),
+                                    ("idle", plan.idle, lambda c: c)):
+            hostile[group], failures = open_clients(port, count, first)
+            result.opened[group] = len(hostile[group])
+            result.connect_failures += failures
+            if group == "pipeliners":
+                time.sleep(0.5)  # answered and stalled, so no longer idle: the cap cannot close them
         stop = threading.Event()
-        trickling = threading.Thread(target=_trickle, args=(hostile["tricklers"], trickle, stop), daemon=True)
+        trickling = threading.Thread(target=trickle, args=(hostile["tricklers"], trickle_byte, stop),
+                                     daemon=True)
         churning = threading.Thread(target=_churn, args=(port, plan, result, stop), daemon=True)
         trickling.start()
         churning.start()
@@ -142,7 +124,7 @@ def _run_load(plan: LoadPlan, result: LoadResult, log: IO[bytes], directory: Pat
         time.sleep(SAMPLE_SECONDS)  # let the last evictions land before the end figures
         sampler.stop()
         for group, clients in hostile.items():
-            result.closed_by_server[group] = sum(1 for client in clients if _closed(client))
+            result.closed_by_server[group] = sum(1 for client in clients if closed_by_server(client))
         result.threads["peak"], result.threads["after"] = sampler.threads_peak, server.num_threads()
         result.rss_mib["peak"] = sampler.rss_peak / MIB
         result.rss_mib["after"] = server.memory_info().rss / MIB
@@ -183,16 +165,16 @@ def _cap(plan: LoadPlan) -> int:
 
 
 def _start_exporter(plan: LoadPlan, log: IO[bytes],
-                    directory: Path) -> tuple[subprocess.Popen[bytes], _Target]:
+                    directory: Path) -> tuple[subprocess.Popen[bytes], Target]:
     """serve, its warnings and errors to ``log`` (quoted if it does not come up)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     flags = ["--web.max-connections", str(plan.max_connections)] if plan.max_connections else []
-    target = _Target(port)
+    target = Target(port)
     if plan.tls:
         flags += ["--web.config.file", str(_tls_web_config(directory))]
-        target = _Target(port, ssl.create_default_context(cafile=str(directory / "server.crt")))
+        target = Target(port, ssl.create_default_context(cafile=str(directory / "server.crt")))
     nofile = plan.server_nofile
 
     def limit_descriptors() -> None:
@@ -227,7 +209,7 @@ def _tls_web_config(directory: Path) -> Path:
     return config
 
 
-def _healthy(target: _Target) -> bool:
+def _healthy(target: Target) -> bool:
     try:
         connection = target.http(timeout=2)
         connection.request("GET", "/health")
@@ -236,44 +218,16 @@ def _healthy(target: _Target) -> bool:
         return False
 
 
-def _open(port: int, count: int, result: LoadResult,
-          first: Callable[[socket.socket], socket.socket]) -> list[socket.socket]:
-    clients = []
-    for _ in range(count):
-        try:
-            clients.append(first(socket.create_connection(("127.0.0.1", port), timeout=5)))
-        except OSError:
-            result.connect_failures += 1
-    return clients
-
-
-def _pipeline(client: socket.socket, target: _Target) -> socket.socket:
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    if target.tls is not None:
-        client = target.tls.wrap_socket(client, server_hostname="127.0.0.1")
-    client.setblocking(False)
-    with contextlib.suppress(BlockingIOError, ssl.SSLWantWriteError):  # full: the server stopped reading
-        for _ in range(2000):
-            client.send(PIPELINED_REQUEST)
-    return client
-
-
-def _trickle(tricklers: list[socket.socket], byte: bytes, stop: threading.Event) -> None:
-    while not stop.wait(TRICKLE_SECONDS):
-        for client in tricklers:
-            with contextlib.suppress(OSError):  # closed by the server: counted at the end
-                client.send(byte)
-
-
 def _churn(port: int, plan: LoadPlan, result: LoadResult, stop: threading.Event) -> None:
     """``churn_per_second`` new idle connections a second, in tenths: each one the server admits
     closes the connection idle the longest. This side closes its own once past the cap's worth."""
     opened: collections.deque[socket.socket] = collections.deque()
     kept = _cap(plan) + 100
     while plan.churn_per_second and not stop.wait(0.1):
-        for client in _open(port, max(1, plan.churn_per_second // 10), result, lambda c: c):
-            result.opened["churned idle"] += 1
-            opened.append(client)
+        clients, failures = open_clients(port, max(1, plan.churn_per_second // 10), lambda c: c)
+        result.opened["churned idle"] += len(clients)
+        result.connect_failures += failures
+        opened.extend(clients)
         while len(opened) > kept:
             _forget(opened.popleft(), "churned idle", result)
     while opened:
@@ -281,17 +235,17 @@ def _churn(port: int, plan: LoadPlan, result: LoadResult, stop: threading.Event)
 
 
 def _forget(client: socket.socket, group: str, result: LoadResult) -> None:
-    result.closed_by_server[group] += _closed(client)
+    result.closed_by_server[group] += closed_by_server(client)
     client.close()
 
 
-def _scrape_in_parallel(target: _Target, plan: LoadPlan, result: LoadResult) -> None:
+def _scrape_in_parallel(target: Target, plan: LoadPlan, result: LoadResult) -> None:
     deadline = time.monotonic() + plan.seconds
     lock = threading.Lock()
     result.scrapes_per_scraper = [0] * plan.scrapers
 
     def scrape(index: int) -> None:
-        scraper = _Scraper(target)
+        scraper = Scraper(target)
         next_scrape = time.monotonic()
         while next_scrape < deadline:
             started = time.perf_counter()
@@ -314,56 +268,6 @@ def _scrape_in_parallel(target: _Target, plan: LoadPlan, result: LoadResult) -> 
         scraper.start()
     for scraper in scrapers:
         scraper.join()
-
-
-class _Scraper:
-    """One keep-alive connection, as Prometheus keeps one per target. Like Go's client (and so
-    Prometheus), a request that finds its reused connection closed by the server before any byte
-    of an answer came is sent once more on a new connection: counted as such, not as an error."""
-
-    def __init__(self, target: _Target) -> None:
-        self.target = target
-        self.connection = target.http(timeout=10)
-        self.reused = False
-
-    def scrape(self) -> tuple[str, int]:
-        """The error's kind ('' when answered 200), and 1 if it was sent again."""
-        for attempt in (0, 1):
-            reused, self.reused = self.reused, True
-            try:
-                try:
-                    self.connection.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
-                    response = self.connection.getresponse()  # RemoteDisconnected: no status line
-                except ConnectionError:
-                    if reused and not attempt:
-                        self._reconnect()
-                        continue
-                    raise
-                body = response.read()
-                return ("" if response.status == 200 and body else f"HTTP {response.status}"), attempt
-            except (OSError, http.client.HTTPException) as error:
-                self._reconnect()
-                return type(error).__name__, attempt
-        raise AssertionError("unreachable: the second attempt returns")
-
-    def _reconnect(self) -> None:
-        self.connection.close()
-        self.connection = self.target.http(timeout=10)
-        self.reused = False
-
-
-def _closed(client: socket.socket) -> bool:
-    """Whether the server closed it: read what it sent (a pipeliner's answers) up to the end, as
-    bytes on the wire (a TLS socket's own recv would decrypt)."""
-    client.setblocking(False)
-    try:
-        while socket.socket.recv(client, 1 << 16):
-            pass
-        return True  # the end of the stream
-    except BlockingIOError:
-        return False  # open, nothing more to read
-    except OSError:
-        return True  # reset: an eviction or a deadline aborts the connection
 
 
 def _established(server: psutil.Process, port: int) -> int:

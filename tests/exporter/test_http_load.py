@@ -22,6 +22,8 @@ LAZY_THREADS = 4
 
 
 def bench() -> ModuleType:
+    if str(BENCHMARK.parent) not in sys.path:
+        sys.path.insert(0, str(BENCHMARK.parent))  # its load_clients, as when run as a script
     spec = importlib.util.spec_from_file_location("bench_http_load", BENCHMARK)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
