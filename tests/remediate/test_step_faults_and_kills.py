@@ -2,16 +2,18 @@
 each two steps, then run again.
 
 For each case (a fleet and a layout), a clean run's journal lists the steps. Then, for each step,
-one run whose fleet file makes that step's NVML call fail (``faults:``); and, for each point
-between two steps (before the first, after the last), one run in a process of its own whose next
-NVML call hangs (``delay_seconds``), SIGKILLed once its journal shows it got there: no sleeping
-and hoping. After each, the same command again, without the fault. What must hold: DESIGN.md's
-exit codes; a failed run undone to the bytes of the fleet file (but for the new UUIDs of MIG
-devices the undo made again); no instance with processes ever
-destroyed; success said only with the read-back ("Verified by reading NVML again"); the killed run
-named by the re-run's journal; the re-run reaching the layout, verified.
+one run whose fleet file makes that step's NVML call fail (``faults:``); for each point between
+two steps (before the first, after the last), one run in a process of its own whose next NVML
+call hangs (``delay_seconds``), SIGKILLed once its journal shows it got there: no sleeping and
+hoping; and runs killed while undoing (a step fails, the undo of the step before it hangs).
+After each, the same command again, without the fault. What must hold: DESIGN.md's exit codes; a
+failed run undone to the bytes of the fleet file (but for the new UUIDs of MIG devices the undo
+made again); no instance with processes ever destroyed; success said only with the read-back
+("Verified by reading NVML again"); the killed run named by the re-run's journal; the re-run
+reaching the layout, verified.
 
-CI runs the first ``scaled(1)`` case; the long run (``MIG_EXPORTER_LONG_SCALE=10``) the first ten,
+CI runs the first ``scaled(1)`` case, killed while undoing two of its failures; the long run
+(``MIG_EXPORTER_LONG_SCALE=10``) the first ten cases, each undo killed;
 ``MIG_EXPORTER_LONG_SCALE=20`` all of them.
 """
 
@@ -51,6 +53,18 @@ VERIFIED = "Verified by reading NVML again"
 ALREADY = "Nothing to do: the GPUs already have this layout."  # also from a read of NVML
 AS_FOUND = "Every GPU is as it was found (read back from NVML)."
 HANG = 3600.0  # a call that hangs until the process is killed
+
+# What undoes each step (steps.undo): a created instance is destroyed, a destroyed one created
+# again at its old place, a mode or persistence change asked for the other way.
+UNDO_OF = {"CreateGpuInstance": {"action": "DestroyGpuInstance"},
+           "CreateComputeInstance": {"action": "DestroyComputeInstance"},
+           "DestroyGpuInstance": {"action": "CreateGpuInstance"},
+           "DestroyComputeInstance": {"action": "CreateComputeInstance", "start": 0}}
+
+
+def undo_call(step: dict[str, Any]) -> str:
+    return call_of(UNDO_OF.get(step["action"], step))
+
 
 def idle(gpus: tuple[int, ...] = (0,)) -> dict[str, Any]:
     """The incident with no processes on ``gpus``: MIG off, persistence off."""
@@ -165,25 +179,19 @@ class Runs:
         self.count[kind] += 1
         return status, self.capsys.readouterr().out
 
-    def killed_at(self, fleet: Path, done: int, last: bool) -> str:
-        """Run in a process of its own, SIGKILLed once the journal has ``done`` steps done and,
-        unless it was the ``last``, the next one begun (its call hangs); the run's ID."""
+    def killed_when(self, fleet: Path, arrived: Callable[[list[dict[str, Any]]], bool], what: str) -> str:
+        """Run in a process of its own, SIGKILLed once its journal is ``arrived`` (its next call
+        hangs there, so it can go no further); the run's ID."""
         journal = fleet.parent / "journal.jsonl"
         process = subprocess.Popen(
             [sys.executable, "-m", "mig_exporter", "remediate", "--fleet", str(fleet),
              "--journal", str(journal), "--lock", str(fleet.parent / "remediate.lock"), *self.case.arguments],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        def arrived(lines: list[dict[str, Any]]) -> bool:
-            finished = sum(e["event"] == "done" for e in lines)
-            begun = lines[-1] == {**lines[-1], "event": "begin", "seq": done + 1}
-            return finished == done and (last or begun)
-
         while not (events(journal) and arrived(events(journal))):
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                pytest.fail(f"{self.case}: the run ended before step {done} was done: "
-                            f"{process.communicate()[0].decode()}")
+                pytest.fail(f"{self.case}: the run never got {what}: {process.communicate()[0].decode()}")
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         output = process.communicate(timeout=30)[0].decode()
@@ -193,6 +201,20 @@ class Runs:
         lines = events(journal)
         assert arrived(lines)  # and nothing after: no run-end, the hung call made no change
         return str(lines[0]["run"])
+
+    def rerun_after_kill(self, fleet: Path, killed: str, already: bool = False) -> None:
+        """The command again, without the hang: it names the killed run once, first, and
+        reaches the layout; the lock left by the kill is no obstacle and is gone after."""
+        without_faults(fleet)
+        self.check_busy_kept(fleet)
+        journal = fleet.parent / "journal.jsonl"
+        killed_lines = len(events(journal))
+        status, out = self.in_process(fleet, "rerun after kill")
+        self.check_reached(fleet, status, out, already)
+        rerun = events(journal)[killed_lines:]
+        assert rerun[0] == {**rerun[0], "event": "unfinished-run-found", "unfinished_run": killed}
+        assert sum(e["event"] == "unfinished-run-found" for e in rerun) == 1
+        assert not (fleet.parent / "remediate.lock").exists()
 
     def check_busy_kept(self, fleet: Path) -> None:
         """No instance with processes was destroyed, and the GPUs not targeted are as found."""
@@ -247,21 +269,33 @@ def test_a_fault_at_each_step_and_a_kill_between_steps_then_a_rerun(
         assert "unfinished-run-found" not in journal.read_text()  # the failed run did end
 
     for done in range(len(steps) + 1):
+        last = done == len(steps)
         fleet = runs.fleet(f"kill-{done}")
-        hang = (verification_hang(fleet) if done == len(steps)
-                else fault_at(steps, done, delay_seconds=HANG))
+        hang = verification_hang(fleet) if last else fault_at(steps, done, delay_seconds=HANG)
         write_fleet(fleet.parent, with_fault(runs.document, hang))
-        killed = runs.killed_at(fleet, done, last=done == len(steps))
-        without_faults(fleet)
-        runs.check_busy_kept(fleet)
-        journal = fleet.parent / "journal.jsonl"
-        killed_lines = len(events(journal))
-        status, out = runs.in_process(fleet, "rerun after kill")
-        runs.check_reached(fleet, status, out, already=done == len(steps))
-        rerun = events(journal)[killed_lines:]
-        assert rerun[0] == {**rerun[0], "event": "unfinished-run-found", "unfinished_run": killed}
-        assert sum(e["event"] == "unfinished-run-found" for e in rerun) == 1
-        assert not (fleet.parent / "remediate.lock").exists()
+
+        def between(lines: list[dict[str, Any]], done: int = done, last: bool = last) -> bool:
+            begun = lines[-1] == {**lines[-1], "event": "begin", "seq": done + 1}
+            return sum(e["event"] == "done" for e in lines) == done and (last or begun)
+
+        runs.rerun_after_kill(fleet, runs.killed_when(fleet, between, f"to step {done + 1}"), already=last)
+
+    # Killed while undoing: step ``failing`` fails, the undo of the step before it hangs.
+    undo_kills = range(len(steps) - 1, 0, -max(1, len(steps) // scaled(2)))
+    for failing in undo_kills:
+        fleet = runs.fleet(f"undo-kill-{failing}")
+        undo = undo_call(steps[failing - 1])
+        hang = {"call": undo, "skip": sum(call_of(s) == undo for s in steps[: failing + 1]), "count": 1,
+                "delay_seconds": HANG}
+        fails = fault_at(steps, failing, error="UNKNOWN")
+        write_fleet(fleet.parent, {**runs.document, "faults": [fails, hang]})
+
+        def undoing(lines: list[dict[str, Any]]) -> bool:  # the first undo begun, and hung
+            undos = [e for e in lines if e["event"] == "undo-begin"]
+            return lines[-1]["event"] == "undo-begin" and len(undos) == 1
+
+        runs.rerun_after_kill(fleet, runs.killed_when(fleet, undoing, "to its undo"))
 
     print(f"{case}: {len(steps)} steps; runs {dict(runs.count)}")
-    assert runs.count["faulted"] == len(steps) and runs.count["killed"] == len(steps) + 1
+    assert runs.count["faulted"] == len(steps)
+    assert runs.count["killed"] == len(steps) + 1 + len(undo_kills)
