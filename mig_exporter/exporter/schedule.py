@@ -21,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from mig_exporter.exporter.state import ExporterState
+from mig_exporter.findings import reports_no_gpus
 from mig_exporter.model import CollectionError, Snapshot
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class CollectionJob:
         self._last_errors: frozenset[CollectionError] = frozenset()
         self._hang_reported = False
         self._last_failure: str | None = None
+        self._no_gpus = False  # the last collection's NVML counted no GPU
 
     @property
     def read_in_flight(self) -> bool:
@@ -73,6 +75,7 @@ class CollectionJob:
         self._last_failure = None
         self._state.publish(snapshot)
         self._log_error_changes(snapshot)
+        self._log_no_gpus(snapshot)
         log.debug("collected %d GPUs in %.3fs with %d NVML calls and %d errors", len(snapshot.gpus),
                   snapshot.duration_seconds, snapshot.nvml_calls, len(snapshot.errors))
 
@@ -87,6 +90,17 @@ class CollectionJob:
             else:
                 log.info("NVML answers without errors again")
         self._last_errors = errors
+
+    def _log_no_gpus(self, snapshot: Snapshot) -> None:
+        """A line when NVML starts or stops counting no GPU: nvml_up 1 with no GPU series looks
+        like a healthy host on a dashboard (issue 11, item 8)."""
+        no_gpus = reports_no_gpus(snapshot)
+        if no_gpus and not self._no_gpus:
+            log.warning("NVML reports no GPUs: none passed into this container, or none bound to the "
+                        "nvidia driver (nvidia-smi -L); serving nvml_up and no GPU series")
+        elif self._no_gpus and not no_gpus and snapshot.gpus:
+            log.info("NVML reports %d GPU(s) again", len(snapshot.gpus))
+        self._no_gpus = no_gpus
 
     def _run_read(self, future: concurrent.futures.Future[Snapshot]) -> None:
         try:

@@ -141,3 +141,18 @@ def test_errors_are_logged_when_they_change_not_every_collection(caplog: pytest.
         ("WARNING", "NVML errors: nvmlDeviceGetPowerUsage on GPU 1: Unknown Error"),
         ("INFO", "NVML answers without errors again"),
     ]
+
+
+def test_nvml_counting_no_gpus_is_logged_when_it_starts_and_ends(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11, item 8: with no GPU, serve exported nvml_up 1 and nothing else, silently."""
+    none = replace(incident(), gpus=())
+    results = iter([none, none, incident()])
+    job = CollectionJob(lambda: next(results), new_state(), timeout_seconds=5)
+    with caplog.at_level(logging.INFO, logger="mig_exporter.exporter.schedule"):
+        for _ in range(3):
+            job()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "NVML reports no GPUs: none passed into this container, or none bound to the nvidia "
+                    "driver (nvidia-smi -L); serving nvml_up and no GPU series"),
+        ("INFO", f"NVML reports {len(incident().gpus)} GPU(s) again"),
+    ]
