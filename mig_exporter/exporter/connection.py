@@ -23,9 +23,11 @@ such connection is left, so a flood of new connections cannot make every scrape 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import socket
+import struct
 import threading
 import time
 from concurrent.futures import Executor
@@ -44,6 +46,7 @@ log = logging.getLogger("mig_exporter.exporter.server")
 # Go's http.Server reads at most 1 MiB of request head; nothing this exporter serves needs more
 # than a request line, a Host and an Authorization header.
 MAX_HEAD_BYTES = 16 * 1024
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 # --web.max-connections: nginx's worker_connections default; lowered to the descriptor limit.
 DEFAULT_MAX_CONNECTIONS = 1024
 
@@ -319,7 +322,7 @@ class HttpConnection(asyncio.Protocol):
                 # turn: close it now, so that each connection evicted to admit a new one frees its
                 # descriptor before the next accept (else a burst of accepts at the cap overshoots it)
                 if self._socket is not None:
-                    self._socket.close()
+                    _reset(self._socket)
         else:
             opening = self._opening
             if opening is not None and not opening.done() and opening is not asyncio.current_task(self._loop):
@@ -349,3 +352,13 @@ class HttpConnection(asyncio.Protocol):
                 if header == name:
                     return bytes(value)
         return b""
+
+
+def _reset(client: socket.socket) -> None:
+    """Close with a reset, as nginx's ``reset_timedout_connection`` does: a plain close queues a
+    FIN behind the unsent bytes, and for a client that never reads (a TLS pipeliner: TLS has read
+    all it sent, so nothing unread forces a reset) the kernel then keeps the orphaned socket and
+    its megabytes of send buffer for minutes."""
+    with contextlib.suppress(OSError):  # closed already
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    client.close()

@@ -4,6 +4,7 @@ cap, TLS and basic auth."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import http.client
 import logging
@@ -315,7 +316,7 @@ def test_idle_connections_beyond_the_cap_do_not_starve_scrapers(state: ExporterS
         for _ in range(5):
             assert requests.get(url(server, "/metrics"), timeout=5).status_code == 200
         assert len(server.connections.connections) <= 20
-        assert idle[0].recv(1) == b""  # the oldest idle connection was the one closed
+        assert closed_by_server(idle[0])  # the oldest idle connection was the one closed (reset)
         for client in idle:
             client.close()
 
@@ -413,6 +414,41 @@ def test_clients_pipelining_without_reading_hold_no_request_slot(state: Exporter
         wait_until(lambda: not stalled(), "clients that never read outlived the write deadline")
         for client in pipeliners:
             client.close()
+
+
+def test_a_tls_client_that_never_reads_is_reset_at_the_write_deadline(
+        tmp_path: Path, state: ExporterState) -> None:
+    """Over TLS nothing it sent is left unread (TLS reads it all), so a plain close would queue a
+    FIN behind megabytes it never reads, and the kernel would keep that socket for minutes: the
+    client must see a reset instead."""
+    state.publish(incident())
+    certificate = self_signed(tmp_path, "server")
+    (tmp_path / "web.yml").write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    config = load_web_config(str(tmp_path / "web.yml"))
+    context = ssl.create_default_context(cafile=str(certificate.cert_file))
+    with serving(state, telemetry_path="/metrics", web_config=config,
+                 limits=ServerLimits(write_seconds=1)) as server:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client = context.wrap_socket(raw, server_hostname="localhost")
+        client.setblocking(False)
+        with contextlib.suppress(ssl.SSLWantWriteError):
+            for _ in range(2000):
+                client.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+        wait_until(lambda: server.connections.connections == set(), "the client outlived the write deadline")
+
+        def reset() -> bool:
+            try:
+                while socket.socket.recv(client, 1 << 16):  # the bytes on the wire, not decrypted
+                    pass
+            except ConnectionResetError:
+                return True
+            except BlockingIOError:
+                pass
+            return False
+
+        wait_until(reset, "the client was not reset")
+        client.close()
 
 
 def test_gzip_follows_q_values_and_the_answer_varies_on_accept_encoding(state: ExporterState) -> None:
