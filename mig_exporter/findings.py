@@ -7,7 +7,7 @@ lets all three agree.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -43,13 +43,9 @@ class Finding:
     pids: tuple[int, ...] = ()  # the processes concerned
 
 
-def process_gpus(snapshot: Snapshot) -> dict[int, tuple[int, ...]]:
-    """pid → the physical GPU indices it holds memory on (sorted). Several MIG instances of one
-    GPU count as one GPU: spanning is about physical GPUs."""
-    gpus_by_pid: dict[int, set[int]] = defaultdict(set)
-    for process in snapshot.processes:
-        gpus_by_pid[process.pid].add(process.gpu_index)
-    return {pid: tuple(sorted(gpus)) for pid, gpus in sorted(gpus_by_pid.items())}
+def process_gpus(snapshot: Snapshot) -> Mapping[int, tuple[int, ...]]:
+    """pid → the physical GPU indices it holds memory on (sorted); see ``Snapshot.gpus_by_pid``."""
+    return snapshot.gpus_by_pid
 
 
 def spanning_processes(snapshot: Snapshot) -> dict[int, tuple[int, ...]]:

@@ -8,7 +8,11 @@ an error, a lost GPU) is ``None``: absent, never a made-up zero.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
 
 from mig_exporter.capability import MigCapability
 from mig_exporter.units import MIB as MIB  # re-exported: the unit the byte fields below are shown in
@@ -218,9 +222,20 @@ class Snapshot:
                 return gpu
         raise KeyError(f"no GPU with index {index}")
 
-    @property
+    @cached_property
     def processes(self) -> tuple[GpuProcess, ...]:
+        """Kept: one exposition asks a dozen times, and 10,000 processes cost a rebuild each."""
         return tuple(p for g in self.gpus for p in g.processes)
+
+    @cached_property
+    def gpus_by_pid(self) -> Mapping[int, tuple[int, ...]]:
+        """pid → the physical GPU indices it holds memory on (sorted). Several MIG instances of one
+        GPU count as one GPU: spanning is about physical GPUs. Kept for the exposition, the advice
+        and the spanning count alike."""
+        gpus_by_pid: dict[int, set[int]] = defaultdict(set)
+        for process in self.processes:
+            gpus_by_pid[process.pid].add(process.gpu_index)
+        return MappingProxyType({pid: tuple(sorted(gpus)) for pid, gpus in sorted(gpus_by_pid.items())})
 
     @property
     def processes_complete(self) -> bool:
