@@ -199,6 +199,9 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
     hosts = [g for i in affected if not (g := snapshot.gpu(i)).mig_enabled and not g.lost]
     capabilities = {g.index: c for g in hosts if (c := capability_of(g)) is not None}
 
+    # A GPU with no room for its least profile has room for none (see smallest_profile): it is
+    # left out of the search, which 10,000 workloads would otherwise repeat on each full GPU.
+    least = {i: p.id for i, c in capabilities.items() if (p := smallest_profile(c, 0)) is not None}
     assigned: dict[int, list[tuple[GpuInstanceProfile, int]]] = {i: [] for i in capabilities}
     no_room: set[tuple[int, int]] = set()  # (GPU, profile ID) that no longer fit there
     whole: dict[int, WholeGpu] = {}
@@ -209,7 +212,8 @@ def advise(snapshot: Snapshot, headroom_ratio: float = DEFAULT_HEADROOM_RATIO) -
             unplaced.append(Unplaced(workload.pid, "NVML reports no memory figure for it: no instance "
                                                    "can be sized"))
             continue
-        open_gpus = {i: c for i, c in capabilities.items() if i not in whole}
+        open_gpus = {i: c for i, c in capabilities.items()
+                     if i not in whole and i in least and (i, least[i]) not in no_room}
         target = _first_fit(open_gpus, assigned, no_room, needed, workload.needed_compute_ratio)
         if target is not None:
             gpu_index, profile = target
