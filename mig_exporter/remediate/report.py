@@ -13,7 +13,7 @@ from mig_exporter.printable import printable
 from mig_exporter.remediate.apply import Outcome
 from mig_exporter.remediate.layout import GpuTarget
 from mig_exporter.remediate.plan import Blocker, GpuPlan, Plan
-from mig_exporter.remediate.steps import to_json
+from mig_exporter.remediate.steps import CreateComputeInstance, to_json
 from mig_exporter.units import format_mib
 
 
@@ -151,7 +151,7 @@ def outcome_text(outcome: Outcome, journal: str) -> str:
             lines.append("NOT undone (the GPUs are not as found; see the journal):")
             lines += [f"  - {failure.what}: {failure.error}" for failure in outcome.not_undone]
         else:
-            lines.append("Every GPU is as it was found (read back from NVML).")
+            lines.append(_as_found(outcome))
     else:
         lines.append(f"Applied {sum(e.in_effect for e in outcome.executed)} step(s).")
         lines += [f"Asked for, not in effect yet: {e.step.describe()}"
@@ -162,6 +162,18 @@ def outcome_text(outcome: Outcome, journal: str) -> str:
         lines.append(f"GPU {pending.gpu_index}: the MIG mode is pending ({pending.reason}).")
     lines.append(f"Journal: {journal}")
     return "\n".join(printable(line) for line in lines)  # a name, a user: one line each
+
+
+def _as_found(outcome: Outcome) -> str:
+    """A MIG device the undo made again is the same slice of the GPU under a new UUID (the driver
+    gives each new one its own): the layout is as found, but a workload pinned to the old UUID
+    would not find it."""
+    remade = sum(isinstance(undone.step, CreateComputeInstance) for undone in outcome.undone)
+    if not remade:
+        return "Every GPU is as it was found (read back from NVML)."
+    return (f"Every GPU's layout is as it was found (read back from NVML), but the {remade} MIG "
+            f"device(s) the undo made again have new UUIDs: give a workload pinned to an old one "
+            f"the new one (nvidia-smi -L).")
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:

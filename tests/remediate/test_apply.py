@@ -63,8 +63,8 @@ def undone_as_found(
     before = fleet.read_bytes()
     assert apply_on_gpu0(tmp_path, fleet, layout) == 2
     out = capsys.readouterr().out
-    assert f"{AS_FOUND} (read back from NVML)." in out
     if not recreated:
+        assert f"{AS_FOUND} (read back from NVML)." in out
         assert fleet.read_bytes() == before
         return out
     uuids_before, uuids_after = (
@@ -72,6 +72,8 @@ def undone_as_found(
         for state in (parse_fleet(before, "before"), load_fleet(str(fleet)))
     )
     assert uuids_before == {None} and len(uuids_after - {None}) == recreated
+    assert (f"Every GPU's layout is as it was found (read back from NVML), but the {recreated} MIG "
+            f"device(s) the undo made again have new UUIDs") in out
     assert without_mig_uuids(load_fleet(str(fleet))) == parse_fleet(before, "before")
     return out
 

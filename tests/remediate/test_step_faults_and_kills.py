@@ -51,7 +51,7 @@ from .fleets import (
 
 VERIFIED = "Verified by reading NVML again"
 ALREADY = "Nothing to do: the GPUs already have this layout."  # also from a read of NVML
-AS_FOUND = "Every GPU is as it was found (read back from NVML)."
+AS_FOUND = "as it was found (read back from NVML)"  # the layout; MIG devices made again: new UUIDs
 HANG = 3600.0  # a call that hangs until the process is killed
 
 # What undoes each step (steps.undo): a created instance is destroyed, a destroyed one created
