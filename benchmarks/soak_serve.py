@@ -198,17 +198,21 @@ class Scrapers:
 
 
 @contextmanager
-def serving(fleet: Path, port: int, interval: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mig_exporter", "serve", "--fleet", str(fleet),
-         "--web.listen-address", f"127.0.0.1:{port}", "--collect.interval", interval],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+def serving(fleet: Path, port: int, interval: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``serve`` logging to the file ``log``: a pipe nobody reads until the end fills up after
+    some 400 reloads logged, and then every thread that logs blocks (collections stop)."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mig_exporter", "serve", "--fleet", str(fleet),
+             "--web.listen-address", f"127.0.0.1:{port}", "--collect.interval", interval],
+            stdout=output, stderr=subprocess.STDOUT,
+        )
     try:
         yield process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
+            process.wait(30)
 
 
 SKIPPED = "skipped: maximum number of running instances reached"  # apscheduler's words
@@ -235,14 +239,15 @@ def soak(generations: int, scrapers: int, interval: str = "100ms", seed: int = 1
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         stamps: set[float] = set()  # seen by the checker
-        with serving(fleet, port, interval) as process, requests.Session() as checker:
+        log = Path(directory) / "serve.log"
+        with serving(fleet, port, interval, log) as process, requests.Session() as checker:
             def scrape() -> str | None:
                 figures.scrapes += 1
                 try:
                     response = checker.get(base + "/metrics", timeout=10)
                 except requests.ConnectionError:
                     figures.scrapes -= 1  # not listening yet
-                    assert process.poll() is None, process.communicate()[0].decode()
+                    assert process.poll() is None, log.read_text()
                     return None
                 if response.status_code != 200:
                     figures.scrape_errors += 1
@@ -277,16 +282,16 @@ def soak(generations: int, scrapers: int, interval: str = "100ms", seed: int = 1
                 figures.rss_mib = (warm[0], serve.memory_info().rss / 2**20)
                 figures.threads = (warm[1], serve.num_threads())
             process.send_signal(signal.SIGTERM)
-            log, _ = process.communicate(timeout=30)
+            process.wait(30)
         figures.exit_code = process.returncode
         figures.port_released = port_free(port)
+        figures.log_problems, figures.collections_skipped = log_problems(log.read_text())
     figures.generations = generations
     figures.collections = len(stamps | {float(stamp) for stamp in background.stamps})
     figures.scrapes += background.scrapes
     figures.scrape_errors += len(background.errors)
     figures.pid_reuses = churn.reuses
     figures.gone = churn.gone
-    figures.log_problems, figures.collections_skipped = log_problems(log.decode())
     return figures
 
 
